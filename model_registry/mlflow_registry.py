@@ -1,0 +1,211 @@
+"""MLflow adapter: tracking runs, and model versions that follow the approval protocol.
+
+One `MlflowRegistry` owns one MLflow client for one tracking URI; nothing here is created at
+import time. Registration is idempotent on the run key (dataset hash + config digest): the
+same inputs never make a second version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from model_registry import tags as T
+
+log = logging.getLogger(__name__)
+
+
+class RegisteredVersion(BaseModel):
+    """A model version as the pipeline sees it."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    version: str
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    reused: bool = False
+
+
+class RegistryError(RuntimeError):
+    """The registry refused an operation."""
+
+
+class MlflowRegistry:
+    """Runs and model versions in one MLflow tracking server or store."""
+
+    def __init__(self, tracking_uri: str, *, experiment: str, model_name: str, artifact_root: str | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.experiment_id = self._experiment(experiment, artifact_root)
+
+    def _experiment(self, name: str, artifact_root: str | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    # --- tracking ---------------------------------------------------------------------------
+
+    @contextmanager
+    def run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+        """An MLflow run that ends FINISHED, or FAILED if the block raises."""
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run_id = run.info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = _flatten(params)
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def run_url(self, ui_url: str, run_id: str) -> str:
+        return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def version_url(self, ui_url: str, version: str) -> str:
+        return f"{ui_url.rstrip('/')}/#/models/{self.model_name}/versions/{version}"
+
+    # --- registry ---------------------------------------------------------------------------
+
+    def find_version(self, run_key: str) -> RegisteredVersion | None:
+        """The version registered for this run key, if any."""
+        found = self.client.search_model_versions(
+            f"name = '{self.model_name}' and tags.`{T.RUN_KEY}` = '{run_key}'", max_results=10
+        )
+        if not found:
+            return None
+        return self._as_registered(max(found, key=lambda v: int(v.version)), reused=True)
+
+    def get_version(self, version: str) -> RegisteredVersion:
+        return self._as_registered(self.client.get_model_version(self.model_name, version))
+
+    def register(
+        self,
+        run_id: str,
+        *,
+        weights_path: str,
+        model_config: Mapping[str, Any],
+        tags: Mapping[str, str],
+        description: str,
+    ) -> RegisteredVersion:
+        """Log the candidate as a pyfunc model in the run and register it with its tags in one call.
+
+        Idempotent: if a version for the same source run exists, it is returned instead.
+        """
+        existing = self.client.search_model_versions(
+            f"name = '{self.model_name}' and tags.`{T.SOURCE_RUN}` = '{run_id}'", max_results=10
+        )
+        if existing:
+            return self._as_registered(existing[0], reused=True)
+        self._ensure_registered_model()
+        with self._fluent_uri():  # the registry resolves `models:/m-...` through the fluent URI
+            model_uri, model_id = self._log_pyfunc(run_id, weights_path, model_config)
+            version = self.client.create_model_version(
+                self.model_name, source=model_uri, run_id=run_id, model_id=model_id,
+                tags={**tags, T.SOURCE_RUN: run_id}, description=description,
+            )
+        log.info("registered %s version %s (%s)", self.model_name, version.version, tags.get(T.APPROVAL_STATUS))
+        return self._as_registered(self.client.get_model_version(self.model_name, version.version))
+
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            self.client.create_registered_model(
+                self.model_name,
+                description="Fine-tuned candidates. Each version carries its gate report; approvers set "
+                f"`{T.APPROVAL_STATUS}` to `{T.APPROVED}` or `{T.REJECTED}`.",
+            )
+
+    @contextmanager
+    def _fluent_uri(self) -> Iterator[None]:
+        """Point MLflow's process-wide (fluent) API at this store for the block, then restore it."""
+        import mlflow
+
+        tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(tracking)
+            mlflow.set_registry_uri(registry)
+
+    def _log_pyfunc(self, run_id: str, weights_path: str, model_config: Mapping[str, Any]) -> tuple[str, str]:
+        import mlflow
+        import mlflow.pyfunc
+
+        from model_registry import pyfunc_model
+
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=pyfunc_model.__file__,
+                artifacts={"weights": weights_path},
+                model_config=dict(model_config),
+                pip_requirements=_requirements(),
+            )
+        return str(info.model_uri), str(info.model_id)
+
+    def _as_registered(self, version: Any, reused: bool = False) -> RegisteredVersion:
+        version_tags = dict(version.tags or {})
+        return RegisteredVersion(
+            name=version.name, version=str(version.version), run_id=version.run_id or "",
+            status=version_tags.get(T.APPROVAL_STATUS, "unknown"), tags=version_tags, reused=reused,
+        )
+
+
+def _requirements() -> list[str]:
+    """Pin what the pyfunc model needs to load, from what is installed here."""
+    wanted = ("torch", "transformers", "peft", "mlflow", "pydantic")
+    pins = []
+    for name in wanted:
+        try:
+            pins.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(value, default=str)
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,24 @@
+"""The approval protocol on MLflow model versions: tag names, statuses and aliases (DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+APPROVAL_STATUS: Final = "genaiops.approval_status"
+APPROVED_BY: Final = "genaiops.approved_by"
+APPROVAL_NOTE: Final = "genaiops.approval_note"
+GATE: Final = "genaiops.gate"
+GATE_SUMMARY: Final = "genaiops.gate_summary"  # every check with its numbers
+DATASET_HASH: Final = "genaiops.dataset_hash"
+BASE_MODEL: Final = "genaiops.base_model"
+SOURCE_RUN: Final = "genaiops.source_run"
+RUN_KEY: Final = "genaiops.run_key"  # dataset hash + config digest: one version per distinct input
+TRIGGERED_BY: Final = "genaiops.triggered_by"
+
+PENDING: Final = "PendingManualApproval"
+APPROVED: Final = "Approved"
+REJECTED: Final = "Rejected"
+ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
+
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"

@@ -1,0 +1,194 @@
+"""The `genaiops` command line. Heavy libraries are imported inside commands so `--help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.offline import go_offline
+
+app = typer.Typer(
+    name="genaiops",
+    help="Fine-tune a foundation model from new data to an approved, safely deployed version; locally or on AWS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show the merged configuration and its schema.", no_args_is_help=True)
+data_app = typer.Typer(help="Sample data and the data contract.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+# soft_wrap: never break a URL or a path across lines, whatever the terminal width.
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Pipeline config YAML (default: $GENAIOPS_CONFIG, else the embedded defaults)."),
+]
+
+EXIT_FAILED = 1  # the run ran and failed: bad data, a failed gate
+EXIT_USAGE = 2  # the run could not start: bad config, bad arguments
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _load(config_path: Path | None) -> tuple[Any, Any]:
+    from pipelines.settings import ConfigError, load_config, load_settings
+
+    try:
+        settings = load_settings()
+        return settings, load_config(config_path or settings.config)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """Print the merged, validated settings and pipeline config."""
+    import yaml
+
+    from pipelines.settings import as_document
+
+    settings, pipeline = _load(config)
+    document = as_document(settings, pipeline)
+    if as_json:
+        out.print_json(data=document)
+    else:
+        out.print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the pipeline config (what a YAML config may contain)."""
+    from pipelines.settings import PipelineConfig
+
+    out.print_json(json.dumps(PipelineConfig.model_json_schema()))
+
+
+@data_app.command("generate")
+def data_generate(
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON Lines file.")],
+    rows: Annotated[int, typer.Option(min=1, help="How many records.")] = 720,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the shipped sample's).")] = None,
+) -> None:
+    """Generate dialogue → summary records (the shipped sample is rows=720 with the default seed)."""
+    from steps.sample_data import SAMPLE_SEED, generate_records, write_jsonl
+
+    count = write_jsonl(generate_records(rows, SAMPLE_SEED if seed is None else seed), out_path)
+    out.print(f"wrote {count} records to {out_path}")
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file.")],
+    config: ConfigOption = None,
+) -> None:
+    """Validate a file against the configured data contract; exit 0 if it passes, 1 if not."""
+    go_offline()
+    from steps.data import DataSourceError, load_records, validate_records
+
+    _, pipeline = _load(config)
+    try:
+        frame = load_records(path, pipeline.data.format)
+    except DataSourceError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    report = validate_records(frame, pipeline.data, str(path))
+    table = Table(title=f"{path} ({report.rows} records)")
+    for column in ("expectation", "column", "result", "bad records", "first records"):
+        table.add_column(column)
+    for check in report.checks:
+        table.add_row(check.expectation, check.column or "", "[green]pass[/]" if check.success else "[red]FAIL[/]",
+                      str(check.unexpected_count), ", ".join(map(str, check.rows)) or (check.observed or ""))
+    out.print(table)
+    if not report.success:
+        _fail(f"{path} breaks the data contract: {len(report.failed)} expectation(s) failed", EXIT_FAILED)
+    out.print("[green]passed[/]")
+
+
+@app.command()
+def retrain(config: ConfigOption = None) -> None:
+    """Run the retrain flow: prepare → fine-tune → evaluate → register for approval."""
+    go_offline()
+    settings, pipeline = _load(config)
+    # Flow-run history stays in the workspace unless the user points Prefect elsewhere.
+    os.environ.setdefault("PREFECT_HOME", str(settings.root / "prefect"))
+    from pipelines.flows import GateFailedError
+    from pipelines.flows import retrain as retrain_flow
+    from steps.base_model import BaseModelError
+    from steps.data import DataSourceError, DataValidationError
+    from steps.finetune import FinetuneError
+
+    err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
+    try:
+        result = retrain_flow(pipeline)
+    except (BaseModelError, FinetuneError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except (DataSourceError, DataValidationError, GateFailedError) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    _print_result(result)
+
+
+def _print_result(result: Any) -> None:
+    from model_registry import tags as T
+
+    table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
+    for column in ("metric", "candidate", "base", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name in ("rougeL", "rouge1", "rouge2", "empty_rate"):
+        if name in result.candidate and name in result.base:
+            cand, base = result.candidate[name], result.base[name]
+            table.add_row(name, f"{cand:.4f}", f"{base:.4f}", f"{cand - base:+.4f}")
+    out.print(table)
+    note = " (inputs unchanged: the existing version was reused)" if result.reused else ""
+    out.print(f"registered: [bold]{result.model_name}[/] version [bold]{result.version}[/], "
+              f"status [bold]{result.status}[/], gate {result.gate}{note}")
+    out.print(f"MLflow run:     {result.run_url}")
+    out.print(f"model version:  {result.version_url}")
+    if result.status == T.PENDING:
+        out.print(f"to approve: run [bold]make ui[/], open the model version above and set the tag "
+                  f"[bold]{T.APPROVAL_STATUS}[/] to [bold]{T.APPROVED}[/] (or {T.REJECTED}).")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Serve the MLflow UI on 127.0.0.1 over the workspace's store (what `make ui` runs)."""
+    go_offline()
+    settings, _ = _load(None)
+    mlflow = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if mlflow is None:
+        _fail("the mlflow command is not installed in this environment", EXIT_USAGE)
+    settings.root.mkdir(parents=True, exist_ok=True)
+    command = [mlflow, "server", "--backend-store-uri", settings.tracking_uri,
+               "--default-artifact-root", settings.mlflow_artifact_root, "--host", "127.0.0.1", "--port", str(port)]
+    err.print(f"MLflow UI: http://127.0.0.1:{port}  (store {settings.tracking_uri}); Ctrl-C stops it")
+    try:
+        raise typer.Exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Prefect flows. They wire steps together, declare retries and read settings once; no business logic."""
+
+from __future__ import annotations
+
+import hashlib
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from model_registry import tags as T
+from model_registry.candidates import candidate_description, candidate_tags, gate_report_markdown
+from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
+from pipelines.backends import make_registry, make_store
+from pipelines.offline import go_offline
+from pipelines.settings import PipelineConfig, Settings, load_settings
+from steps.base_model import resolve_base_model
+from steps.data import PreparedDataset, prepare_dataset
+from steps.evaluate import EvalResult, decide, evaluate_trained
+from steps.finetune import finetune
+
+
+class GateFailedError(RuntimeError):
+    """The candidate failed its evaluation gates; it is registered as Rejected and goes no further."""
+
+
+class RetrainResult(BaseModel):
+    """What a retrain run produced, for the CLI and for callers of the flow."""
+
+    model_config = ConfigDict(frozen=True)
+    model_name: str
+    version: str
+    status: str
+    gate: str
+    gate_summary: str
+    run_id: str
+    run_url: str
+    version_url: str
+    dataset_hash: str
+    candidate: dict[str, float] = {}
+    base: dict[str, float] = {}
+    reused: bool = False
+
+
+def _not_a_bad_input(task: object, run: object, state: object) -> bool:
+    """Retry infrastructure hiccups, never bad input (ValueError and its kin are deterministic)."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except ValueError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+# Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys.
+prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
+resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
+train = task(name="finetune", cache_policy=NO_CACHE)(finetune)
+evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
+
+
+@task(name="register", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_bad_input, cache_policy=NO_CACHE)
+def register(registry: MlflowRegistry, run_id: str, **kwargs: object) -> RegisteredVersion:
+    return registry.register(run_id, **kwargs)  # type: ignore[arg-type]
+
+
+def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
+    """One version per distinct input: dataset content, fine-tuning and evaluation settings."""
+    material = "|".join([config.model_name, dataset.hash, config.finetune.model_dump_json(),
+                         config.evaluate.model_dump_json(), config.data.template])
+    return hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+@flow(name="retrain")
+def retrain(config: PipelineConfig | None = None) -> RetrainResult:
+    """Prepare data, fine-tune, evaluate against the base model, gate and register the candidate."""
+    go_offline()
+    config = config or PipelineConfig()
+    settings = load_settings()
+    logger = get_run_logger()
+    store, registry = make_store(settings), make_registry(settings, config)
+
+    dataset = prepare(config.data, store)
+    key = run_key(dataset, config)
+    existing = registry.find_version(key)
+    if existing is not None:
+        logger.info("inputs unchanged: %s version %s already exists (%s)", existing.name, existing.version,
+                    existing.status)
+        return _finish(_result(settings, registry, existing, dataset.hash, None))
+
+    base_path = resolve_model(config.finetune.base_model, settings.root / "models")
+    with registry.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by}) as run_id:
+        registry.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
+            "hash": dataset.hash, "source": dataset.source, **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
+        registry.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
+        trained = train(dataset.splits["train"], dataset.splits["validation"], config.finetune, base_path,
+                        settings.root / "runs" / f"{dataset.hash[:16]}-{config.finetune.digest()}",
+                        on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step))
+        registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
+        result = evaluate(trained, dataset.splits["test"], config.evaluate)
+        report = decide(result.candidate.metrics, result.base.metrics, config.evaluate.gates)
+        registry.log_metrics(run_id, {**{f"candidate.{k}": v for k, v in result.candidate.metrics.items()},
+                                      **{f"base.{k}": v for k, v in result.base.metrics.items()}})
+        registry.log_text(run_id, gate_report_markdown(result, report, dataset_hash=dataset.hash), "gate_report.md")
+        version = register(
+            registry, run_id,
+            weights_path=trained.path,
+            model_config={"kind": trained.kind, "base_model": trained.base_model,
+                          "base_model_path": trained.base_model_path, "template": config.data.template,
+                          "generation": config.evaluate.generation.model_dump()},
+            tags=candidate_tags(report=report, dataset_hash=dataset.hash, base_model=config.finetune.base_model,
+                                run_key=key, triggered_by=settings.triggered_by),
+            description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
+        )
+    return _finish(_result(settings, registry, version, dataset.hash, result))
+
+
+def _result(settings: Settings, registry: MlflowRegistry, version: RegisteredVersion, dataset_hash: str,
+            result: EvalResult | None) -> RetrainResult:
+    if result is None:  # an earlier run made this version: read its numbers back
+        metrics = registry.client.get_run(version.run_id).data.metrics
+        candidate = {k.removeprefix("candidate."): v for k, v in metrics.items() if k.startswith("candidate.")}
+        base = {k.removeprefix("base."): v for k, v in metrics.items() if k.startswith("base.")}
+    else:
+        candidate, base = result.candidate.metrics, result.base.metrics
+    return RetrainResult(
+        model_name=version.name, version=version.version, status=version.status,
+        gate=version.tags.get(T.GATE, "unknown"), gate_summary=version.tags.get(T.GATE_SUMMARY, ""),
+        run_id=version.run_id,
+        run_url=registry.run_url(settings.mlflow_ui_url, version.run_id),
+        version_url=registry.version_url(settings.mlflow_ui_url, version.version),
+        dataset_hash=dataset_hash, candidate=candidate, base=base, reused=version.reused,
+    )
+
+
+def _finish(result: RetrainResult) -> RetrainResult:
+    """Fail the flow run loudly when the gate failed; the Rejected version stays for the audit trail."""
+    if result.gate == "failed":
+        raise GateFailedError(
+            f"{result.model_name} version {result.version} is {T.REJECTED}: {result.gate_summary}; "
+            f"gate report: {result.run_url}"
+        )
+    return result

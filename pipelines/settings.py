@@ -1,0 +1,137 @@
+"""Where it runs (`Settings`, from GENAIOPS_* variables) and what it runs (`PipelineConfig`, from YAML).
+
+Each stage's config model lives beside its stage; this module composes them, so no lower
+layer imports `pipelines/`. Unknown keys are errors in both.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from steps.data import DataConfig
+from steps.evaluate import EvaluateConfig
+from steps.finetune import FinetuneConfig
+
+ENV_PREFIX = "GENAIOPS_"
+DEFAULT_CONFIG_NAME = "configs/local.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or environment variable is wrong; the message names where and why."""
+
+
+class Settings(BaseSettings):
+    """Where the pipeline runs: backend, workspace, AWS coordinates, MLflow. From GENAIOPS_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    backend: Literal["local", "aws"] = "local"
+    workspace: Path = Field(Path(".genaiops"), description="local state: artifacts, models, MLflow store")
+    config: Path | None = Field(None, description="the pipeline config YAML; the embedded defaults when unset")
+    region: str = "us-east-1"
+    artifact_bucket: str | None = Field(None, description="S3 bucket of the artifact store (aws backend)")
+    artifact_prefix: str = "genaiops"
+    kms_key_id: str | None = Field(None, description="KMS key for S3 artifacts (aws backend)")
+    mlflow_tracking_uri: str | None = Field(None, description="defaults to a SQLite store in the workspace")
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where approvers open the MLflow UI")
+    triggered_by: str = Field(default_factory=getpass.getuser, description="who or what started the run")
+
+    @model_validator(mode="after")
+    def _aws_needs_coordinates(self) -> Settings:
+        if self.backend == "aws":
+            missing = [f"{ENV_PREFIX}{name.upper()}" for name in ("artifact_bucket", "mlflow_tracking_uri")
+                       if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"the aws backend needs {', '.join(missing)}")
+        return self
+
+    @cached_property
+    def root(self) -> Path:
+        """The workspace as an absolute path."""
+        return self.workspace.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        if self.backend == "aws":
+            return f"s3://{self.artifact_bucket}/{self.artifact_prefix}/mlflow"
+        return (self.root / "mlartifacts").as_uri()
+
+
+class PipelineConfig(BaseModel):
+    """What the retrain pipeline runs: data, fine-tuning and evaluation, under one model name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_name: str = Field("dialogue-summarizer", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                            description="registered model name in MLflow")
+    experiment: str = Field("genaiops-retrain", min_length=1, description="MLflow experiment of the runs")
+    data: DataConfig = DataConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def load_settings() -> Settings:
+    """Read Settings from the environment; unknown GENAIOPS_* variables are errors, not silently ignored."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if unknown:
+        raise ConfigError(f"environment: unknown variable(s) {unknown}; known: {sorted(known)}")
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "environment", prefix=ENV_PREFIX)) from exc
+
+
+def load_config(path: Path | None) -> PipelineConfig:
+    """Validate a YAML config file into a PipelineConfig; None gives the embedded defaults."""
+    if path is None:
+        return PipelineConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(raw).__name__}")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from exc
+
+
+def _describe(exc: ValidationError, where: str, prefix: str = "") -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        if prefix and error["loc"]:
+            key = prefix + key.upper()
+        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"{where}: {key}: {reason}")
+    return "\n".join(lines)
+
+
+def as_document(settings: Settings, config: PipelineConfig) -> dict[str, Any]:
+    """Settings and config merged into one plain document, as `genaiops config show` prints them."""
+    return {
+        "settings": {**settings.model_dump(mode="json"), "tracking_uri": settings.tracking_uri,
+                     "workspace": str(settings.root)},
+        "pipeline": config.model_dump(mode="json"),
+    }

@@ -1,0 +1,113 @@
+"""The artifact store port: a folder in the workspace locally, S3 (SSE-KMS) on AWS."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+
+class ArtifactNotFoundError(KeyError):
+    """No artifact is stored under the key."""
+
+
+class ArtifactStore(Protocol):
+    """Keys are relative POSIX paths such as `datasets/<hash>/train.jsonl`."""
+
+    def put(self, key: str, data: bytes) -> str:
+        """Store `data` under `key`; return the artifact's URI."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under `key`, or raise ArtifactNotFoundError."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def uri(self, key: str) -> str: ...
+
+
+def _check_key(key: str) -> str:
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"artifact key must be a relative path without '..', got {key!r}")
+    return str(path)
+
+
+class LocalStore:
+    """Artifacts as files under a root folder; writes are atomic (temp file, then rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path.as_uri()
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"no artifact {key!r} under {self.root}")
+        return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3Store:
+    """Artifacts as S3 objects under a prefix, encrypted with a KMS key when one is given."""
+
+    def __init__(self, bucket: str, client: Any, *, prefix: str = "", kms_key_id: str | None = None) -> None:
+        self.bucket = bucket
+        self.client = client
+        self.prefix = prefix.strip("/")
+        self.kms_key_id = kms_key_id
+
+    def _key(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> str:
+        extra: dict[str, str] = {"ServerSideEncryption": "aws:kms"}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        return self.uri(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ArtifactNotFoundError(f"no artifact {key!r} in {self.uri(key)}") from exc
+        body: bytes = response["Body"].read()
+        return body
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"

@@ -1,0 +1,86 @@
+"""Loading a base model (plus an optional LoRA adapter, merged on load) and batched generation.
+
+Shared by evaluation, the MLflow pyfunc model and the model server, so that a prompt gives the
+same answer in every place it is asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+
+class GenerationSettings(BaseModel):
+    """Decoding settings; temperature 0 means greedy decoding."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_new_tokens: int = Field(48, gt=0, le=4096)
+    batch_size: int = Field(8, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class LoadedModel:
+    """A model ready for generation, with its tokenizer (left padding for batches)."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+
+
+def load_model(base_model_path: str | Path, adapter_path: str | Path | None = None, name: str = "model") -> LoadedModel:
+    """Load a base model, merge a LoRA adapter into it if one is given, and put it in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_path or base_model_path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    model.eval()
+    return LoadedModel(model, tokenizer, name)
+
+
+def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+    """Complete every prompt, in batches of `settings.batch_size`; returns the cleaned completions."""
+    import torch
+
+    tokenizer, outputs = loaded.tokenizer, list[str]()
+    sampling = settings.temperature > 0
+    extra: dict[str, Any] = {"do_sample": sampling}
+    if sampling:
+        torch.manual_seed(settings.seed)
+        extra.update(temperature=settings.temperature, top_p=settings.top_p)
+        if settings.top_k:
+            extra["top_k"] = settings.top_k
+    for start in range(0, len(prompts), settings.batch_size):
+        batch = list(prompts[start : start + settings.batch_size])
+        encoded = tokenizer(batch, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            tokens = loaded.model.generate(
+                **encoded, max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, **extra,
+            )
+        new = tokens[:, encoded["input_ids"].shape[1]:]
+        outputs.extend(clean(tokenizer.decode(row, skip_special_tokens=True)) for row in new)
+    return outputs
+
+
+def clean(text: str) -> str:
+    """The first non-empty line of a completion: answers are one line, anything after is rambling."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

@@ -1,0 +1,83 @@
+"""The retrain flow on the local backend with a tiny model: registration, gates, idempotency, bad data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from model_registry import tags as T
+from pipelines.flows import GateFailedError, retrain
+from pipelines.settings import PipelineConfig, load_settings
+from steps.data import DataValidationError
+
+
+def _config(data: Path, model: Path, gates: list[dict[str, object]]) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "model_name": "tiny-summarizer",
+        "data": {"source": str(data), "min_rows": 20},
+        "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
+                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
+        "evaluate": {"max_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4}, "gates": gates},
+    })
+
+
+def _client() -> MlflowClient:
+    uri = load_settings().tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _versions(name: str) -> list[object]:
+    return list(_client().search_model_versions(f"name = '{name}'"))
+
+
+def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
+    sample_jsonl: Path, tiny_model_dir: Path
+) -> None:
+    config = _config(sample_jsonl, tiny_model_dir, [{"metric": "empty_rate", "max": 1.0}])
+    result = retrain(config)
+    assert result.status == T.PENDING and result.gate == "passed" and not result.reused
+    [version] = _versions("tiny-summarizer")
+    assert version.tags[T.APPROVAL_STATUS] == T.PENDING
+    assert version.tags[T.DATASET_HASH] == result.dataset_hash
+    assert version.tags[T.BASE_MODEL] == str(tiny_model_dir)
+    assert version.tags[T.SOURCE_RUN] == result.run_id
+    assert "Gate passed" in version.description
+    client = _client()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert {"candidate.rougeL", "base.rougeL", "train.eval_loss", "loss"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(result.run_id, "loss")] == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"gate_report.md", "data_validation.md"} <= artifacts
+
+    again = retrain(config)
+    assert again.reused and again.version == result.version
+    assert len(_versions("tiny-summarizer")) == 1
+
+
+def test_failed_gate_registers_rejected_and_fails_the_run(sample_jsonl: Path, tiny_model_dir: Path) -> None:
+    config = _config(sample_jsonl, tiny_model_dir, [{"metric": "rougeL", "min": 0.99}])
+    with pytest.raises(GateFailedError, match=r"Rejected: gates failed: rougeL >= 0\.99: "):
+        retrain(config)
+    [version] = _versions("tiny-summarizer")
+    assert version.tags[T.APPROVAL_STATUS] == T.REJECTED and version.tags[T.GATE] == "failed"
+    # Re-running the same inputs fails the same way and registers nothing new.
+    with pytest.raises(GateFailedError):
+        retrain(config)
+    assert len(_versions("tiny-summarizer")) == 1
+
+
+def test_bad_data_fails_at_prepare_and_nothing_is_trained_or_registered(
+    sample_jsonl: Path, tiny_model_dir: Path, tmp_path: Path, isolated_env: Path
+) -> None:
+    records = [json.loads(line) for line in sample_jsonl.read_text().splitlines()]
+    records[10]["summary"] = None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DataValidationError, match=r"expect_column_values_to_not_be_null on column 'summary'.*\[11\]"):
+        retrain(_config(bad, tiny_model_dir, [{"metric": "empty_rate", "max": 1.0}]))
+    assert _versions("tiny-summarizer") == []
+    assert not (isolated_env / "runs").exists()
