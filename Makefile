@@ -10,7 +10,7 @@ DEV := $(VENV)/.installed-dev
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install run test test-fast ui lint clean
+.PHONY: help install run test test-fast ui lint synth clean
 
 help:
 	@echo "make run        install into $(VENV) and run the local lifecycle (retrain → gate → registry)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:5000 over the workspace store"
 	@echo "make lint       ruff and mypy"
+	@echo "make synth      synthesize the CDK app into cdk.out (offline, checked by cdk-nag)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,5 +55,9 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+synth: $(RUNTIME)
+	$(BIN)/python -c "from infra_cdk.app import build_app; build_app(outdir='cdk.out').synth()"
+	@echo "templates: $(abspath cdk.out)"
+
 clean:
-	rm -rf $(VENV) .genaiops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .genaiops .pytest_cache .mypy_cache .ruff_cache cdk.out

@@ -20,7 +20,6 @@ FORCED = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "CDK_DISABLE_CLI_TELEMETRY": "true",
     "CDK_DISABLE_VERSION_CHECK": "1",
-    "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
 }
 DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -32,6 +31,8 @@ DEFAULTS = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(OUR_LOGGERS),
+    # jsii (CDK) prints a banner on Node 20, which is what this machine has.
+    "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     # A temporary Prefect server can start slowly on a busy two-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # The MLflow git probe shells out for every run; nothing here needs it.

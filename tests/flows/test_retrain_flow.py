@@ -60,8 +60,11 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
 
 def test_failed_gate_registers_rejected_and_fails_the_run(sample_jsonl: Path, tiny_model_dir: Path) -> None:
     config = _config(sample_jsonl, tiny_model_dir, [{"metric": "rougeL", "min": 0.99}])
+    state = retrain(config, return_state=True)
+    assert state.is_failed()
+    assert "gates failed: rougeL >= 0.99: " in state.message
     with pytest.raises(GateFailedError, match=r"Rejected: gates failed: rougeL >= 0\.99: "):
-        retrain(config)
+        state.result()
     [version] = _versions("tiny-summarizer")
     assert version.tags[T.APPROVAL_STATUS] == T.REJECTED and version.tags[T.GATE] == "failed"
     # Re-running the same inputs fails the same way and registers nothing new.
