@@ -31,6 +31,8 @@ DEFAULTS = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(OUR_LOGGERS),
+    # Our loggers also run outside flow runs (the CLI, the model server): no warning for that.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # jsii (CDK) prints a banner on Node 20, which is what this machine has.
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     # A temporary Prefect server can start slowly on a busy two-core machine.
