@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from model_registry import tags as T
+from steps.data import PreparedDataset
 from steps.evaluate import EvalResult, GateReport
 
 SHOWN_METRICS = ("rougeL", "rouge1", "rouge2", "empty_rate", "length_ratio", "seconds_per_sample")
 
 
-def candidate_tags(*, report: GateReport, dataset_hash: str, base_model: str, run_key: str,
+def candidate_tags(*, report: GateReport, dataset: PreparedDataset, base_model: str, run_key: str,
                    triggered_by: str) -> dict[str, str]:
-    """The approval-protocol tags of a new version: pending if its gate passed, rejected if not."""
+    """The approval-protocol and lineage tags of a new version: pending if its gate passed, rejected if not."""
     return {
         T.APPROVAL_STATUS: T.PENDING if report.passed else T.REJECTED,
         T.GATE: "passed" if report.passed else "failed",
         T.GATE_SUMMARY: report.summary()[:5000],
-        T.DATASET_HASH: dataset_hash,
+        T.DATASET_HASH: dataset.hash,
+        T.DATASET_SOURCE: dataset.source[:5000],
+        T.DATASET_ROWS: ",".join(f"{k}={v}" for k, v in dataset.counts.items()),
+        T.DATA_VALIDATION: dataset.validation.summary()[:5000],
         T.BASE_MODEL: base_model,
         T.RUN_KEY: run_key,
         T.TRIGGERED_BY: triggered_by,

@@ -29,13 +29,14 @@ class AdapterModel(PythonModel):
         self._settings = GenerationSettings.model_validate(config["generation"])
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
+        from steps.data import render_prompt
         from steps.generation import generate
 
         texts = _texts(model_input)
         settings = self._settings
         if params:
             settings = settings.model_copy(update={k: v for k, v in params.items() if k in type(settings).model_fields})
-        return generate(self._model, [self._template.format(input=t) for t in texts], settings)
+        return generate(self._model, [render_prompt(self._template, t) for t in texts], settings)
 
 
 def _texts(model_input: Any) -> list[str]:

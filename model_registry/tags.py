@@ -10,6 +10,9 @@ APPROVAL_NOTE: Final = "genaiops.approval_note"
 GATE: Final = "genaiops.gate"
 GATE_SUMMARY: Final = "genaiops.gate_summary"  # every check with its numbers
 DATASET_HASH: Final = "genaiops.dataset_hash"
+DATASET_SOURCE: Final = "genaiops.dataset_source"
+DATASET_ROWS: Final = "genaiops.dataset_rows"  # train=…,validation=…,test=…
+DATA_VALIDATION: Final = "genaiops.data_validation"  # the contract's one-line summary
 BASE_MODEL: Final = "genaiops.base_model"
 SOURCE_RUN: Final = "genaiops.source_run"
 RUN_KEY: Final = "genaiops.run_key"  # dataset hash + config digest: one version per distinct input

@@ -97,28 +97,38 @@ def data_generate(
 
 @data_app.command("validate")
 def data_validate(
-    path: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file.")],
+    source: Annotated[str, typer.Argument(help="A .jsonl, .csv or .parquet path, or an s3:// URI (aws backend).")],
     config: ConfigOption = None,
 ) -> None:
-    """Validate a file against the configured data contract; exit 0 if it passes, 1 if not."""
+    """Check a file against the configured data contract; exit 0 if it passes, 1 if not."""
     go_offline()
-    from steps.data import DataSourceError, load_records, validate_records
+    settings, pipeline = _load(config)
+    from pipelines.backends import make_store
+    from steps.base_model import BaseModelError, resolve_base_model, token_counter
+    from steps.data import DataSourceError, check_records
+    from steps.data_sources import read_source
 
-    _, pipeline = _load(config)
     try:
-        frame = load_records(path, pipeline.data.format)
+        base_path = resolve_base_model(pipeline.finetune.base_model, settings.root / "models")
+        data, name = read_source(source, make_store(settings))
+        _, report = check_records(data, name, pipeline.data, token_counter(base_path))
+    except BaseModelError as exc:
+        _fail(str(exc), EXIT_USAGE)
     except DataSourceError as exc:
         _fail(str(exc), EXIT_FAILED)
-    report = validate_records(frame, pipeline.data, str(path))
-    table = Table(title=f"{path} ({report.rows} records)")
-    for column in ("expectation", "column", "result", "bad records", "first records"):
+    table = Table(title=f"{name}: {report.summary()}")
+    for column in ("check", "expectation", "result", "bad records", "first records"):
         table.add_column(column)
     for check in report.checks:
-        table.add_row(check.expectation, check.column or "", "[green]pass[/]" if check.success else "[red]FAIL[/]",
+        table.add_row(check.description, check.expectation, "[green]pass[/]" if check.success else "[red]FAIL[/]",
                       str(check.unexpected_count), ", ".join(map(str, check.rows)) or (check.observed or ""))
     out.print(table)
+    if report.dropped_duplicates:
+        out.print(f"dropped duplicates (records): {report.dropped_duplicates[:20]}")
+    if report.redacted_pii:
+        out.print(f"redacted personal data (records): {report.redacted_pii[:20]}")
     if not report.success:
-        _fail(f"{path} breaks the data contract: {len(report.failed)} expectation(s) failed", EXIT_FAILED)
+        _fail(f"{name} breaks the data contract: {len(report.failed)} expectation(s) failed", EXIT_FAILED)
     out.print("[green]passed[/]")
 
 
@@ -128,7 +138,9 @@ def retrain(config: ConfigOption = None) -> None:
     go_offline()
     settings, pipeline = _load(config)
     # Flow-run history stays in the workspace unless the user points Prefect elsewhere.
-    os.environ.setdefault("PREFECT_HOME", str(settings.root / "prefect"))
+    if "PREFECT_HOME" not in os.environ:
+        (settings.root / "prefect").mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(settings.root / "prefect")
     from pipelines.flows import GateFailedError
     from pipelines.flows import retrain as retrain_flow
     from steps.base_model import BaseModelError

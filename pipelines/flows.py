@@ -14,7 +14,7 @@ from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from pipelines.backends import make_registry, make_store
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
-from steps.base_model import resolve_base_model
+from steps.base_model import resolve_base_model, token_counter
 from steps.data import PreparedDataset, prepare_dataset
 from steps.evaluate import EvalResult, decide, evaluate_trained
 from steps.finetune import finetune
@@ -81,7 +81,8 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
     logger = get_run_logger()
     store, registry = make_store(settings), make_registry(settings, config)
 
-    dataset = prepare(config.data, store)
+    base_path = resolve_model(config.finetune.base_model, settings.root / "models")
+    dataset = prepare(config.data, store, token_counter(base_path))
     key = run_key(dataset, config)
     existing = registry.find_version(key)
     if existing is not None:
@@ -89,11 +90,12 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
                     existing.status)
         return _finish(_result(settings, registry, existing, dataset.hash, None))
 
-    base_path = resolve_model(config.finetune.base_model, settings.root / "models")
     with registry.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by}) as run_id:
         registry.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
-            "hash": dataset.hash, "source": dataset.source, **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
+            "hash": dataset.hash, "source": dataset.source, "source_hash": dataset.source_hash,
+            "validation": dataset.validation.summary(), **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
         registry.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
+        registry.log_text(run_id, dataset.validation.to_html(), "data_validation.html")
         trained = train(dataset.splits["train"], dataset.splits["validation"], config.finetune, base_path,
                         settings.root / "runs" / f"{dataset.hash[:16]}-{config.finetune.digest()}",
                         on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step))
@@ -109,7 +111,7 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
             model_config={"kind": trained.kind, "base_model": trained.base_model,
                           "base_model_path": trained.base_model_path, "template": config.data.template,
                           "generation": config.evaluate.generation.model_dump()},
-            tags=candidate_tags(report=report, dataset_hash=dataset.hash, base_model=config.finetune.base_model,
+            tags=candidate_tags(report=report, dataset=dataset, base_model=config.finetune.base_model,
                                 run_key=key, triggered_by=settings.triggered_by),
             description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
         )

@@ -27,6 +27,10 @@ class ArtifactStore(Protocol):
 
     def uri(self, key: str) -> str: ...
 
+    def read_uri(self, uri: str) -> bytes:
+        """Read any object this store's backend can reach by URI (a data source, say)."""
+        ...
+
 
 def _check_key(key: str) -> str:
     path = PurePosixPath(key)
@@ -68,6 +72,14 @@ class LocalStore:
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def read_uri(self, uri: str) -> bytes:
+        if not uri.startswith("file://"):
+            raise ArtifactNotFoundError(f"{uri}: the local backend reads local files only; s3:// needs the aws backend")
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"{uri}: no such file")
+        return path.read_bytes()
 
 
 class S3Store:
@@ -111,3 +123,15 @@ class S3Store:
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def read_uri(self, uri: str) -> bytes:
+        if not uri.startswith("s3://") or "/" not in uri.removeprefix("s3://"):
+            raise ArtifactNotFoundError(f"{uri}: not an s3://bucket/key URI")
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        try:
+            body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ArtifactNotFoundError(f"{uri}: no such object") from exc
+        except self.client.exceptions.NoSuchBucket as exc:
+            raise ArtifactNotFoundError(f"{uri}: no such bucket") from exc
+        return body

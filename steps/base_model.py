@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,23 @@ def check_model_folder(path: Path) -> Path:
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise BaseModelError(f"finetune.base_model: {path} has no weights (*.safetensors or *.bin)")
     return path.resolve()
+
+
+def token_counter(model_path: Path) -> Callable[[Sequence[str]], list[int]]:
+    """Counts tokens the way the base model will see them (for the data contract's length bounds).
+
+    A fast tokenizer's `tokenizer.json` is read with the `tokenizers` library alone, which loads
+    in milliseconds; other tokenizers go through transformers.
+    """
+    if (model_path / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        return lambda texts: [len(e.ids) for e in fast.encode_batch(list(texts), add_special_tokens=False)]
+    from transformers import AutoTokenizer
+
+    slow = AutoTokenizer.from_pretrained(model_path)
+    return lambda texts: [len(ids) for ids in slow(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 def gguf_location(name: str) -> tuple[Path, str]:

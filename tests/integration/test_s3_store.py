@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -47,3 +48,23 @@ def test_keys_cannot_escape_the_prefix(aws: None) -> None:
     store = S3Store("artifacts", boto3.client("s3", region_name="us-east-1"), prefix="genaiops")
     with pytest.raises(ValueError, match="relative path"):
         store.put("../other/thing", b"x")
+
+
+def test_an_s3_source_is_prepared_through_the_store(aws: None, sample_jsonl: Path) -> None:
+    from steps.data import DataConfig, prepare_dataset
+    from steps.data_sources import DataSourceError
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="raw")
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_object(Bucket="raw", Key="dialogues/v1.jsonl", Body=sample_jsonl.read_bytes())
+    store = S3Store("artifacts", s3, prefix="genaiops")
+    config = DataConfig(source="s3://raw/dialogues/v1.jsonl")
+
+    dataset = prepare_dataset(config, store, lambda texts: [len(t.split()) for t in texts])
+    assert dataset.source == "s3://raw/dialogues/v1.jsonl" and sum(dataset.counts.values()) == 120
+    assert store.exists(f"datasets/{dataset.hash}/train.jsonl")
+    assert prepare_dataset(config, store, lambda texts: [len(t.split()) for t in texts]).reused
+
+    with pytest.raises(DataSourceError, match=r"s3://raw/missing\.jsonl: no such object"):
+        prepare_dataset(DataConfig(source="s3://raw/missing.jsonl"), store, lambda texts: [0] * len(texts))

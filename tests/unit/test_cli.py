@@ -67,17 +67,21 @@ def test_unknown_environment_variable_exits_2() -> None:
     assert result.returncode == 2 and "GENAIOPS_WORKSPAC" in result.stderr
 
 
-def test_data_validate_exits_1_on_a_bad_file_and_0_on_a_good_one(tmp_path: Path, sample_jsonl: Path) -> None:
-    good = run("data", "validate", str(sample_jsonl))
+def test_data_validate_exits_1_on_a_bad_file_and_0_on_a_good_one(
+    tmp_path: Path, sample_jsonl: Path, tiny_model_dir: Path
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"finetune": {"base_model": str(tiny_model_dir)}}))
+    good = run("data", "validate", str(sample_jsonl), "--config", str(config))
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "expect_column_values_to_be_unique" in good.stdout and "passed" in good.stdout
+    assert "no duplicate or near-duplicate dialogue" in good.stdout and "passed" in good.stdout
     records = [json.loads(line) for line in sample_jsonl.read_text().splitlines()]
     records[4]["dialogue"] = ""
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in records))
-    result = run("data", "validate", str(bad))
+    result = run("data", "validate", str(bad), "--config", str(config))
     assert result.returncode == 1
-    assert "FAIL" in result.stdout and "5" in result.stdout and "breaks the data contract" in result.stderr
+    assert "dialogue is not empty" in result.stdout and "breaks the data contract" in result.stderr
 
 
 def test_data_generate_writes_the_requested_records(tmp_path: Path) -> None:

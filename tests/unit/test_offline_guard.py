@@ -25,10 +25,15 @@ def test_guard_refuses_and_records_a_connection_outside_loopback(tmp_path: Path)
     assert "192.0.2.1" in lines[0] and "pypi.org" in lines[1]
 
 
-def test_cli_commands_make_no_connection_outside_loopback(tmp_path: Path, sample_jsonl: Path) -> None:
+def test_cli_commands_make_no_connection_outside_loopback(
+    tmp_path: Path, sample_jsonl: Path, tiny_model_dir: Path
+) -> None:
     log = tmp_path / "net.log"
     env = {"GENAIOPS_WORKSPACE": str(tmp_path / "ws")}
-    for args in (["--help"], ["config", "show"], ["config", "schema"], ["data", "validate", str(sample_jsonl)]):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"finetune: {{base_model: {tiny_model_dir}}}\n")
+    validate = ["data", "validate", str(sample_jsonl), "--config", str(config)]
+    for args in (["--help"], ["config", "show"], ["config", "schema"], validate):
         result = run_guarded([str(BIN / "genaiops"), *args], log, **env)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     assert refused(log) == []
