@@ -42,6 +42,10 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     assert version.tags[T.DATASET_HASH] == result.dataset_hash
     assert version.tags[T.BASE_MODEL] == str(tiny_model_dir)
     assert version.tags[T.SOURCE_RUN] == result.run_id
+    assert version.tags[T.DATASET_SOURCE] == str(sample_jsonl.resolve())
+    assert version.tags[T.DATA_VALIDATION].startswith("passed ")
+    rows = dict(part.split("=") for part in version.tags[T.DATASET_ROWS].split(","))
+    assert set(rows) == {"train", "validation", "test"} and sum(map(int, rows.values())) == 120
     assert "Gate passed" in version.description
     client = _client()
     run = client.get_run(result.run_id)
@@ -49,7 +53,7 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     assert {"candidate.rougeL", "base.rougeL", "train.eval_loss", "loss"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(result.run_id, "loss")] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"gate_report.md", "data_validation.md"} <= artifacts
+    assert {"gate_report.md", "data_validation.md", "data_validation.html"} <= artifacts
 
     again = retrain(config)
     assert again.reused and again.version == result.version
