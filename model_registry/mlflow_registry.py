@@ -59,7 +59,16 @@ class MlflowRegistry:
 
     @contextmanager
     def run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-        """An MLflow run that ends FINISHED, or FAILED if the block raises."""
+        """An MLflow run that ends FINISHED, or FAILED if the block raises.
+
+        Runs of the same run key left RUNNING by a process that was killed are marked KILLED first.
+        """
+        if T.RUN_KEY in tags:
+            stale = self.client.search_runs(
+                [self.experiment_id], f"tags.`{T.RUN_KEY}` = '{tags[T.RUN_KEY]}' and attributes.status = 'RUNNING'")
+            for orphan in stale:
+                log.info("marking run %s KILLED: its process ended without closing it", orphan.info.run_id)
+                self.client.set_terminated(orphan.info.run_id, status="KILLED")
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         run_id = run.info.run_id
         try:
@@ -87,6 +96,9 @@ class MlflowRegistry:
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, path, artifact_path)
 
     def run_url(self, ui_url: str, run_id: str) -> str:
         return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"

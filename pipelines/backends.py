@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from steps.artifacts import ArtifactStore, LocalStore, S3Store
+from steps.finetune import LocalLoraTrainer, Trainer
 
 if TYPE_CHECKING:
     from model_registry.mlflow_registry import MlflowRegistry
@@ -26,3 +27,20 @@ def make_registry(settings: Settings, config: PipelineConfig) -> MlflowRegistry:
 
     return MlflowRegistry(settings.tracking_uri, experiment=config.experiment, model_name=config.model_name,
                           artifact_root=settings.mlflow_artifact_root)
+
+
+def make_trainer(settings: Settings, store: ArtifactStore) -> Trainer:
+    if settings.backend == "aws":
+        import boto3
+        from sagemaker.core.helper.session_helper import Session
+
+        from steps.jumpstart import JumpStartTrainer
+
+        assert settings.sagemaker_role_arn is not None  # Settings validates this for the aws backend
+        session = Session(boto_session=boto3.Session(region_name=settings.region),
+                          default_bucket=settings.artifact_bucket)
+        return JumpStartTrainer(store=store, sagemaker_session=session, role_arn=settings.sagemaker_role_arn,
+                                output_s3_uri=f"s3://{settings.artifact_bucket}/{settings.artifact_prefix}",
+                                kms_key_id=settings.kms_key_id, subnets=settings.subnet_list,
+                                security_group_ids=settings.security_group_list)
+    return LocalLoraTrainer(settings.root / "models", settings.root / "runs")

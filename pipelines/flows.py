@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict
 from model_registry import tags as T
 from model_registry.candidates import candidate_description, candidate_tags, gate_report_markdown
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
-from pipelines.backends import make_registry, make_store
+from pipelines.backends import make_registry, make_store, make_trainer
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from steps.base_model import resolve_base_model, token_counter
 from steps.data import PreparedDataset, prepare_dataset
 from steps.evaluate import EvalResult, decide, evaluate_trained
-from steps.finetune import finetune
+from steps.finetune import run_training
 
 
 class GateFailedError(RuntimeError):
@@ -56,7 +56,7 @@ def _not_a_bad_input(task: object, run: object, state: object) -> bool:
 # Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys.
 prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
 resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
-train = task(name="finetune", cache_policy=NO_CACHE)(finetune)
+train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
 
 
@@ -79,7 +79,13 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
     config = config or PipelineConfig()
     settings = load_settings()
     logger = get_run_logger()
+    if settings.backend == "aws":
+        # JumpStart training runs on AWS (`steps.jumpstart`), but its candidates are evaluated against the
+        # base model here, which needs both on this machine; refuse before any job is paid for.
+        raise NotImplementedError("the retrain flow evaluates candidates on the local backend only; "
+                                  "unset GENAIOPS_BACKEND (or set it to local)")
     store, registry = make_store(settings), make_registry(settings, config)
+    trainer = make_trainer(settings, store)
 
     base_path = resolve_model(config.finetune.base_model, settings.root / "models")
     dataset = prepare(config.data, store, token_counter(base_path))
@@ -96,10 +102,11 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
             "validation": dataset.validation.summary(), **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
         registry.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
         registry.log_text(run_id, dataset.validation.to_html(), "data_validation.html")
-        trained = train(dataset.splits["train"], dataset.splits["validation"], config.finetune, base_path,
-                        settings.root / "runs" / f"{dataset.hash[:16]}-{config.finetune.digest()}",
+        trained = train(trainer, dataset, config.finetune,
                         on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step))
         registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
+        if trained.loss_curve:
+            registry.log_artifact(run_id, trained.loss_curve)
         result = evaluate(trained, dataset.splits["test"], config.evaluate)
         report = decide(result.candidate.metrics, result.base.metrics, config.evaluate.gates)
         registry.log_metrics(run_id, {**{f"candidate.{k}": v for k, v in result.candidate.metrics.items()},

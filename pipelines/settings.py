@@ -42,12 +42,16 @@ class Settings(BaseSettings):
     kms_key_id: str | None = Field(None, description="KMS key for S3 artifacts (aws backend)")
     mlflow_tracking_uri: str | None = Field(None, description="defaults to a SQLite store in the workspace")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where approvers open the MLflow UI")
+    sagemaker_role_arn: str | None = Field(None, description="execution role of SageMaker jobs (aws backend)")
+    subnets: str = Field("", description="comma-separated subnet ids for SageMaker jobs (aws backend)")
+    security_group_ids: str = Field("", description="comma-separated security group ids (aws backend)")
     triggered_by: str = Field(default_factory=getpass.getuser, description="who or what started the run")
 
     @model_validator(mode="after")
     def _aws_needs_coordinates(self) -> Settings:
         if self.backend == "aws":
-            missing = [f"{ENV_PREFIX}{name.upper()}" for name in ("artifact_bucket", "mlflow_tracking_uri")
+            missing = [f"{ENV_PREFIX}{name.upper()}" for name in ("artifact_bucket", "mlflow_tracking_uri",
+                                                                    "sagemaker_role_arn")
                        if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"the aws backend needs {', '.join(missing)}")
@@ -61,6 +65,14 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def subnet_list(self) -> list[str]:
+        return [s.strip() for s in self.subnets.split(",") if s.strip()]
+
+    @property
+    def security_group_list(self) -> list[str]:
+        return [s.strip() for s in self.security_group_ids.split(",") if s.strip()]
 
     @property
     def mlflow_artifact_root(self) -> str:

@@ -50,6 +50,8 @@ def read_source(source: str, store: ArtifactStore) -> tuple[bytes, str]:
 def format_of(name: str, configured: str) -> str:
     if configured != "auto":
         return configured
+    if name == BUILTIN_SAMPLE:
+        return "jsonl"
     suffix = Path(name.split("?", 1)[0]).suffix.lower()
     if suffix not in FORMATS:
         raise DataSourceError(

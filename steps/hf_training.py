@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,3 +121,27 @@ class Progress(TrainerCallback):
 def duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def plot_losses(history: Sequence[dict[str, Any]], eval_before: float, path: Path) -> Path:
+    """A PNG of training loss per step and validation loss where it was measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
+    evals = [(0, eval_before)] + [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e and "step" in e]
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        axes.plot(*zip(*train, strict=True), label="training loss", color="#4477aa", linewidth=1.2)
+    axes.plot(*zip(*evals, strict=True), "o-", label="validation loss", color="#cc6677")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("loss (target tokens)")
+    axes.set_title("Fine-tuning loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

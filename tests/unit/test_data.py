@@ -241,3 +241,9 @@ def test_the_fast_token_counter_agrees_with_the_model_tokenizer(tiny_model_dir: 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert token_counter(tiny_model_dir)(texts) == expected
+
+
+def test_the_shipped_sample_prepares_under_the_default_config(tmp_path: Path) -> None:
+    dataset = prepare_dataset(DataConfig(), LocalStore(tmp_path / "store"), words)
+    assert dataset.source == "builtin:dialogue-summaries"
+    assert sum(dataset.counts.values()) == 720 and dataset.validation.success
