@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 from model_registry import tags as T
 from steps.data import PreparedDataset
 from steps.evaluate import EvalResult, GateReport
+from steps.evaluate_report import metrics_table
 
-SHOWN_METRICS = ("rougeL", "rouge1", "rouge2", "empty_rate", "length_ratio", "seconds_per_sample")
+REPORT_FOLDER = "gate_report"  # where the report sits among the run's artifacts
 
 
 def candidate_tags(*, report: GateReport, dataset: PreparedDataset, base_model: str, run_key: str,
-                   triggered_by: str) -> dict[str, str]:
+                   triggered_by: str, result: EvalResult) -> dict[str, str]:
     """The approval-protocol and lineage tags of a new version: pending if its gate passed, rejected if not."""
-    return {
+    tags = {
         T.APPROVAL_STATUS: T.PENDING if report.passed else T.REJECTED,
         T.GATE: "passed" if report.passed else "failed",
         T.GATE_SUMMARY: report.summary()[:5000],
@@ -26,51 +27,47 @@ def candidate_tags(*, report: GateReport, dataset: PreparedDataset, base_model: 
         T.RUN_KEY: run_key,
         T.TRIGGERED_BY: triggered_by,
     }
+    if result.champion_version:
+        tags[T.COMPARED_CHAMPION] = result.champion_version
+    return tags
 
 
-def metrics_table(result: EvalResult) -> str:
-    lines = ["| metric | candidate | base | change |", "| --- | ---: | ---: | ---: |"]
-    for name in SHOWN_METRICS:
-        cand, base = result.candidate.metrics[name], result.base.metrics[name]
-        lines.append(f"| {name} | {cand:.4f} | {base:.4f} | {cand - base:+.4f} |")
-    return "\n".join(lines)
-
-
-def gate_report_markdown(result: EvalResult, report: GateReport, *, dataset_hash: str,
-                         examples: int = 5) -> str:
-    """The full gate report: verdict, every check, metrics against the base model, sample outputs."""
-    lines = [
-        f"# Gate report: {'PASSED' if report.passed else 'FAILED'}",
-        "",
-        f"Held-out samples: {result.n_samples} · dataset `{dataset_hash[:12]}`",
-        "",
-        "## Gates",
-        "",
-        "| metric | rule | threshold | value | result |",
-        "| --- | --- | ---: | ---: | --- |",
-    ]
-    lines += [f"| {c.metric} | {c.rule} | {c.threshold:g} | {c.value:.4f} | {'pass' if c.passed else 'FAIL'} |"
-              for c in report.checks]
-    lines += ["", "## Metrics", "", metrics_table(result), "", "## Examples", ""]
-    for i in range(min(examples, result.n_samples)):
-        lines += [
-            f"**{i + 1}.** reference: {result.references[i]}",
-            f"- candidate: {result.candidate.predictions[i] or '(empty)'}",
-            f"- base: {result.base.predictions[i] or '(empty)'}",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def candidate_description(result: EvalResult, report: GateReport, *, run_url: str,
-                          extra: Mapping[str, str] | None = None) -> str:
+def candidate_description(result: EvalResult, report: GateReport, *, run_url: str) -> str:
     """The version description shown at the top of the MLflow UI: verdict, numbers, what to do."""
     verdict = "**Gate passed.** Awaiting manual approval." if report.passed else "**Gate failed.** Rejected."
-    lines = [verdict, "", metrics_table(result), "", f"Checks: {report.summary()}", "",
-             f"Full gate report: `gate_report.md` in the [source run]({run_url})."]
-    for key, value in (extra or {}).items():
-        lines.append(f"{key}: {value}")
+    checks = "\n".join(f"- {c.describe()}" for c in report.checks)
+    lines = [verdict, "", metrics_table(result), "", "Gates:", "", checks, "",
+             f"Full gate report (charts, example outputs side by side): `{REPORT_FOLDER}/gate_report.html` "
+             f"among the artifacts of the [source run]({run_url})."]
     if report.passed:
         lines += ["", f"To approve: set the tag `{T.APPROVAL_STATUS}` to `{T.APPROVED}` (or `{T.REJECTED}`), "
                       f"optionally with `{T.APPROVAL_NOTE}`."]
     return "\n".join(lines)
+
+
+def model_config(trained: Any, template: str, generation: dict[str, Any]) -> dict[str, Any]:
+    """What the pyfunc flavour needs to load and prompt the candidate, recorded with the version."""
+    return {"kind": trained.kind, "base_model": trained.base_model, "base_model_path": trained.base_model_path,
+            "template": template, "generation": generation}
+
+
+def load_champion(registry: Any) -> tuple[Any, str | None]:
+    """The current champion, loaded for evaluation, and its version; (None, None) before the first one."""
+    found = registry.load_alias(T.CHAMPION)
+    return found if found is not None else (None, None)
+
+
+def publish_report(registry: Any, store: Any, run_id: str, result: EvalResult, report: GateReport,
+                   *, dataset_hash: str, bootstrap: Any) -> str:
+    """Write the gate report, log it to the run and keep it in the artifact store; returns its URI there."""
+    import tempfile
+    from pathlib import Path
+
+    from steps.evaluate_report import write_report
+
+    with tempfile.TemporaryDirectory(prefix="gate-report-") as folder:
+        page = write_report(result, report, Path(folder), dataset_hash=dataset_hash, bootstrap=bootstrap)
+        registry.log_artifacts(run_id, folder, REPORT_FOLDER)
+        for path in sorted(Path(folder).iterdir()):
+            store.put(f"reports/{run_id}/{path.name}", path.read_bytes())
+        return str(store.uri(f"reports/{run_id}/{page.name}"))

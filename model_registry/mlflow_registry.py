@@ -100,6 +100,29 @@ class MlflowRegistry:
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, path, artifact_path)
 
+    def log_artifacts(self, run_id: str, folder: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, folder, artifact_path)
+
+    def load_alias(self, alias: str) -> tuple[Any, str] | None:
+        """The version behind an alias, loaded for generation (`steps.generation.LoadedModel`), or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(self.model_name, alias)
+        except MlflowException:
+            return None
+        return self.load_version(str(version.version), name=alias)[0], str(version.version)
+
+    def load_version(self, version: str, name: str = "candidate") -> tuple[Any, dict[str, Any]]:
+        """A registered version loaded for generation, with the model config it was logged with."""
+        import mlflow.pyfunc
+
+        with self._fluent_uri():
+            model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
+        loaded = model.unwrap_python_model().loaded
+        loaded.name = name
+        return loaded, dict(model.model_config or {})
+
     def run_url(self, ui_url: str, run_id: str) -> str:
         return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 

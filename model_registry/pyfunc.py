@@ -28,6 +28,11 @@ class AdapterModel(PythonModel):
         self._template: str = config["template"]
         self._settings = GenerationSettings.model_validate(config["generation"])
 
+    @property
+    def loaded(self) -> Any:
+        """The underlying `steps.generation.LoadedModel`, for in-process evaluation."""
+        return self._model
+
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         from steps.data import render_prompt
         from steps.generation import generate

@@ -17,6 +17,7 @@ BASE_MODEL: Final = "genaiops.base_model"
 SOURCE_RUN: Final = "genaiops.source_run"
 RUN_KEY: Final = "genaiops.run_key"  # dataset hash + config digest: one version per distinct input
 TRIGGERED_BY: Final = "genaiops.triggered_by"
+COMPARED_CHAMPION: Final = "genaiops.compared_champion"  # the champion version the gate compared against
 
 PENDING: Final = "PendingManualApproval"
 APPROVED: Final = "Approved"

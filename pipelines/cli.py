@@ -29,8 +29,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 
 # soft_wrap: never break a URL or a path across lines, whatever the terminal width.
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# Piped output (CI logs, `| tee`) gets room for the tables instead of the 80 columns rich assumes.
+_WIDTH = None if sys.stdout.isatty() else 140
+out = Console(soft_wrap=True, highlight=False, width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 ConfigOption = Annotated[
     Path | None,
@@ -163,7 +165,7 @@ def _print_result(result: Any) -> None:
     table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
     for column in ("metric", "candidate", "base", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name in ("rougeL", "rouge1", "rouge2", "empty_rate"):
+    for name in ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy", "empty_rate"):
         if name in result.candidate and name in result.base:
             cand, base = result.candidate[name], result.base[name]
             table.add_row(name, f"{cand:.4f}", f"{base:.4f}", f"{cand - base:+.4f}")
@@ -171,11 +173,73 @@ def _print_result(result: Any) -> None:
     note = " (inputs unchanged: the existing version was reused)" if result.reused else ""
     out.print(f"registered: [bold]{result.model_name}[/] version [bold]{result.version}[/], "
               f"status [bold]{result.status}[/], gate {result.gate}{note}")
+    out.print(f"gate report:    {result.report_uri}")
     out.print(f"MLflow run:     {result.run_url}")
     out.print(f"model version:  {result.version_url}")
     if result.status == T.PENDING:
         out.print(f"to approve: run [bold]make ui[/], open the model version above and set the tag "
                   f"[bold]{T.APPROVAL_STATUS}[/] to [bold]{T.APPROVED}[/] (or {T.REJECTED}).")
+
+
+@app.command()
+def evaluate(
+    model_uri: Annotated[str, typer.Option("--model-uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")],
+    config: ConfigOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the gate report.")] = None,
+) -> None:
+    """Evaluate a registered version on demand: against its base model and the champion, with the gates."""
+    go_offline()
+    settings, pipeline = _load(config)
+    import re
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
+    if match is None:
+        _fail(f"--model-uri: {model_uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS", EXIT_USAGE)
+    from model_registry import tags as T
+    from pipelines.backends import make_registry, make_store
+    from steps.artifacts import ArtifactNotFoundError
+    from steps.data import load_prepared
+    from steps.evaluate import decide
+    from steps.evaluate import evaluate as run_evaluation
+    from steps.evaluate_report import write_report
+    from steps.generation import load_model
+
+    name, number, alias = match.groups()
+    registry = make_registry(settings, pipeline.model_copy(update={"model_name": name}))
+    try:
+        version = number or registry.client.get_model_version_by_alias(name, alias).version
+        described = registry.get_version(str(version))
+    except Exception as exc:  # MLflow raises RestException / MlflowException subclasses
+        _fail(f"--model-uri: {model_uri} not found in {settings.tracking_uri}: {exc}", EXIT_USAGE)
+    candidate, model_config = registry.load_version(described.version)
+    if not model_config.get("base_model_path"):
+        _fail(f"{model_uri} records no local base model to compare against", EXIT_USAGE)
+    store = make_store(settings)
+    try:
+        dataset = load_prepared(store, described.tags[T.DATASET_HASH])
+    except (KeyError, ArtifactNotFoundError) as exc:
+        _fail(f"{model_uri}: its prepared dataset is not in the artifact store ({exc})", EXIT_FAILED)
+    champion = registry.load_alias(T.CHAMPION)
+    if champion is not None and champion[1] == described.version:
+        champion = None  # a version is not compared with itself
+    base = load_model(model_config["base_model_path"], None, name="base")
+    result = run_evaluation(candidate, base, dataset.splits["test"], pipeline.evaluate,
+                            champion[0] if champion else None, champion[1] if champion else None)
+    report = decide(result, pipeline.evaluate.gates, pipeline.evaluate.bootstrap)
+    folder = out_dir or settings.root / "reports" / f"evaluate-{name}-v{described.version}"
+    page = write_report(result, report, folder, dataset_hash=dataset.hash, bootstrap=pipeline.evaluate.bootstrap)
+    table = Table(title=f"{name} version {described.version} on {result.n_samples} held-out samples")
+    for column in ("gate", "metric", "rule", "threshold", "value", "95% interval", "result"):
+        table.add_column(column)
+    for check in report.checks:
+        interval = f"[{check.ci_low:+.4f}, {check.ci_high:+.4f}]" if check.ci_low is not None else ""
+        verdict = "skipped" if check.skipped else ("[green]pass[/]" if check.passed else "[red]FAIL[/]")
+        table.add_row(check.kind, check.metric, check.rule, f"{check.threshold:g}", f"{check.value:+.4f}", interval,
+                      verdict)
+    out.print(table)
+    out.print(f"gate report: {page}")
+    if not report.passed:
+        _fail(f"{model_uri} fails its gates: {report.summary()}", EXIT_FAILED)
 
 
 @app.command()

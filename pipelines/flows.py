@@ -9,11 +9,18 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from model_registry import tags as T
-from model_registry.candidates import candidate_description, candidate_tags, gate_report_markdown
+from model_registry.candidates import (
+    candidate_description,
+    candidate_tags,
+    load_champion,
+    model_config,
+    publish_report,
+)
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from pipelines.backends import make_registry, make_store, make_trainer
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
+from steps.artifacts import ArtifactStore
 from steps.base_model import resolve_base_model, token_counter
 from steps.data import PreparedDataset, prepare_dataset
 from steps.evaluate import EvalResult, decide, evaluate_trained
@@ -39,6 +46,7 @@ class RetrainResult(BaseModel):
     dataset_hash: str
     candidate: dict[str, float] = {}
     base: dict[str, float] = {}
+    report_uri: str = ""
     reused: bool = False
 
 
@@ -58,6 +66,8 @@ prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
 resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
 train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
+champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
+write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
 
 
 @task(name="register", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_bad_input, cache_policy=NO_CACHE)
@@ -94,7 +104,7 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
     if existing is not None:
         logger.info("inputs unchanged: %s version %s already exists (%s)", existing.name, existing.version,
                     existing.status)
-        return _finish(_result(settings, registry, existing, dataset.hash, None))
+        return _finish(_result(settings, registry, store, existing, dataset.hash, None))
 
     with registry.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by}) as run_id:
         registry.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
@@ -107,26 +117,26 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
         registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
         if trained.loss_curve:
             registry.log_artifact(run_id, trained.loss_curve)
-        result = evaluate(trained, dataset.splits["test"], config.evaluate)
-        report = decide(result.candidate.metrics, result.base.metrics, config.evaluate.gates)
-        registry.log_metrics(run_id, {**{f"candidate.{k}": v for k, v in result.candidate.metrics.items()},
-                                      **{f"base.{k}": v for k, v in result.base.metrics.items()}})
-        registry.log_text(run_id, gate_report_markdown(result, report, dataset_hash=dataset.hash), "gate_report.md")
+        champion, champion_version = champion_of(registry)
+        result = evaluate(trained, dataset.splits["test"], config.evaluate, champion, champion_version)
+        report = decide(result, config.evaluate.gates, config.evaluate.bootstrap)
+        registry.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
+                                      if model is not None for k, v in model.metrics.items()})
+        write_report(registry, store, run_id, result, report, dataset_hash=dataset.hash,
+                     bootstrap=config.evaluate.bootstrap)
         version = register(
             registry, run_id,
             weights_path=trained.path,
-            model_config={"kind": trained.kind, "base_model": trained.base_model,
-                          "base_model_path": trained.base_model_path, "template": config.data.template,
-                          "generation": config.evaluate.generation.model_dump()},
+            model_config=model_config(trained, config.data.template, config.evaluate.generation.model_dump()),
             tags=candidate_tags(report=report, dataset=dataset, base_model=config.finetune.base_model,
-                                run_key=key, triggered_by=settings.triggered_by),
+                                run_key=key, triggered_by=settings.triggered_by, result=result),
             description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
         )
-    return _finish(_result(settings, registry, version, dataset.hash, result))
+    return _finish(_result(settings, registry, store, version, dataset.hash, result))
 
 
-def _result(settings: Settings, registry: MlflowRegistry, version: RegisteredVersion, dataset_hash: str,
-            result: EvalResult | None) -> RetrainResult:
+def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, version: RegisteredVersion,
+            dataset_hash: str, result: EvalResult | None) -> RetrainResult:
     if result is None:  # an earlier run made this version: read its numbers back
         metrics = registry.client.get_run(version.run_id).data.metrics
         candidate = {k.removeprefix("candidate."): v for k, v in metrics.items() if k.startswith("candidate.")}
@@ -140,6 +150,7 @@ def _result(settings: Settings, registry: MlflowRegistry, version: RegisteredVer
         run_url=registry.run_url(settings.mlflow_ui_url, version.run_id),
         version_url=registry.version_url(settings.mlflow_ui_url, version.version),
         dataset_hash=dataset_hash, candidate=candidate, base=base, reused=version.reused,
+        report_uri=store.uri(f"reports/{version.run_id}/gate_report.html"),
     )
 
 

@@ -243,6 +243,11 @@ def prepare_dataset(config: DataConfig, store: ArtifactStore, count_tokens: Toke
                            validation=report, uri=store.uri(prefix))
 
 
+def load_prepared(store: ArtifactStore, dataset_hash: str) -> PreparedDataset:
+    """A dataset prepared earlier, by its content hash."""
+    return _load_prepared(store, json.loads(store.get(f"datasets/{dataset_hash}/manifest.json")))
+
+
 def _load_prepared(store: ArtifactStore, manifest: dict[str, Any]) -> PreparedDataset:
     prefix = f"datasets/{manifest['hash']}"
     splits = {name: [Example.model_validate_json(line) for line in store.get(f"{prefix}/{name}.jsonl").decode().splitlines()]

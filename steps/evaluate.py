@@ -1,37 +1,57 @@
-"""The `evaluate` stage: score candidate and base model on the same held-out prompts, then gate.
+"""The `evaluate` stage: score candidate, base model and champion on the same prompts, then gate.
 
-Both models get the same prompts, template and decoding settings. Scores come from
-rouge-score; the gate decision is a pure function of the scores, so it is easy to test and
-to show to an approver.
+Every model gets the same held-out prompts, template and decoding settings, in batches. Task
+metrics come from rouge-score and sacrebleu; a shipped general-skills set (arithmetic, facts,
+short instructions) catches a candidate that wins on the task but forgets what the base model
+could do. Gates are declarative; deltas against the base model and the champion carry paired
+bootstrap confidence intervals, so a tiny, noisy difference cannot pass a "must beat" gate.
+The decision is a pure function of the scores.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
+import re
 import statistics
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from steps.data import Example
 from steps.finetune import TrainedModel
-from steps.generation import GenerationSettings, LoadedModel, generate, load_model
+from steps.generation import GenerationSettings, LoadedModel, generate_timed, load_model
 
 log = logging.getLogger(__name__)
 
-METRICS = ("rouge1", "rouge2", "rougeL", "empty_rate", "length_ratio", "seconds_per_sample")
-LOWER_IS_BETTER = frozenset({"empty_rate", "seconds_per_sample"})
+Direction = Literal["higher", "lower"]
+# Every metric a gate may name, and which way is better. length_ratio has no better side: bound it.
+METRICS: dict[str, Direction | None] = {
+    "rouge1": "higher", "rouge2": "higher", "rougeL": "higher", "bleu": "higher", "exact_match": "higher",
+    "length_ratio": None, "empty_rate": "lower", "blocklist_rate": "lower",
+    "latency_p50": "lower", "latency_p95": "lower",
+    "general.accuracy": "higher", "general.rougeL": "higher",
+}
+PER_SAMPLE = ("rouge1", "rouge2", "rougeL", "exact_match", "length_ratio", "empty_rate", "blocklist_rate")
+GENERAL_TEMPLATE = "Question: {question}\nAnswer:"  # for models without a chat template
+DEFAULT_BLOCKLIST = ("idiot", "stupid", "moron", "dumb", "shut up", "hate you", "loser", "damn", "crap", "jerk")
 
 
 class Gate(BaseModel):
-    """One rule a candidate must meet: bounds on a metric, or a minimum gain over the base model."""
+    """One rule on one metric: absolute bounds, a minimum gain over base or champion, or a maximum drop."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     metric: str
+    direction: Direction | None = Field(None, description="which way is better; defaults per metric")
     min: float | None = None
     max: float | None = None
-    min_delta_vs_base: float | None = Field(None, description="candidate minus base must be at least this")
+    min_delta_vs_base: float | None = Field(None, description="the gain's confidence interval must clear this")
+    min_delta_vs_champion: float | None = Field(None, description="the same against the champion, if one exists")
+    max_drop: float | None = Field(None, description="largest loss against the base model (forgetting)")
 
     @field_validator("metric")
     @classmethod
@@ -42,53 +62,90 @@ class Gate(BaseModel):
 
     @model_validator(mode="after")
     def _has_a_rule(self) -> Gate:
-        if self.min is None and self.max is None and self.min_delta_vs_base is None:
-            raise ValueError(f"gate on {self.metric!r} needs at least one of min, max, min_delta_vs_base")
+        rules = (self.min, self.max, self.min_delta_vs_base, self.min_delta_vs_champion, self.max_drop)
+        if all(r is None for r in rules):
+            raise ValueError(f"gate on {self.metric!r} needs one of min, max, min_delta_vs_base, "
+                             "min_delta_vs_champion, max_drop")
+        relative = (self.min_delta_vs_base, self.min_delta_vs_champion, self.max_drop)
+        if any(r is not None for r in relative) and self.better is None:
+            raise ValueError(f"{self.metric!r} has no better direction; give `direction` or use min/max")
         return self
+
+    @property
+    def better(self) -> Direction | None:
+        return self.direction or METRICS[self.metric]
+
+
+class Bootstrap(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    resamples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = 0
 
 
 class EvaluateConfig(BaseModel):
-    """Held-out evaluation: how many samples, how to decode, which gates to pass."""
+    """Held-out evaluation: how many samples, how to decode, what is blocked, which gates to pass."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     max_samples: int | None = Field(40, gt=0, description="held-out records scored; null for all")
     generation: GenerationSettings = GenerationSettings()
+    general_samples: int | None = Field(24, ge=0, description="general-skills items for the forgetting check; 0 skips")
+    general_max_new_tokens: int = Field(16, gt=0, description="answers there are a few words")
+    blocklist: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKLIST),
+                                 description="words or phrases counted by blocklist_rate")
+    bootstrap: Bootstrap = Bootstrap()
     gates: list[Gate] = Field(default_factory=lambda: [
         Gate(metric="rougeL", min_delta_vs_base=0.05),
+        Gate(metric="rougeL", min_delta_vs_champion=0.0),
+        Gate(metric="general.accuracy", max_drop=0.15),
         Gate(metric="empty_rate", max=0.1),
+        Gate(metric="blocklist_rate", max=0.0),
     ])
 
 
 class ModelScores(BaseModel):
-    """What one model scored, with its predictions for the report."""
+    """What one model scored: aggregate metrics, per-sample values (for the bootstrap) and outputs."""
 
     model_config = ConfigDict(frozen=True)
     name: str
     metrics: dict[str, float]
+    per_sample: dict[str, list[float]]
     predictions: list[str]
+    general_predictions: list[str] = []
 
 
 class EvalResult(BaseModel):
-    """Candidate and base scores on the same held-out samples."""
+    """Every model's scores on the same held-out and general-skills samples."""
 
     model_config = ConfigDict(frozen=True)
     n_samples: int
+    references: list[str]
+    prompts: list[str]
+    general_references: list[str] = []
     candidate: ModelScores
     base: ModelScores
-    references: list[str]
+    champion: ModelScores | None = None
+    champion_version: str | None = None
 
 
 class GateCheck(BaseModel):
     model_config = ConfigDict(frozen=True)
+    kind: Literal["absolute", "vs_base", "vs_champion", "max_drop"]
     metric: str
     rule: str
     threshold: float
     value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
     passed: bool
+    skipped: bool = False
 
     def describe(self) -> str:
-        verdict = "ok" if self.passed else "FAILED"
-        return f"{self.metric} {self.rule} {self.threshold:g}: {self.value:.4f} ({verdict})"
+        if self.skipped:
+            return f"{self.metric} {self.rule} {self.threshold:g}: skipped (no champion yet)"
+        ci = f" [{self.ci_low:+.4f}, {self.ci_high:+.4f}]" if self.ci_low is not None else ""
+        value = f"{self.value:.4f}" if self.kind == "absolute" else f"{self.value:+.4f}"
+        return f"{self.metric} {self.rule} {self.threshold:g}: {value}{ci} ({'ok' if self.passed else 'FAILED'})"
 
 
 class GateReport(BaseModel):
@@ -108,72 +165,193 @@ class GateReport(BaseModel):
         return "gates failed: " + "; ".join(c.describe() for c in self.failures)
 
 
-def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """ROUGE-1/2/L F-measures (rouge-score, stemmed), empty-output rate and length ratio, averaged."""
+def general_skills() -> list[Example]:
+    """The shipped general-capability set (arithmetic, facts, short instructions, interleaved), with references.
+
+    Prompts are the bare questions; `general_prompts` asks them the way the model is meant to be asked.
+    """
+    path = Path(str(resources.files("steps") / "resources" / "general_skills.jsonl"))
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [Example(id=r["id"], prompt=r["question"], target=r["answer"]) for r in rows]
+
+
+def general_prompts(model: LoadedModel, questions: Sequence[str]) -> list[str]:
+    """General-skills questions in the model's chat template (how an instruct model shows what it
+    knows), or a plain question/answer template for a model without one."""
+    tokenizer = model.tokenizer
+    if getattr(tokenizer, "chat_template", None):
+        return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                              add_generation_prompt=True) for q in questions]
+    return [GENERAL_TEMPLATE.format(question=q) for q in questions]
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", text.casefold()).split()
+
+
+def contains_answer(prediction: str, reference: str) -> bool:
+    """The reference's words appear, in order and together, in the prediction."""
+    pred, ref = _words(prediction), _words(reference)
+    return bool(ref) and any(pred[i : i + len(ref)] == ref for i in range(len(pred) - len(ref) + 1))
+
+
+def score(predictions: Sequence[str], references: Sequence[str], blocklist: Sequence[str] = DEFAULT_BLOCKLIST,
+          ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Task metrics averaged over samples, and the per-sample values behind the averages."""
+    import sacrebleu
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references) or not references:
         raise ValueError(f"score() needs as many predictions as references (got {len(predictions)} and {len(references)})")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    rows = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
-    metrics = {key: statistics.fmean(r[key].fmeasure for r in rows) for key in ("rouge1", "rouge2", "rougeL")}
-    metrics["empty_rate"] = sum(not p.strip() for p in predictions) / len(predictions)
-    metrics["length_ratio"] = statistics.fmean(
-        len(p.split()) / max(len(r.split()), 1) for p, r in zip(predictions, references, strict=True)
-    )
-    return metrics
+    rouge = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
+    blocked = [re.compile(rf"(?<!\w){re.escape(w.casefold())}(?!\w)") for w in blocklist]
+    per_sample: dict[str, list[float]] = {key: [r[key].fmeasure for r in rouge] for key in ("rouge1", "rouge2", "rougeL")}
+    per_sample["exact_match"] = [float(_words(p) == _words(r)) for p, r in zip(predictions, references, strict=True)]
+    per_sample["length_ratio"] = [len(p.split()) / max(len(r.split()), 1)
+                                  for p, r in zip(predictions, references, strict=True)]
+    per_sample["empty_rate"] = [float(not p.strip()) for p in predictions]
+    per_sample["blocklist_rate"] = [float(any(b.search(p.casefold()) for b in blocked)) for p in predictions]
+    metrics = {key: statistics.fmean(values) for key, values in per_sample.items()}
+    metrics["bleu"] = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score / 100
+    return metrics, per_sample
 
 
-def score_model(model: LoadedModel, samples: Sequence[Example], settings: GenerationSettings) -> ModelScores:
-    """Generate for every sample and score against the references."""
-    started = time.monotonic()
-    predictions = generate(model, [s.prompt for s in samples], settings)
-    seconds = time.monotonic() - started
-    metrics = score(predictions, [s.target for s in samples])
-    metrics["seconds_per_sample"] = seconds / len(samples)
-    log.info("%s: rougeL %.3f on %d samples in %.0f s", model.name, metrics["rougeL"], len(samples), seconds)
-    return ModelScores(name=model.name, metrics=metrics, predictions=predictions)
+def score_general(predictions: Sequence[str], references: Sequence[str]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The forgetting check: answer accuracy and ROUGE-L on the general-skills set."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    per_sample = {
+        "general.accuracy": [float(contains_answer(p, r)) for p, r in zip(predictions, references, strict=True)],
+        "general.rougeL": [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)],
+    }
+    return {key: statistics.fmean(values) for key, values in per_sample.items()}, per_sample
 
 
-def evaluate(candidate: LoadedModel, base: LoadedModel, samples: Sequence[Example],
-             config: EvaluateConfig) -> EvalResult:
-    """Score a candidate and its base model on the same held-out samples."""
+def score_model(model: LoadedModel, samples: Sequence[Example], general: Sequence[Example],
+                config: EvaluateConfig) -> ModelScores:
+    """Generate for every sample (task, then general skills) and score against the references."""
+    predictions, latencies = generate_timed(model, [s.prompt for s in samples], config.generation)
+    metrics, per_sample = score(predictions, [s.target for s in samples], config.blocklist)
+    quantiles = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
+    metrics["latency_p50"], metrics["latency_p95"] = statistics.median(latencies), quantiles[18]
+    general_predictions: list[str] = []
+    if general:
+        short = config.generation.model_copy(update={"max_new_tokens": config.general_max_new_tokens})
+        general_predictions, _ = generate_timed(model, general_prompts(model, [g.prompt for g in general]), short)
+        general_metrics, general_samples = score_general(general_predictions, [g.target for g in general])
+        metrics.update(general_metrics)
+        per_sample.update(general_samples)
+    log.info("%s: rougeL %.3f, general accuracy %s on %d + %d samples", model.name, metrics["rougeL"],
+             f"{metrics['general.accuracy']:.3f}" if general else "-", len(samples), len(general))
+    return ModelScores(name=model.name, metrics=metrics, per_sample=per_sample, predictions=predictions,
+                       general_predictions=general_predictions)
+
+
+def evaluate(candidate: LoadedModel, base: LoadedModel, samples: Sequence[Example], config: EvaluateConfig,
+             champion: LoadedModel | None = None, champion_version: str | None = None) -> EvalResult:
+    """Score candidate, base model and (if any) champion on the same samples and settings."""
     if not samples:
         raise ValueError("evaluate() needs at least one held-out sample")
     chosen = list(samples if config.max_samples is None else samples[: config.max_samples])
+    general = general_skills()[: config.general_samples] if config.general_samples else []
     return EvalResult(
-        n_samples=len(chosen),
-        candidate=score_model(candidate, chosen, config.generation),
-        base=score_model(base, chosen, config.generation),
-        references=[s.target for s in chosen],
+        n_samples=len(chosen), references=[s.target for s in chosen], prompts=[s.prompt for s in chosen],
+        general_references=[g.target for g in general],
+        candidate=score_model(candidate, chosen, general, config),
+        base=score_model(base, chosen, general, config),
+        champion=score_model(champion, chosen, general, config) if champion is not None else None,
+        champion_version=champion_version,
     )
 
 
-def decide(candidate: dict[str, float], base: dict[str, float], gates: Sequence[Gate]) -> GateReport:
-    """Check the candidate's metrics against every gate; pure, so approvers and tests see the same thing."""
-    checks = []
-    for gate in gates:
-        value = candidate[gate.metric]
-        if gate.min is not None:
-            checks.append(GateCheck(metric=gate.metric, rule=">=", threshold=gate.min, value=value,
-                                    passed=value >= gate.min))
-        if gate.max is not None:
-            checks.append(GateCheck(metric=gate.metric, rule="<=", threshold=gate.max, value=value,
-                                    passed=value <= gate.max))
-        if gate.min_delta_vs_base is not None:
-            gain = value - base[gate.metric]
-            if gate.metric in LOWER_IS_BETTER:
-                gain = -gain
-            checks.append(GateCheck(metric=gate.metric, rule="gain over base >=", threshold=gate.min_delta_vs_base,
-                                    value=gain, passed=gain >= gate.min_delta_vs_base))
-    return GateReport(passed=all(c.passed for c in checks), checks=checks)
-
-
-def evaluate_trained(trained: TrainedModel, samples: Sequence[Example], config: EvaluateConfig) -> EvalResult:
-    """Load a trained candidate and its base model, then score both on the same samples."""
+def evaluate_trained(trained: TrainedModel, samples: Sequence[Example], config: EvaluateConfig,
+                     champion: LoadedModel | None = None, champion_version: str | None = None) -> EvalResult:
+    """Load a trained candidate and its base model, then score them (and the champion) on the same samples."""
+    if not trained.base_model_path:
+        raise ValueError(f"{trained.path} has no local base model to compare against; evaluate it where both are")
     if trained.kind == "adapter":
         candidate = load_model(trained.base_model_path, trained.path, name="candidate")
     else:
         candidate = load_model(trained.path, None, name="candidate")
     base = load_model(trained.base_model_path, None, name="base")
-    return evaluate(candidate, base, samples, config)
+    return evaluate(candidate, base, samples, config, champion, champion_version)
+
+
+def bootstrap_delta(metric: str, result: EvalResult, other: ModelScores, settings: Bootstrap) -> tuple[float, float, float]:
+    """Candidate minus `other` on `metric`: the point estimate and a paired percentile interval."""
+    candidate = result.candidate
+    point = candidate.metrics[metric] - other.metrics[metric]
+    statistic = _statistic(metric, result, candidate, other)
+    n = len(next(iter(candidate.per_sample.values())))
+    if metric.startswith("general."):
+        n = len(candidate.per_sample[metric])
+    rng = random.Random(settings.seed)
+    deltas = sorted(statistic([rng.randrange(n) for _ in range(n)]) for _ in range(settings.resamples))
+    tail = (1 - settings.confidence) / 2
+    low = deltas[int(tail * (len(deltas) - 1))]
+    high = deltas[int((1 - tail) * (len(deltas) - 1))]
+    return point, low, high
+
+
+def _statistic(metric: str, result: EvalResult, candidate: ModelScores,
+               other: ModelScores) -> Callable[[list[int]], float]:
+    if metric in candidate.per_sample:
+        a, b = candidate.per_sample[metric], other.per_sample[metric]
+        return lambda idx: statistics.fmean(a[i] for i in idx) - statistics.fmean(b[i] for i in idx)
+    if metric == "bleu":
+        import sacrebleu
+
+        refs = result.references
+
+        def bleu_gain(idx: list[int]) -> float:
+            chosen = [refs[i] for i in idx]
+            mine = sacrebleu.corpus_bleu([candidate.predictions[i] for i in idx], [chosen]).score
+            theirs = sacrebleu.corpus_bleu([other.predictions[i] for i in idx], [chosen]).score
+            return (mine - theirs) / 100
+
+        return bleu_gain
+    point = candidate.metrics[metric] - other.metrics[metric]  # latency: no per-sample pairing
+    return lambda idx: point
+
+
+def decide(result: EvalResult, gates: Sequence[Gate], bootstrap: Bootstrap | None = None) -> GateReport:
+    """Check the candidate against every gate; pure, so approvers and tests see the same thing."""
+    bootstrap = bootstrap or Bootstrap()
+    checks = []
+    for gate in gates:
+        value = result.candidate.metrics.get(gate.metric)
+        if value is None:
+            raise ValueError(f"gate on {gate.metric!r}: not measured (set evaluate.general_samples > 0 for general.*)")
+        sign = -1.0 if gate.better == "lower" else 1.0
+        if gate.min is not None:
+            checks.append(GateCheck(kind="absolute", metric=gate.metric, rule=">=", threshold=gate.min, value=value,
+                                    passed=value >= gate.min))
+        if gate.max is not None:
+            checks.append(GateCheck(kind="absolute", metric=gate.metric, rule="<=", threshold=gate.max, value=value,
+                                    passed=value <= gate.max))
+        if gate.min_delta_vs_base is not None:
+            point, low, high = (sign * x for x in bootstrap_delta(gate.metric, result, result.base, bootstrap))
+            low, high = min(low, high), max(low, high)
+            checks.append(GateCheck(kind="vs_base", metric=gate.metric, rule="gain over base >=",
+                                    threshold=gate.min_delta_vs_base, value=point, ci_low=low, ci_high=high,
+                                    passed=low >= gate.min_delta_vs_base))
+        if gate.min_delta_vs_champion is not None:
+            if result.champion is None:
+                checks.append(GateCheck(kind="vs_champion", metric=gate.metric, rule="gain over champion >=",
+                                        threshold=gate.min_delta_vs_champion, value=0.0, passed=True, skipped=True))
+            else:
+                point, low, high = (sign * x for x in bootstrap_delta(gate.metric, result, result.champion, bootstrap))
+                low, high = min(low, high), max(low, high)
+                # Strictly above: a candidate that only matches the champion has not beaten it.
+                checks.append(GateCheck(kind="vs_champion", metric=gate.metric, rule="gain over champion >",
+                                        threshold=gate.min_delta_vs_champion, value=point, ci_low=low, ci_high=high,
+                                        passed=low > gate.min_delta_vs_champion))
+        if gate.max_drop is not None:
+            point, low, high = (-sign * x for x in bootstrap_delta(gate.metric, result, result.base, bootstrap))
+            low, high = min(low, high), max(low, high)
+            checks.append(GateCheck(kind="max_drop", metric=gate.metric, rule="drop from base <=",
+                                    threshold=gate.max_drop, value=point, ci_low=low, ci_high=high,
+                                    passed=point <= gate.max_drop))
+    return GateReport(passed=all(c.passed for c in checks), checks=checks)

@@ -55,9 +55,17 @@ def load_model(base_model_path: str | Path, adapter_path: str | Path | None = No
 
 def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
     """Complete every prompt, in batches of `settings.batch_size`; returns the cleaned completions."""
+    return generate_timed(loaded, prompts, settings)[0]
+
+
+def generate_timed(loaded: LoadedModel, prompts: Sequence[str],
+                   settings: GenerationSettings) -> tuple[list[str], list[float]]:
+    """Like `generate`, plus each prompt's share of its batch's wall time (seconds)."""
+    import time
+
     import torch
 
-    tokenizer, outputs = loaded.tokenizer, list[str]()
+    tokenizer, outputs, latencies = loaded.tokenizer, list[str](), list[float]()
     sampling = settings.temperature > 0
     extra: dict[str, Any] = {"do_sample": sampling}
     if sampling:
@@ -67,6 +75,7 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
             extra["top_k"] = settings.top_k
     for start in range(0, len(prompts), settings.batch_size):
         batch = list(prompts[start : start + settings.batch_size])
+        started = time.perf_counter()
         encoded = tokenizer(batch, return_tensors="pt", padding=True)
         with torch.inference_mode():
             tokens = loaded.model.generate(
@@ -75,7 +84,8 @@ def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSe
             )
         new = tokens[:, encoded["input_ids"].shape[1]:]
         outputs.extend(clean(tokenizer.decode(row, skip_special_tokens=True)) for row in new)
-    return outputs
+        latencies.extend([(time.perf_counter() - started) / len(batch)] * len(batch))
+    return outputs, latencies
 
 
 def clean(text: str) -> str:

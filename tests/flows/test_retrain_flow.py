@@ -18,7 +18,8 @@ def _config(data: Path, model: Path, gates: list[dict[str, object]]) -> Pipeline
         "data": {"source": str(data), "contract": {"min_rows": 20}},
         "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
                      "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
-        "evaluate": {"max_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4}, "gates": gates},
+        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
+                     "bootstrap": {"resamples": 200}, "gates": gates},
     })
 
 
@@ -53,18 +54,30 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     assert {"candidate.rougeL", "base.rougeL", "train.eval_loss", "loss"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(result.run_id, "loss")] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"gate_report.md", "data_validation.md", "data_validation.html"} <= artifacts
+    assert {"gate_report", "data_validation.md", "data_validation.html", "loss_curve.png"} <= artifacts
+    report = {a.path for a in client.list_artifacts(result.run_id, "gate_report")}
+    assert report == {f"gate_report/{n}" for n in ("gate_report.html", "gate_report.md", "metrics.png",
+                                                    "deltas.png", "lengths.png")}
+    assert result.report_uri.endswith(f"reports/{result.run_id}/gate_report.html")
+    assert Path(result.report_uri.removeprefix("file://")).read_text().startswith("<!doctype html>")
 
     again = retrain(config)
     assert again.reused and again.version == result.version
     assert len(_versions("tiny-summarizer")) == 1
+
+    # With a champion in place, the next candidate is compared against it as well.
+    client.set_registered_model_alias("tiny-summarizer", T.CHAMPION, result.version)
+    challenger = retrain(config.model_copy(update={"finetune": config.finetune.model_copy(update={"seed": 7})}))
+    assert challenger.version == "2"
+    assert client.get_model_version("tiny-summarizer", "2").tags[T.COMPARED_CHAMPION] == "1"
+    assert "champion.rougeL" in client.get_run(challenger.run_id).data.metrics
 
 
 def test_failed_gate_registers_rejected_and_fails_the_run(sample_jsonl: Path, tiny_model_dir: Path) -> None:
     config = _config(sample_jsonl, tiny_model_dir, [{"metric": "rougeL", "min": 0.99}])
     state = retrain(config, return_state=True)
     assert state.is_failed()
-    assert "gates failed: rougeL >= 0.99: " in state.message
+    assert "gates failed: rougeL >= 0.99: 0.0000 (FAILED)" in state.message
     with pytest.raises(GateFailedError, match=r"Rejected: gates failed: rougeL >= 0\.99: "):
         state.result()
     [version] = _versions("tiny-summarizer")

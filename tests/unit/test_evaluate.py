@@ -1,51 +1,125 @@
-"""Scores and the gate decision."""
+"""Scores and the gate decision: every gate kind, and confidence intervals that refuse noise."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 from pydantic import ValidationError
 
-from steps.evaluate import Gate, decide, score
+from steps.evaluate import (
+    EvalResult,
+    Gate,
+    ModelScores,
+    contains_answer,
+    decide,
+    general_skills,
+    score,
+)
+
+REFS = [f"Person {i} moves the meeting to day {i % 7} at {i % 12} pm." for i in range(40)]
+
+
+def scores(name: str, values: dict[str, list[float]], predictions: list[str] | None = None) -> ModelScores:
+    metrics = {k: sum(v) / len(v) for k, v in values.items()}
+    metrics.setdefault("bleu", 0.0)
+    return ModelScores(name=name, metrics=metrics, per_sample=values, predictions=predictions or [""] * 40)
+
+
+def result(candidate: dict[str, list[float]], base: dict[str, list[float]],
+           champion: dict[str, list[float]] | None = None) -> EvalResult:
+    return EvalResult(n_samples=40, references=REFS, prompts=REFS, candidate=scores("candidate", candidate),
+                      base=scores("base", base), champion=scores("champion", champion) if champion else None,
+                      champion_version="3" if champion else None)
+
+
+def noisy(mean: float, spread: float, seed: int, n: int = 40) -> list[float]:
+    rng = random.Random(seed)
+    return [min(1.0, max(0.0, mean + rng.uniform(-spread, spread))) for _ in range(n)]
 
 
 def test_identical_outputs_score_one_and_disjoint_outputs_score_zero() -> None:
-    refs = ["Ann moves the meeting to Friday.", "Bob lends Cleo his drill."]
-    perfect = score(refs, refs)
-    assert perfect["rougeL"] == pytest.approx(1.0) and perfect["rouge2"] == pytest.approx(1.0)
-    assert perfect["empty_rate"] == 0 and perfect["length_ratio"] == pytest.approx(1.0)
-    nothing = score(["zebra quantum", ""], refs)
-    assert nothing["rougeL"] == 0 and nothing["empty_rate"] == 0.5
+    perfect, _ = score(REFS, REFS)
+    assert perfect["rougeL"] == pytest.approx(1.0) and perfect["bleu"] == pytest.approx(1.0)
+    assert perfect["exact_match"] == 1.0 and perfect["empty_rate"] == 0 and perfect["length_ratio"] == 1.0
+    nothing, per_sample = score(["zebra quantum"] * 39 + [""], REFS)
+    assert nothing["rougeL"] == 0 and nothing["bleu"] < 0.01 and nothing["empty_rate"] == 1 / 40
+    assert len(per_sample["rougeL"]) == 40
 
 
-def test_partial_overlap_scores_between() -> None:
-    value = score(["Ann moves the meeting."], ["Ann moves the meeting to Friday."])["rougeL"]
-    assert 0.5 < value < 1.0
+def test_blocklist_counts_whole_words_case_insensitively() -> None:
+    metrics, per_sample = score(["You IDIOT.", "The idiotic plan.", "fine"], ["a", "b", "c"], blocklist=["idiot"])
+    assert per_sample["blocklist_rate"] == [1.0, 0.0, 0.0] and metrics["blocklist_rate"] == pytest.approx(1 / 3)
 
 
-def test_score_refuses_mismatched_lengths() -> None:
-    with pytest.raises(ValueError, match="as many predictions as references"):
-        score(["a"], ["a", "b"])
+def test_general_answers_count_when_the_reference_appears() -> None:
+    assert contains_answer("The capital is Paris.", "Paris")
+    assert contains_answer("apple, mango, pear", "apple, mango, pear")
+    assert not contains_answer("Parisian food", "Paris") and not contains_answer("", "7")
+    items = general_skills()
+    assert len(items) == 36 and all(i.prompt.endswith((".", "?")) for i in items)
+    assert [i.target for i in items[:3]] == ["42", "Paris", "RIVER"]  # skills interleaved: any prefix is balanced
 
 
-def test_gates_pass_and_fail_with_their_numbers() -> None:
-    gates = [Gate(metric="rougeL", min_delta_vs_base=0.05), Gate(metric="empty_rate", max=0.1),
-             Gate(metric="rouge1", min=0.3)]
-    good = decide({"rougeL": 0.40, "empty_rate": 0.0, "rouge1": 0.5}, {"rougeL": 0.20}, gates)
-    assert good.passed and len(good.checks) == 3
-    bad = decide({"rougeL": 0.22, "empty_rate": 0.25, "rouge1": 0.5}, {"rougeL": 0.20}, gates)
-    assert not bad.passed
-    assert [c.metric for c in bad.failures] == ["rougeL", "empty_rate"]
-    assert "0.0200" in bad.summary() and "0.2500" in bad.summary()
+def test_absolute_bounds() -> None:
+    res = result({"empty_rate": [0.0] * 36 + [1.0] * 4}, {"empty_rate": [0.0] * 40})
+    report = decide(res, [Gate(metric="empty_rate", max=0.05)])
+    assert not report.passed and report.failures[0].value == pytest.approx(0.1)
+    assert decide(res, [Gate(metric="empty_rate", max=0.1)]).passed
 
 
-def test_delta_on_a_lower_is_better_metric_counts_a_drop_as_gain() -> None:
+def test_a_clear_gain_over_base_passes_and_noise_does_not() -> None:
+    base = noisy(0.2, 0.1, seed=1)
+    clear = decide(result({"rougeL": noisy(0.45, 0.1, seed=2)}, {"rougeL": base}),
+                   [Gate(metric="rougeL", min_delta_vs_base=0.05)])
+    assert clear.passed and clear.checks[0].ci_low > 0.05
+    # A candidate whose mean is 0.06 higher only because a few samples swing widely: the interval straddles 0.05.
+    swingy = [b + (0.9 if i % 8 == 0 else -0.06) for i, b in enumerate(base)]
+    noise = decide(result({"rougeL": swingy}, {"rougeL": base}), [Gate(metric="rougeL", min_delta_vs_base=0.05)])
+    check = noise.checks[0]
+    assert check.value > 0.05 and check.ci_low < 0.05 and not noise.passed
+
+
+def test_must_beat_champion_is_skipped_without_one_and_refuses_a_tie() -> None:
+    gate = Gate(metric="rougeL", min_delta_vs_champion=0.0)
+    alone = decide(result({"rougeL": noisy(0.4, 0.1, 3)}, {"rougeL": noisy(0.2, 0.1, 4)}), [gate])
+    assert alone.passed and alone.checks[0].skipped
+    champion = noisy(0.4, 0.15, seed=5)
+    within_noise = [c + random.Random(6 + i).uniform(-0.03, 0.035) for i, c in enumerate(champion)]
+    tie = decide(result({"rougeL": within_noise}, {"rougeL": noisy(0.2, 0.1, 4)}, {"rougeL": champion}), [gate])
+    check = tie.checks[0]
+    assert check.value > 0 and check.ci_low < 0 and not tie.passed
+    better = decide(result({"rougeL": [c + 0.1 for c in champion]}, {"rougeL": noisy(0.2, 0.1, 4)},
+                           {"rougeL": champion}), [gate])
+    assert better.passed
+
+
+def test_forgetting_fails_on_a_real_drop_on_the_general_set() -> None:
+    base = [1.0] * 20 + [0.0] * 16
+    forgot = [1.0] * 8 + [0.0] * 28
+    gate = Gate(metric="general.accuracy", max_drop=0.15)
+    report = decide(result({"general.accuracy": forgot}, {"general.accuracy": base}), [gate])
+    assert not report.passed and report.checks[0].value == pytest.approx(12 / 36)
+    kept = [1.0] * 18 + [0.0] * 18
+    assert decide(result({"general.accuracy": kept}, {"general.accuracy": base}), [gate]).passed
+
+
+def test_lower_is_better_metrics_count_a_fall_as_gain() -> None:
     gate = Gate(metric="empty_rate", min_delta_vs_base=0.1)
-    assert decide({"empty_rate": 0.0}, {"empty_rate": 0.5}, [gate]).passed
-    assert not decide({"empty_rate": 0.5}, {"empty_rate": 0.5}, [gate]).passed
+    fewer = decide(result({"empty_rate": [0.0] * 40}, {"empty_rate": [1.0] * 20 + [0.0] * 20}), [gate])
+    assert fewer.passed and fewer.checks[0].value == pytest.approx(0.5)
 
 
-def test_a_gate_needs_a_known_metric_and_a_rule() -> None:
+def test_gates_need_a_known_metric_a_rule_and_a_direction() -> None:
     with pytest.raises(ValidationError, match="unknown metric"):
         Gate(metric="bleurt", min=0.1)
-    with pytest.raises(ValidationError, match="needs at least one"):
+    with pytest.raises(ValidationError, match="needs one of"):
         Gate(metric="rougeL")
+    with pytest.raises(ValidationError, match="no better direction"):
+        Gate(metric="length_ratio", min_delta_vs_base=0.1)
+    assert Gate(metric="length_ratio", direction="lower", max_drop=0.2).better == "lower"
+
+
+def test_a_gate_on_an_unmeasured_metric_is_an_error() -> None:
+    with pytest.raises(ValueError, match="general_samples"):
+        decide(result({"rougeL": [0.5] * 40}, {"rougeL": [0.5] * 40}), [Gate(metric="general.accuracy", max_drop=0.1)])

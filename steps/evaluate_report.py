@@ -1,0 +1,166 @@
+"""The gate report an approver reads: verdict, every gate with its numbers, charts, example outputs.
+
+Rendered as Markdown and as a self-contained folder of HTML plus PNG charts (metric bars per
+model, deltas with their confidence intervals, output length histogram).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from steps.evaluate import Bootstrap, EvalResult, GateReport, ModelScores, bootstrap_delta
+
+SHOWN = ("rougeL", "rouge1", "rouge2", "bleu", "exact_match", "length_ratio", "empty_rate", "blocklist_rate",
+         "latency_p50", "latency_p95", "general.accuracy", "general.rougeL")
+DELTAS = ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy")
+COLOURS = {"candidate": "#4477aa", "base": "#bbbbbb", "champion": "#228833", "reference": "#ccbb44"}
+
+
+def _models(result: EvalResult) -> list[ModelScores]:
+    return [m for m in (result.candidate, result.base, result.champion) if m is not None]
+
+
+def _label(result: EvalResult, model: ModelScores) -> str:
+    if model is result.champion and result.champion_version:
+        return f"champion (v{result.champion_version})"
+    return model.name
+
+
+def metrics_table(result: EvalResult) -> str:
+    models = _models(result)
+    header = "| metric | " + " | ".join(_label(result, m) for m in models) + " | candidate − base |"
+    lines = [header, "| --- |" + " ---: |" * (len(models) + 1)]
+    for name in SHOWN:
+        if name not in result.candidate.metrics:
+            continue
+        values = " | ".join(f"{m.metrics[name]:.4f}" for m in models)
+        lines.append(f"| {name} | {values} | {result.candidate.metrics[name] - result.base.metrics[name]:+.4f} |")
+    return "\n".join(lines)
+
+
+def gates_table(report: GateReport) -> str:
+    lines = ["| gate | metric | rule | threshold | value | 95% interval | result |",
+             "| --- | --- | --- | ---: | ---: | --- | --- |"]
+    for c in report.checks:
+        interval = f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]" if c.ci_low is not None else ""
+        result = "skipped (no champion)" if c.skipped else ("pass" if c.passed else "**FAIL**")
+        lines.append(f"| {c.kind} | {c.metric} | {c.rule} | {c.threshold:g} | {c.value:+.4f} | {interval} | {result} |")
+    return "\n".join(lines)
+
+
+def to_markdown(result: EvalResult, report: GateReport, *, dataset_hash: str, examples: int = 8) -> str:
+    lines = [
+        f"# Gate report: {'PASSED' if report.passed else 'FAILED'}", "",
+        f"Held-out samples: {result.n_samples} · general-skills items: {len(result.general_references)} · "
+        f"dataset `{dataset_hash[:12]}`", "",
+        "## Gates", "", gates_table(report), "",
+        "## Metrics", "", metrics_table(result), "",
+        "![metrics](metrics.png) ![deltas](deltas.png) ![lengths](lengths.png)", "",
+        "## Examples", "",
+        "| reference | " + " | ".join(_label(result, m) for m in _models(result)) + " |",
+        "| --- |" + " --- |" * len(_models(result)),
+    ]
+    for i in range(min(examples, result.n_samples)):
+        cells = [result.references[i], *(m.predictions[i] or "(empty)" for m in _models(result))]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(result: EvalResult, report: GateReport, *, dataset_hash: str, examples: int = 12) -> str:
+    def table(rows: list[list[str]], header: list[str], classes: list[str] | None = None) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join(
+            f"<tr class='{classes[i] if classes else ''}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for i, row in enumerate(rows))
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    gate_rows = [[c.kind, c.metric, c.rule, f"{c.threshold:g}", f"{c.value:+.4f}",
+                  f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]" if c.ci_low is not None else "",
+                  "skipped (no champion)" if c.skipped else ("pass" if c.passed else "FAIL")] for c in report.checks]
+    models = _models(result)
+    metric_rows = [[name, *(f"{m.metrics[name]:.4f}" for m in models)] for name in SHOWN if name in result.candidate.metrics]
+    example_rows = [[result.references[i], *(m.predictions[i] or "(empty)" for m in models)]
+                    for i in range(min(examples, result.n_samples))]
+    verdict = "PASSED" if report.passed else "FAILED"
+    return (
+        "<!doctype html><meta charset=utf-8><title>Gate report</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}.fail{background:#fdd}.pass{background:#efe}"
+        "img{max-width:32%;margin-right:1%}h1.FAILED{color:#b00}h1.PASSED{color:#070}</style>"
+        f"<h1 class={verdict}>Gate report: {verdict}</h1>"
+        f"<p>Held-out samples: {result.n_samples} · general-skills items: {len(result.general_references)} · "
+        f"dataset <code>{html.escape(dataset_hash[:12])}</code></p>"
+        "<h2>Gates</h2>"
+        + table(gate_rows, ["gate", "metric", "rule", "threshold", "value", "95% interval", "result"],
+                ["pass" if c.passed else "fail" for c in report.checks])
+        + "<h2>Metrics</h2>" + table(metric_rows, ["metric", *(_label(result, m) for m in models)])
+        + "<p><img src=metrics.png alt='metrics per model'><img src=deltas.png alt='deltas with intervals'>"
+          "<img src=lengths.png alt='output lengths'></p>"
+        + "<h2>Examples</h2>" + table(example_rows, ["reference", *(_label(result, m) for m in models)])
+    )
+
+
+def write_report(result: EvalResult, report: GateReport, folder: Path, *, dataset_hash: str,
+                 bootstrap: Bootstrap | None = None) -> Path:
+    """Write gate_report.md, gate_report.html and its charts into `folder`; returns the HTML path."""
+    bootstrap = bootstrap or Bootstrap()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    models = _models(result)
+
+    names = [n for n in ("rougeL", "rouge1", "rouge2", "bleu", "exact_match", "general.accuracy")
+             if n in result.candidate.metrics]
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=110)
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        axes.bar([x + i * width for x in range(len(names))], [model.metrics[n] for n in names], width,
+                 label=_label(result, model), color=COLOURS.get(model.name, "#888888"))
+    axes.set_xticks([x + width * (len(models) - 1) / 2 for x in range(len(names))], names, rotation=20)
+    axes.set_ylim(0, 1)
+    axes.set_title("Held-out metrics per model")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "metrics.png")
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=110)
+    deltas = [n for n in DELTAS if n in result.candidate.metrics]
+    others = [result.base] + ([result.champion] if result.champion is not None else [])
+    width = 0.8 / len(others)
+    for i, other in enumerate(others):
+        intervals = [bootstrap_delta(n, result, other, bootstrap) for n in deltas]
+        points = [p for p, _, _ in intervals]
+        errors = [[p - lo for p, lo, _ in intervals], [hi - p for p, _, hi in intervals]]
+        axes.bar([x + i * width for x in range(len(deltas))], points, width, yerr=errors, capsize=4,
+                 label=f"candidate − {_label(result, other)}", color=COLOURS.get(other.name, "#888888"))
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xticks([x + width * (len(others) - 1) / 2 for x in range(len(deltas))], deltas, rotation=20)
+    axes.set_title(f"Deltas with {bootstrap.confidence:.0%} bootstrap intervals")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "deltas.png")
+    plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=110)
+    lengths = {"reference": [len(r.split()) for r in result.references],
+               **{_label(result, m): [len(p.split()) for p in m.predictions] for m in models}}
+    top = max(max(v, default=0) for v in lengths.values()) + 2
+    for label, values in lengths.items():
+        axes.hist(values, bins=range(0, top, 2), alpha=0.5, label=label,
+                  color=COLOURS.get(label.split(" ")[0], "#888888"))
+    axes.set_xlabel("words per output")
+    axes.set_title("Output lengths")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "lengths.png")
+    plt.close(figure)
+
+    (folder / "gate_report.md").write_text(to_markdown(result, report, dataset_hash=dataset_hash), encoding="utf-8")
+    page = folder / "gate_report.html"
+    page.write_text(to_html(result, report, dataset_hash=dataset_hash), encoding="utf-8")
+    return page
