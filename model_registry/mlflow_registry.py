@@ -143,6 +143,25 @@ class MlflowRegistry:
     def get_version(self, version: str) -> RegisteredVersion:
         return self._as_registered(self.client.get_model_version(self.model_name, version))
 
+    def versions(self) -> list[RegisteredVersion]:
+        """Every version of the model, oldest first."""
+        found = self.client.search_model_versions(f"name = '{self.model_name}'", max_results=10_000)
+        return sorted((self._as_registered(v) for v in found), key=lambda v: int(v.version))
+
+    def set_tag(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.model_name, version, key, value)
+
+    def delete_tag(self, version: str, key: str) -> None:
+        self.client.delete_model_version_tag(self.model_name, version, key)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except MlflowException:
+            return {}
+
     def register(
         self,
         run_id: str,

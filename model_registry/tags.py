@@ -7,6 +7,9 @@ from typing import Final, Literal
 APPROVAL_STATUS: Final = "genaiops.approval_status"
 APPROVED_BY: Final = "genaiops.approved_by"
 APPROVAL_NOTE: Final = "genaiops.approval_note"
+APPROVED_AT: Final = "genaiops.approved_at"  # stamped by the server with approved_by
+APPROVAL_INVALID: Final = "genaiops.approval_invalid"  # why the watcher reverted an approval
+RELEASE_REQUEST: Final = "genaiops.release_request"  # where the watcher filed the release request
 GATE: Final = "genaiops.gate"
 GATE_SUMMARY: Final = "genaiops.gate_summary"  # every check with its numbers
 DATASET_HASH: Final = "genaiops.dataset_hash"

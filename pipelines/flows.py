@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from model_registry import tags as T
+from model_registry.audit import AuditLog
 from model_registry.candidates import (
     candidate_description,
     candidate_tags,
@@ -17,6 +18,7 @@ from model_registry.candidates import (
     publish_report,
 )
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
+from model_registry.watcher import watch_approvals
 from pipelines.backends import make_registry, make_store, make_trainer
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
@@ -68,6 +70,7 @@ train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
 champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
+watch = task(name="watch-approvals", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)(watch_approvals)
 
 
 @task(name="register", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_bad_input, cache_policy=NO_CACHE)
@@ -162,3 +165,14 @@ def _finish(result: RetrainResult) -> RetrainResult:
             f"gate report: {result.run_url}"
         )
     return result
+
+
+@flow(name="approval-watch")
+def approval_watch(config: PipelineConfig | None = None) -> list[dict[str, str]]:
+    """Turn approvals that stand into release requests (exactly once); send the others back to pending."""
+    go_offline()
+    config = config or PipelineConfig()
+    settings = load_settings()
+    store, registry = make_store(settings), make_registry(settings, config)
+    decisions = watch(registry, AuditLog(store), store, config.approval)
+    return [d.model_dump() for d in decisions]

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_registry.approval import ApprovalConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     subnets: str = Field("", description="comma-separated subnet ids for SageMaker jobs (aws backend)")
     security_group_ids: str = Field("", description="comma-separated security group ids (aws backend)")
     triggered_by: str = Field(default_factory=getpass.getuser, description="who or what started the run")
+    ui_passwords: SecretStr | None = Field(
+        None, description="user:password,... for the local MLflow UI users; generated into the workspace when unset")
 
     @model_validator(mode="after")
     def _aws_needs_coordinates(self) -> Settings:
@@ -91,6 +94,7 @@ class PipelineConfig(BaseModel):
     data: DataConfig = DataConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    approval: ApprovalConfig = ApprovalConfig()
 
 
 def load_settings() -> Settings:

@@ -31,6 +31,14 @@ class ArtifactStore(Protocol):
         """Read any object this store's backend can reach by URI (a data source, say)."""
         ...
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Store `data` under `key` only if nothing is there yet; False if it already existed."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted."""
+        ...
+
 
 def _check_key(key: str) -> str:
     path = PurePosixPath(key)
@@ -72,6 +80,23 @@ class LocalStore:
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
     def read_uri(self, uri: str) -> bytes:
         if not uri.startswith("file://"):
@@ -123,6 +148,28 @@ class S3Store:
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        extra: dict[str, str] = {"ServerSideEncryption": "aws:kms"}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        try:  # a conditional write: S3 refuses it if the key exists
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*", **extra)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        base = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys += [item["Key"].removeprefix(base) for item in page.get("Contents", [])]
+        return sorted(keys)
 
     def read_uri(self, uri: str) -> bytes:
         if not uri.startswith("s3://") or "/" not in uri.removeprefix("s3://"):

@@ -53,7 +53,7 @@ class MemoryEstimate(BaseModel):
             hints.append("gradient_checkpointing: true")
         hints.append("or the aws backend (a SageMaker training instance)")
         return (f"finetune: this run needs about {self.total / GB:.1f} GB ({self.describe()}) but "
-                f"{limit / GB:.1f} GB is available; try {'; '.join(hints)}")
+                f"{limit / GB:.2f} GB is available; try {'; '.join(hints)}")
 
 
 def estimate_training_memory(*, total_params: int, trainable_params: int, bytes_per_param: int, batch_size: int,

@@ -67,3 +67,33 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+@contextmanager
+def approval_server(workspace: Path, approval: object | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """`mlflow server --app-name genaiops-auth` over `workspace`'s store, set up as `genaiops ui` does;
+    yields its URL and the users' passwords."""
+    import json
+
+    from model_registry.approval import ApprovalConfig
+    from model_registry.auth_setup import prepare, server_command
+
+    config = approval if isinstance(approval, ApprovalConfig) else ApprovalConfig()
+    store = f"sqlite:///{workspace / 'mlflow.db'}"
+    server = prepare(workspace / "auth", approval=config, passwords={},
+                     audit={"kind": "local", "root": str(workspace / "artifacts")})
+    passwords = json.loads(Path(server.passwords_file).read_text())
+    port = free_port()
+    log = workspace / "auth" / "server.log"
+    command = server_command(str(BIN / "mlflow"), backend_store_uri=store,
+                             artifact_root=(workspace / "mlartifacts").as_uri(), port=port)
+    env = {**os.environ, **server.env, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", process, timeout=120, log=log)
+        yield url, passwords
+    finally:
+        stop(process)

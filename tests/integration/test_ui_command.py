@@ -1,13 +1,18 @@
-"""`genaiops ui` (what `make ui` runs) serves the MLflow UI over the workspace's store on 127.0.0.1."""
+"""`genaiops ui` (what `make ui` runs) serves the MLflow UI over the workspace's store on 127.0.0.1,
+behind sign-in, with the users of the approval config."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from model_registry.mlflow_registry import MlflowRegistry
 from pipelines.settings import load_settings
@@ -27,10 +32,17 @@ def test_ui_serves_the_models_the_pipeline_registered(isolated_env: Path, tmp_pa
                                    stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", process, timeout=120, log=log)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
-            assert page.status == 200 and b"MLflow" in page.read()
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+        passwords = json.loads((isolated_env / "auth" / "passwords.json").read_text())
+        assert set(passwords) == {"admin", "alice", "bob", "genaiops-pipeline", "genaiops-watcher"}
+        assert oct((isolated_env / "auth" / "passwords.json").stat().st_mode & 0o777) == "0o600"
+        auth = "Basic " + base64.b64encode(f"bob:{passwords['bob']}".encode()).decode()
+        page = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": auth})
+        with urllib.request.urlopen(page, timeout=10) as response:
+            assert response.status == 200 and b"MLflow" in response.read()
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/search"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": auth}), timeout=10) as response:
             names = [m["name"] for m in json.load(response)["registered_models"]]
         assert names == ["ui-model"]
     finally:

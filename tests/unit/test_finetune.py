@@ -79,7 +79,7 @@ def test_a_run_that_cannot_fit_is_refused_with_what_would(tiny_model_dir: Path, 
     with pytest.raises(FinetuneError) as caught:
         finetune(TRAIN, VALIDATION, quick(method="full", memory_limit_gb=0.05), tiny_model_dir, tmp_path / "out")
     message = str(caught.value)
-    assert "needs about" in message and "0.1 GB is available" in message
+    assert "needs about" in message and "0.05 GB is available" in message
     assert "method: lora" in message and "gradient_checkpointing: true" in message
     assert not (tmp_path / "out").exists()
 

@@ -1,0 +1,96 @@
+"""Everything `mlflow server --app-name genaiops-auth` needs, prepared in one folder.
+
+The folder holds the basic-auth config, the user store (SQLite), the approval policy the app
+reads and the Flask secret; users are seeded from the approval config with passwords from the
+environment, or generated once and kept in `passwords.json` (mode 0600) inside the workspace,
+never in git.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from model_registry.approval import ApprovalConfig
+from model_registry.auth_app import POLICY_ENV
+
+ADMIN = "admin"
+
+
+class AuthServer(BaseModel):
+    """How to start the server: its environment and the accounts it knows."""
+
+    model_config = ConfigDict(frozen=True)
+    folder: str
+    env: dict[str, str]
+    passwords_file: str
+    users: list[str]
+
+
+def parse_passwords(text: str) -> dict[str, str]:
+    """`user:password,user2:password2` (what GENAIOPS_UI_PASSWORDS holds)."""
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"GENAIOPS_UI_PASSWORDS: {item!r} is not user:password")
+        pairs[user] = password
+    return pairs
+
+
+def _passwords(folder: Path, users: list[str], given: dict[str, str]) -> tuple[dict[str, str], Path]:
+    path = folder / "passwords.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    merged = {user: given.get(user) or stored.get(user) or secrets.token_urlsafe(12) for user in [ADMIN, *users]}
+    if merged != stored:
+        path.write_text(json.dumps(merged, indent=2))
+    os.chmod(path, 0o600)
+    return merged, path
+
+
+def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], passwords: dict[str, str]) -> AuthServer:
+    """Write the auth config and policy, seed the user store, and return the server's environment."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    folder.mkdir(parents=True, exist_ok=True)
+    database = f"sqlite:///{folder / 'users.db'}"
+    chosen, passwords_file = _passwords(folder, approval.users, passwords)
+    ini = folder / "basic_auth.ini"
+    # EDIT by default: every signed-in user may work with runs and models; the approval rules of the
+    # genaiops-auth app decide who may approve, whatever the permissions say.
+    ini.write_text("[mlflow]\n"
+                   "default_permission = EDIT\n"
+                   f"database_uri = {database}\n"
+                   f"admin_username = {ADMIN}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    policy = folder / "approval_policy.json"
+    policy.write_text(json.dumps({"approval": approval.model_dump(), "audit": audit}, indent=2))
+    secret = folder / "flask_secret"
+    if not secret.exists():
+        secret.write_text(secrets.token_hex(32))
+        os.chmod(secret, 0o600)
+
+    store = SqlAlchemyStore()
+    store.init_db(database)
+    for user in [ADMIN, *approval.users]:
+        if store.has_user(user):
+            store.update_user(user, password=chosen[user])
+        else:
+            store.create_user(user, chosen[user], is_admin=user == ADMIN)
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": chosen[ADMIN],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret.read_text(),
+        POLICY_ENV: str(policy),
+    }
+    return AuthServer(folder=str(folder), env=env, passwords_file=str(passwords_file), users=approval.users)
+
+
+def server_command(mlflow: str, *, backend_store_uri: str, artifact_root: str, port: int) -> list[str]:
+    return [mlflow, "server", "--app-name", "genaiops-auth", "--backend-store-uri", backend_store_uri,
+            "--default-artifact-root", artifact_root, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
