@@ -33,6 +33,10 @@ $(RUNTIME): pyproject.toml constraints.txt | $(BIN)/python
 
 $(DEV): $(RUNTIME)
 	$(PIP) -e '.[dev]'
+	@# The browser tests drive the system Chromium through Playwright: no browser download.
+	@command -v chromium >/dev/null || { echo "installing Debian chromium for the browser tests"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@touch $@
 
 install: $(RUNTIME)

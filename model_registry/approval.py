@@ -27,7 +27,8 @@ class ApprovalConfig(BaseModel):
                                  description="the approvers group: users who may approve or reject versions")
     pipeline_account: str = Field("genaiops-pipeline", description="the account training runs use; never approves")
     watcher_account: str = Field("genaiops-watcher",
-                                 description="the approval watcher's account; may only send an approval back to pending")
+                                 description="the approval watcher's account; may only send a version back to pending, "
+                                             "or mark it rejected when it was rejected in the SageMaker Model Registry")
     separation_of_duties: bool = Field(True, description="an approver may not approve a version they triggered")
     users: list[str] = Field(default_factory=lambda: ["alice", "bob", "genaiops-pipeline", "genaiops-watcher"],
                              description="accounts `make ui` creates in the local user store")
@@ -59,9 +60,9 @@ def refuse_tag_write(user: str, key: str, value: str | None, tags: Mapping[str, 
     if user == config.pipeline_account:
         return f"the pipeline account {user!r} cannot write approval tags"
     if user == config.watcher_account:
-        if key == T.APPROVAL_STATUS and value == T.PENDING:
-            return None  # reverting an approval that does not stand
-        return f"the watcher account {user!r} may only set {T.APPROVAL_STATUS} back to {T.PENDING}"
+        if key == T.APPROVAL_STATUS and value in (T.PENDING, T.REJECTED):
+            return None  # reverting an approval that does not stand, or mirroring a revocation
+        return f"the watcher account {user!r} may only set {T.APPROVAL_STATUS} to {T.PENDING} or {T.REJECTED}"
     if user not in config.approvers:
         return f"{user!r} is not in the approvers group"
     if value is None:

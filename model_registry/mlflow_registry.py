@@ -30,6 +30,8 @@ class RegisteredVersion(BaseModel):
     run_id: str
     status: str
     tags: dict[str, str]
+    source: str = ""  # the version's source as MLflow records it (`models:/m-…` for MLflow 3 logged models)
+    model_id: str = ""
     reused: bool = False
 
 
@@ -237,7 +239,17 @@ class MlflowRegistry:
         return RegisteredVersion(
             name=version.name, version=str(version.version), run_id=version.run_id or "",
             status=version_tags.get(T.APPROVAL_STATUS, "unknown"), tags=version_tags, reused=reused,
+            source=str(version.source or ""), model_id=str(getattr(version, "model_id", None) or ""),
         )
+
+    def artifact_location(self, version: RegisteredVersion) -> str:
+        """Where the version's files physically are: a logged model's artifact location, else its source."""
+        if version.model_id and version.source.startswith("models:/"):
+            try:
+                return str(self.client.get_logged_model(version.model_id).artifact_location)
+            except Exception:  # an older server, or a model kept elsewhere: the source is what we have
+                log.debug("no logged model %s behind %s", version.model_id, version.source, exc_info=True)
+        return version.source
 
 
 def _requirements() -> list[str]:

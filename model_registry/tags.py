@@ -21,6 +21,9 @@ SOURCE_RUN: Final = "genaiops.source_run"
 RUN_KEY: Final = "genaiops.run_key"  # dataset hash + config digest: one version per distinct input
 TRIGGERED_BY: Final = "genaiops.triggered_by"
 COMPARED_CHAMPION: Final = "genaiops.compared_champion"  # the champion version the gate compared against
+SM_MODEL_PACKAGE: Final = "genaiops.sagemaker.model_package"  # ARN of the mirrored SageMaker model package
+SM_SYNCED_STATUS: Final = "genaiops.sagemaker.synced_status"  # the status both registries agreed on last
+SM_STATUS_CHANGE: Final = "genaiops.sagemaker.status_change"  # a change made in SageMaker and what became of it
 
 PENDING: Final = "PendingManualApproval"
 APPROVED: Final = "Approved"

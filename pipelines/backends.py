@@ -9,6 +9,7 @@ from steps.finetune import LocalLoraTrainer, Trainer
 
 if TYPE_CHECKING:
     from model_registry.mlflow_registry import MlflowRegistry
+    from model_registry.sagemaker_mirror import ModelPackageMirror
     from pipelines.settings import PipelineConfig, Settings
 
 
@@ -27,6 +28,18 @@ def make_registry(settings: Settings, config: PipelineConfig) -> MlflowRegistry:
 
     return MlflowRegistry(settings.tracking_uri, experiment=config.experiment, model_name=config.model_name,
                           artifact_root=settings.mlflow_artifact_root)
+
+
+def make_mirror(settings: Settings, config: PipelineConfig) -> ModelPackageMirror | None:
+    """The SageMaker Model Registry mirror on the aws backend (None locally, or when turned off)."""
+    if settings.backend != "aws" or not config.model_packages.enabled:
+        return None
+    import boto3
+
+    from model_registry.sagemaker_mirror import ModelPackageMirror
+
+    return ModelPackageMirror(boto3.client("sagemaker", region_name=settings.region), config.model_packages,
+                              config.model_name)
 
 
 def make_trainer(settings: Settings, store: ArtifactStore) -> Trainer:

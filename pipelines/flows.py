@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from model_registry import tags as T
+from model_registry.approval import ApprovalConfig
 from model_registry.audit import AuditLog
 from model_registry.candidates import (
     candidate_description,
@@ -18,8 +19,9 @@ from model_registry.candidates import (
     publish_report,
 )
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
+from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
-from pipelines.backends import make_registry, make_store, make_trainer
+from pipelines.backends import make_mirror, make_registry, make_store, make_trainer
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from steps.artifacts import ArtifactStore
@@ -70,6 +72,20 @@ train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
 champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
+@task(name="sync-sagemaker-registry", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def sync_sagemaker(mirror: ModelPackageMirror, registry: MlflowRegistry, audit: AuditLog,
+                   approval: ApprovalConfig) -> list[MirrorDecision]:
+    """Mirror versions into the SageMaker Model Registry and bring back changes made there."""
+    logger = get_run_logger()
+    changes = mirror.sync(registry, audit, approval)
+    for change in changes:
+        if change.action == "skipped":
+            logger.warning("v%s: not mirrored to SageMaker: %s", change.version, change.detail)
+        elif change.action != "in sync":
+            logger.info("v%s: SageMaker model package %s (%s)", change.version, change.action, change.status)
+    return changes
+
+
 watch = task(name="watch-approvals", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)(watch_approvals)
 
 
@@ -174,5 +190,10 @@ def approval_watch(config: PipelineConfig | None = None) -> list[dict[str, str]]
     config = config or PipelineConfig()
     settings = load_settings()
     store, registry = make_store(settings), make_registry(settings, config)
+    mirror = make_mirror(settings, config)
+    if mirror is not None:  # SageMaker first: a rejection made there must stop a release made here
+        sync_sagemaker(mirror, registry, AuditLog(store), config.approval)
     decisions = watch(registry, AuditLog(store), store, config.approval)
+    if mirror is not None:  # and again: approvals and reverts of this pass reach SageMaker now
+        sync_sagemaker(mirror, registry, AuditLog(store), config.approval)
     return [d.model_dump() for d in decisions]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_registry.approval import ApprovalConfig
+from model_registry.sagemaker_mirror import ModelPackageConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
@@ -95,6 +96,7 @@ class PipelineConfig(BaseModel):
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     approval: ApprovalConfig = ApprovalConfig()
+    model_packages: ModelPackageConfig = ModelPackageConfig()
 
 
 def load_settings() -> Settings:

@@ -70,9 +70,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def approval_server(workspace: Path, approval: object | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+def approval_server(workspace: Path, approval: object | None = None,
+                    audit: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
     """`mlflow server --app-name genaiops-auth` over `workspace`'s store, set up as `genaiops ui` does;
-    yields its URL and the users' passwords."""
+    yields its URL and the users' passwords. The audit log goes to `audit` (default: the workspace's store)."""
     import json
 
     from model_registry.approval import ApprovalConfig
@@ -81,7 +82,7 @@ def approval_server(workspace: Path, approval: object | None = None) -> Iterator
     config = approval if isinstance(approval, ApprovalConfig) else ApprovalConfig()
     store = f"sqlite:///{workspace / 'mlflow.db'}"
     server = prepare(workspace / "auth", approval=config, passwords={},
-                     audit={"kind": "local", "root": str(workspace / "artifacts")})
+                     audit=audit or {"kind": "local", "root": str(workspace / "artifacts")})
     passwords = json.loads(Path(server.passwords_file).read_text())
     port = free_port()
     log = workspace / "auth" / "server.log"

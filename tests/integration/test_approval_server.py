@@ -4,27 +4,22 @@ what the audit log keeps, and release requests made exactly once by the watcher.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
 from model_registry import tags as T
-from model_registry.approval import ApprovalConfig
 from model_registry.audit import AuditLog
 from model_registry.mlflow_registry import MlflowRegistry
 from model_registry.watcher import request_key, watch_approvals
 from steps.artifacts import LocalStore
+from tests import approvals
+from tests.approvals import CONFIG, as_user, cli
 from tests.servers import approval_server
 
-BIN = Path(sys.executable).parent / "genaiops"
 MODEL = "approved-model"
-CONFIG = ApprovalConfig()
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         yield {"url": url, "passwords": passwords, "workspace": workspace}
 
 
-def as_user(server: dict[str, Any], user: str) -> MlflowClient:
-    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, server["passwords"][user]
-    return MlflowClient(tracking_uri=server["url"], registry_uri=server["url"])
-
-
 def register(server: dict[str, Any], *, gate: str = "passed", triggered_by: str = "ml-engineer") -> str:
-    """A version registered the way the pipeline registers one, as the pipeline account."""
-    client = as_user(server, CONFIG.pipeline_account)
-    if client.get_experiment_by_name("approvals") is None:
-        client.create_experiment("approvals")
-    run = client.create_run(client.get_experiment_by_name("approvals").experiment_id, tags={T.RUN_KEY: "key-1"})
-    if not client.search_registered_models(f"name = '{MODEL}'"):
-        client.create_registered_model(MODEL)
-    tags = {T.APPROVAL_STATUS: T.PENDING if gate == "passed" else T.REJECTED, T.GATE: gate,
-            T.GATE_SUMMARY: f"gates {gate}", T.DATASET_HASH: "d" * 64, T.BASE_MODEL: "builtin:tiny",
-            T.SOURCE_RUN: run.info.run_id, T.RUN_KEY: "key-1", T.TRIGGERED_BY: triggered_by}
-    return str(client.create_model_version(MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                           tags=tags).version)
-
-
-def cli(server: dict[str, Any], user: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GENAIOPS_WORKSPACE": str(server["workspace"]), "GENAIOPS_MLFLOW_TRACKING_URI": server["url"],
-           "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": server["passwords"][user], "COLUMNS": "200"}
-    return subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    return approvals.register(server, MODEL, gate=gate, triggered_by=triggered_by)
 
 
 def audit(server: dict[str, Any], version: str) -> AuditLog:
