@@ -27,11 +27,26 @@ class AdapterModel(PythonModel):
             self._model = load_model(weights, None, name="candidate")
         self._template: str = config["template"]
         self._settings = GenerationSettings.model_validate(config["generation"])
+        self._config = dict(config)
 
     @property
     def loaded(self) -> Any:
-        """The underlying `steps.generation.LoadedModel`, for in-process evaluation."""
+        """The underlying `steps.generation.LoadedModel`, for in-process evaluation and serving."""
         return self._model
+
+    @property
+    def template(self) -> str:
+        return self._template
+
+    @property
+    def settings(self) -> Any:
+        """The version's `GenerationSettings`."""
+        return self._settings
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The model config the version was logged with (base model path, kind, template, generation)."""
+        return self._config
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         from steps.data import render_prompt

@@ -1,0 +1,174 @@
+"""Create, change and delete local endpoints: the local twin of SageMaker's endpoint API.
+
+Each endpoint runs as one detached host process (`serving.router`) that owns its variant
+processes; its config and observed state live in `<workspace>/endpoints/<name>/`, so any shell
+can describe, update or delete it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from serving.endpoint import EndpointConfig, EndpointState, EndpointStore
+
+
+class EndpointError(RuntimeError):
+    """An endpoint could not be created, changed or found."""
+
+
+class LocalEndpoints:
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self.store = EndpointStore(workspace / "endpoints")
+
+    def list(self) -> list[EndpointState]:
+        states = []
+        for name in self.store.names():
+            state = self.describe(name)
+            states.append(state)
+        return states
+
+    def describe(self, name: str) -> EndpointState:
+        try:
+            config = self.store.config(name)
+        except KeyError as exc:
+            raise EndpointError(str(exc.args[0])) from None
+        state = self.store.state(name)
+        if state is None:
+            return EndpointState(name=name, status="Creating")
+        if state.host_pid and not _alive(state.host_pid) and state.status not in ("Failed",):
+            return state.model_copy(update={"status": "Failed", "failure_reason":
+                                            f"the endpoint host (pid {state.host_pid}) is not running; "
+                                            f"see {self.store.folder(config.name) / 'host.log'}"})
+        return state
+
+    def create(self, config: EndpointConfig, *, timeout: float = 900,
+               progress: Callable[[EndpointState], None] | None = None) -> EndpointState:
+        """Start the endpoint and wait until it is InService; on failure nothing is left behind."""
+        folder = self.store.folder(config.name)
+        if (folder / "config.json").exists():
+            existing = self.describe(config.name)
+            if existing.status != "Failed":
+                raise EndpointError(f"endpoint {config.name} already exists ({existing.status}); delete it first")
+            self.delete(config.name)
+        for variant in config.variants:
+            _check_model(variant.model)
+        self.store.write_config(config)
+        log = (folder / "host.log").open("ab")
+        process = subprocess.Popen([sys.executable, "-m", "serving.router", "--folder", str(folder)],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, env=os.environ.copy())
+        log.close()
+        deadline, last = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            state = self.store.state(config.name)
+            if state is not None:
+                mark = state.status + "|" + ",".join(f"{v.name}:{v.status}" for v in state.variants)
+                if progress is not None and mark != last:
+                    progress(state)
+                last = mark
+                if state.status == "InService":
+                    return state
+                if state.status == "Failed":
+                    self._remove(config.name, process)
+                    raise EndpointError(f"endpoint {config.name} failed to start: {state.failure_reason}")
+            if process.poll() is not None:
+                tail = (folder / "host.log").read_text(errors="replace")[-2000:]
+                self._remove(config.name, process)
+                raise EndpointError(f"endpoint {config.name}: the host exited with code {process.returncode}:\n{tail}")
+            time.sleep(0.25)
+        self._remove(config.name, process)
+        raise EndpointError(f"endpoint {config.name} was not InService after {timeout:.0f} s; removed it")
+
+    def update(self, config: EndpointConfig) -> EndpointState:
+        """Apply a changed config while serving (weights, added or removed variants)."""
+        state = self.describe(config.name)
+        if state.status not in ("InService", "Updating"):
+            raise EndpointError(f"endpoint {config.name} is {state.status}; it can be updated when InService")
+        for variant in config.variants:
+            _check_model(variant.model)
+        previous = self.store.config(config.name)
+        self.store.write_config(config)
+        request = urllib.request.Request(f"{state.url}/_genaiops/reload", method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(request, timeout=1200) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            self.store.write_config(previous)  # the endpoint keeps serving what it had
+            raise EndpointError(f"endpoint {config.name} refused the update: "
+                                f"{json.loads(exc.read() or b'{}').get('message', exc.reason)}") from None
+        return self.describe(config.name)
+
+    def update_weights(self, name: str, weights: dict[str, float]) -> EndpointState:
+        try:
+            config = self.store.config(name).with_weights(weights)
+        except KeyError as exc:
+            raise EndpointError(str(exc.args[0])) from None
+        except ValueError as exc:
+            raise EndpointError(f"endpoint {name}: {exc}") from None
+        return self.update(config)
+
+    def delete(self, name: str) -> None:
+        if not (self.store.folder(name) / "config.json").exists():
+            raise EndpointError(f"no endpoint named {name!r} in {self.store.root}")
+        self._remove(name, None)
+
+    def _remove(self, name: str, process: subprocess.Popen[bytes] | None) -> None:
+        state = self.store.state(name)
+        pid = process.pid if process is not None else (state.host_pid if state else None)
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while _alive(pid) and time.monotonic() < deadline:
+                if process is not None:
+                    process.poll()
+                time.sleep(0.1)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        if state is not None:  # variant processes of a host that was killed outright
+            for variant in state.variants:
+                if variant.pid and _alive(variant.pid):
+                    os.kill(variant.pid, signal.SIGKILL)
+        shutil.rmtree(self.store.folder(name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _check_model(model: str) -> None:
+    """Fail before any process starts when a model path cannot be served."""
+    if model.startswith(("models:/", "runs:/")):
+        return
+    path = Path(model)
+    if not path.exists():
+        raise EndpointError(f"model {model!r} does not exist")
+    if not ((path / "MLmodel").exists() or (path / "config.json").exists()):
+        raise EndpointError(f"model {model!r} is neither an MLflow model (no MLmodel) nor a Hugging Face folder "
+                            "(no config.json)")

@@ -1,0 +1,35 @@
+"""The SageMaker hosting and runtime contract shared by the model server and the endpoint router."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
+INVOKED_VARIANT = "X-Amzn-Invoked-Production-Variant"
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
+ERROR_TYPE = "x-amzn-ErrorType"
+REQUEST_ID = "x-amzn-RequestId"
+GENERATE_US = "X-Genaiops-Generate-Us"  # time the model server spent in generate for the request's batch
+BATCH_SIZE = "X-Genaiops-Batch-Size"
+
+# What SageMaker Runtime answers for each failure, and what boto3 raises from it.
+ERRORS: dict[int, str] = {
+    400: "ValidationError",
+    404: "ValidationError",
+    413: "ValidationError",
+    424: "ModelError",
+    500: "InternalFailure",
+    503: "ServiceUnavailable",
+}
+
+
+def error_response(status: int, message: str, *, original_status: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of an error, in the shape boto3's sagemaker-runtime client parses."""
+    kind = ERRORS.get(status, "InternalFailure")
+    body: dict[str, Any] = {"message": message, "Message": message, "ErrorCode": kind}
+    if kind == "ModelError":
+        body.update(ErrorCode="CLIENT_ERROR_FROM_MODEL", OriginalStatusCode=original_status or 424,
+                    OriginalMessage=message)
+    return json.dumps(body).encode(), {"Content-Type": "application/json", ERROR_TYPE: kind}

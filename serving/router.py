@@ -1,0 +1,520 @@
+"""The local endpoint: a router in front of one model-server process per variant.
+
+It answers the container route `POST /invocations` and the SageMaker Runtime route
+`POST /endpoints/{name}/invocations` alike, so an unchanged boto3 `sagemaker-runtime` client (or
+`aws sagemaker-runtime invoke-endpoint --endpoint-url …`) talks to it as to a real endpoint.
+Production variants share traffic by weight, or one is picked with
+`X-Amzn-SageMaker-Target-Variant`; the answer says which in `X-Amzn-Invoked-Production-Variant`.
+Shadow variants get a sampled, mirrored copy after the caller's request is on its way; their
+answers and errors go to the capture files and metrics only, and a shadow that crashes or hangs
+costs callers nothing (shadow processes also run at the lowest CPU priority). Per-variant
+metrics use CloudWatch's names and units; data capture uses SageMaker's format.
+
+The host (`python -m serving.router --folder <endpoint folder>`) starts the variant processes,
+health-checks them, restarts one that crashes (and records it), applies weight and variant
+changes while serving (`POST /_genaiops/reload`, loopback only) and stops everything on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitoring.metrics import SAGEMAKER_NAMESPACE, MetricDatum, MetricSink, SqliteMetricSink
+from serving.capture import CaptureWriter, capture_record
+from serving.endpoint import EndpointState, EndpointStore, VariantConfig, VariantState, now
+from serving.handler import MAX_BODY_BYTES
+from serving.protocol import (
+    CUSTOM_ATTRIBUTES,
+    GENERATE_US,
+    INFERENCE_ID,
+    INVOKED_VARIANT,
+    REQUEST_ID,
+    TARGET_VARIANT,
+    error_response,
+)
+from steps.offline import go_offline
+
+log = logging.getLogger("serving.router")
+
+HEALTH_TIMEOUT_S = 600.0
+MAX_SHADOW_IN_FLIGHT = 32
+MAX_EVENTS = 50
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Variant:
+    """A running variant: its config, process and traffic counters."""
+
+    config: VariantConfig
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    status: str = "Creating"
+    restarts: int = 0
+    last_error: str = ""
+    in_flight: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Endpoint:
+    """The router and supervisor of one local endpoint."""
+
+    def __init__(self, folder: Path, store: EndpointStore, sink: MetricSink, capture_root: Path) -> None:
+        self.folder, self.store, self.sink = folder, store, sink
+        self.config = store.config(folder.name)
+        self.name = self.config.name
+        self.variants: dict[str, Variant] = {}
+        self.production: list[Variant] = []
+        self.weights: list[float] = []
+        self.status = "Creating"
+        self.failure_reason = ""
+        self.events: list[str] = []
+        self.created = now()
+        self.url = ""
+        self.capture_root = capture_root
+        self.capture = CaptureWriter(capture_root, self.name)
+        self._metrics: list[MetricDatum] = []
+        self._shadow_slots = asyncio.Semaphore(MAX_SHADOW_IN_FLIGHT)
+        self._session: Any = None
+        self._shadow_session: Any = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._random = random.Random()
+
+    # --- state ---------------------------------------------------------------------------
+
+    def event(self, text: str) -> None:
+        line = f"{now()} {text}"
+        log.info("%s: %s", self.name, text)
+        self.events = [*self.events, line][-MAX_EVENTS:]
+        self.publish()
+
+    def publish(self) -> None:
+        variants = [VariantState(name=v.config.name, status=v.status, shadow=v.config.shadow,
+                                 weight=v.config.weight, model=v.config.model, url=v.url,
+                                 pid=v.process.pid if v.process else None, restarts=v.restarts,
+                                 last_error=v.last_error) for v in self.variants.values()]
+        self.store.write_state(EndpointState(
+            name=self.name, status=self.status, url=self.url, host_pid=os.getpid(),
+            variants=variants, capture=str(self.capture_root / self.name), metrics=str(getattr(self.sink, "path", "")),
+            failure_reason=self.failure_reason, created=self.created, updated=now(), events=self.events))
+
+    def _route_table(self) -> None:
+        """Production variants in service, and their weights (an atomic swap for requests)."""
+        ready = [v for v in self.variants.values() if not v.config.shadow and v.status == "InService"]
+        self.production, self.weights = ready, [v.config.weight for v in ready]
+
+    # --- processes -----------------------------------------------------------------------
+
+    def _spawn(self, variant: Variant) -> None:
+        config = variant.config
+        command = [sys.executable, "-m", "serving.model_server", "--model", config.model, "--port", str(variant.port),
+                   "--max-batch-size", str(config.max_batch_size), "--timeout", str(self.config.timeout_s)]
+        if config.threads:
+            command += ["--threads", str(config.threads)]
+        logfile = (self.folder / f"variant-{config.name}.log").open("ab")
+        lowest_priority = (lambda: os.nice(19)) if config.shadow else None
+        variant.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                                           preexec_fn=lowest_priority)
+        logfile.close()
+        variant.started = time.monotonic()
+
+    async def _healthy(self, variant: Variant, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if variant.process is not None and variant.process.poll() is not None:
+                variant.last_error = f"exited with code {variant.process.returncode} while starting; " \
+                                     f"see {self.folder / f'variant-{variant.config.name}.log'}"
+                return False
+            try:
+                async with self._session.get(f"{variant.url}/ping", timeout=_timeout(2)) as response:
+                    if response.status == 200:
+                        return True
+            except Exception:  # not listening yet
+                pass
+            await asyncio.sleep(0.25)
+        variant.last_error = f"no answer to /ping within {timeout:.0f} s"
+        return False
+
+    async def _start_variant(self, config: VariantConfig) -> Variant:
+        variant = Variant(config=config, port=free_port())
+        self.variants[config.name] = variant
+        self._spawn(variant)
+        self.publish()
+        if await self._healthy(variant):
+            variant.status = "InService"
+        else:
+            variant.status = "Failed"
+        self._route_table()
+        self.publish()
+        return variant
+
+    def _stop_process(self, variant: Variant) -> None:
+        process = variant.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
+            process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    async def start(self) -> None:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._shadow_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_SHADOW_IN_FLIGHT),
+                                                     auto_decompress=False)
+        self.publish()
+        started = await asyncio.gather(*(self._start_variant(v) for v in self.config.variants))
+        failed = [v for v in started if v.status == "Failed"]
+        if failed:
+            self.status = "Failed"
+            self.failure_reason = "; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed)
+            self.event(f"creation failed: {self.failure_reason}")
+            return
+        self.status = "InService"
+        self.event(f"in service at {self.url} with {', '.join(self.variants)}")
+        self._spawn_task(self._supervise())
+        self._spawn_task(self._flush_metrics())
+
+    async def stop(self) -> None:
+        self.status = "Deleting"
+        self.publish()
+        for variant in self.variants.values():
+            self._stop_process(variant)
+        await self._flush_once()
+        self.capture.close()
+        for session in (self._session, self._shadow_session):
+            if session is not None:
+                await session.close()
+
+    def _spawn_task(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _supervise(self) -> None:
+        """Restart a variant whose process died, and say so in the state and the events."""
+        while True:
+            await asyncio.sleep(0.5)
+            for variant in list(self.variants.values()):
+                process = variant.process
+                if variant.status not in ("InService",) or process is None or process.poll() is None:
+                    continue
+                variant.restarts += 1
+                variant.status = "Restarting"
+                variant.last_error = f"process exited with code {process.returncode}"
+                self._route_table()
+                self.event(f"variant {variant.config.name} crashed ({variant.last_error}); restart {variant.restarts}")
+                self._spawn(variant)
+                if await self._healthy(variant):
+                    variant.status = "InService"
+                    self.event(f"variant {variant.config.name} back in service")
+                else:
+                    variant.status = "Failed"
+                    self.event(f"variant {variant.config.name} failed to restart: {variant.last_error}")
+                self._route_table()
+                self.publish()
+
+    async def reload(self) -> dict[str, Any]:
+        """Apply config.json while serving: new variants start before they get traffic, removed ones drain."""
+        async with self._lock:
+            desired = self.store.config(self.name)
+            self.status = "Updating"
+            self.publish()
+            added = [v for v in desired.variants if v.name not in self.variants]
+            removed = [self.variants[n] for n in self.variants if n not in {v.name for v in desired.variants}]
+            for config in desired.variants:  # weights (and sampling) change in place
+                if config.name in self.variants and self.variants[config.name].config.model == config.model:
+                    self.variants[config.name].config = config
+            replaced = [self.variants[v.name] for v in desired.variants
+                        if v.name in self.variants and self.variants[v.name].config.model != v.model]
+            if replaced:
+                self.status = "InService"
+                self.publish()
+                raise ValueError(f"variant(s) {[v.config.name for v in replaced]} changed model: add a new variant "
+                                 "and remove the old one instead")
+            new = await asyncio.gather(*(self._start_variant(v) for v in added))
+            failed = [v for v in new if v.status == "Failed"]
+            for variant in failed:  # a variant that cannot start never takes traffic; the endpoint stays up
+                self.variants.pop(variant.config.name, None)
+                self._stop_process(variant)
+            for variant in removed:
+                variant.status = "Draining"
+            self.config = desired if not failed else self.config
+            self._route_table()
+            self.publish()
+            for variant in removed:  # requests already sent to it finish first
+                deadline = time.monotonic() + self.config.timeout_s
+                while variant.in_flight and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                self._stop_process(variant)
+                self.variants.pop(variant.config.name, None)
+            self.status = "InService"
+            summary = ", ".join(f"{v.config.name}={v.config.weight:g}" for v in self.production)
+            self.event(f"updated: weights {summary}" + (f"; added {[v.name for v in added]}" if added else "")
+                       + (f"; removed {[v.config.name for v in removed]}" if removed else "")
+                       + (f"; failed to start {[v.config.name for v in failed]}" if failed else ""))
+            if failed:
+                raise RuntimeError("; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed))
+            return {"status": self.status, "variants": [v.config.name for v in self.variants.values()]}
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _pick(self, target: str | None) -> Variant | str:
+        production, weights = self.production, self.weights
+        if target:
+            for variant in production:
+                if variant.config.name == target:
+                    return variant
+            known = sorted(v.config.name for v in self.variants.values() if not v.config.shadow)
+            return f"target variant {target!r} is not a production variant in service of endpoint {self.name} " \
+                   f"(variants: {', '.join(known)})"
+        if not production:
+            return f"endpoint {self.name} has no production variant in service"
+        if len(production) == 1:
+            return production[0]
+        if sum(weights) <= 0:
+            return f"endpoint {self.name}: every production variant in service has weight 0"
+        return self._random.choices(production, weights=weights)[0]
+
+    async def invoke(self, request: Any) -> Any:
+        from aiohttp import web
+
+        started = time.perf_counter()
+        name = request.match_info.get("name")
+        if name is not None and name != self.name:
+            return _fail(400, f"Endpoint {name} not found (this is endpoint {self.name}).")
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _fail(413, f"body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _fail(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+        picked = self._pick(request.headers.get(TARGET_VARIANT))
+        if isinstance(picked, str):
+            return _fail(400, picked)
+        variant = picked
+        content_type = request.headers.get("Content-Type", "application/json")
+        accept = request.headers.get("Accept", "application/json")
+        forward = {"Content-Type": content_type, "Accept": accept}
+        if CUSTOM_ATTRIBUTES in request.headers:
+            forward[CUSTOM_ATTRIBUTES] = request.headers[CUSTOM_ATTRIBUTES]
+        variant.in_flight += 1
+        sent = time.perf_counter()
+        try:
+            async with self._session.post(f"{variant.url}/invocations", data=body, headers=forward,
+                                          timeout=_timeout(self.config.timeout_s + 5)) as upstream:
+                answer = await upstream.read()
+                status, upstream_headers = upstream.status, upstream.headers
+        except Exception as exc:  # the variant's process died or hung: the caller gets a ModelError
+            status, answer, upstream_headers = 424, b"", {}
+            message = f"variant {variant.config.name} did not answer: {type(exc).__name__}: {exc}".rstrip(": ")
+            answer, _ = error_response(424, message, original_status=502)
+        finally:
+            variant.in_flight -= 1
+        model_us = (time.perf_counter() - sent) * 1e6
+        headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
+        if status == 200:
+            headers["Content-Type"] = upstream_headers.get("Content-Type", "application/json")
+            for key in (CUSTOM_ATTRIBUTES, GENERATE_US):
+                if key in upstream_headers:
+                    headers[key] = upstream_headers[key]
+            response = web.Response(status=200, body=answer, headers=headers)
+        else:
+            message = _message(answer)
+            error_body, error_headers = error_response(status if status in (400, 413, 424) else 424, message,
+                                                       original_status=status)
+            response = web.Response(status=status if status in (400, 413, 424) else 424, body=error_body,
+                                    headers={**headers, **error_headers})
+        total_us = (time.perf_counter() - started) * 1e6
+        self._record(variant.config.name, response.status, model_us, total_us - model_us)
+        capture = self.config.capture
+        if capture.enabled and self._random.random() * 100 < capture.sampling_percentage:
+            self.capture.write(variant.config.name, capture_record(
+                body, answer, content_type=content_type, accept=headers.get("Content-Type", accept),
+                inference_id=request.headers.get(INFERENCE_ID), when=datetime.now(UTC), error=response.status != 200))
+        for shadow in self.config.shadows:
+            if self._random.random() * 100 < shadow.sampling_percentage:
+                self._spawn_task(self._mirror(shadow, body, forward, request.headers.get(INFERENCE_ID)))
+        return response
+
+    async def _mirror(self, shadow: VariantConfig, body: bytes, headers: dict[str, str],
+                      inference_id: str | None) -> None:
+        """The shadow's copy: answered or not, it only ever reaches the capture files and metrics."""
+        variant = self.variants.get(shadow.name)
+        if variant is None or variant.status != "InService":
+            return
+        if self._shadow_slots.locked():  # a hung shadow must not pile up requests without bound
+            self._record(shadow.name, 503, 0, 0)
+            return
+        async with self._shadow_slots:
+            sent = time.perf_counter()
+            try:
+                async with self._shadow_session.post(f"{variant.url}/invocations", data=body, headers=headers,
+                                                     timeout=_timeout(self.config.timeout_s)) as upstream:
+                    answer, status = await upstream.read(), upstream.status
+            except Exception as exc:
+                status = 424
+                answer, _ = error_response(424, f"shadow {shadow.name}: {type(exc).__name__}: {exc}", original_status=502)
+            model_us = (time.perf_counter() - sent) * 1e6
+        self._record(shadow.name, status, model_us, 0)
+        if self.config.capture.enabled:
+            self.capture.write(shadow.name, capture_record(
+                body, answer, content_type=headers.get("Content-Type", "application/json"),
+                accept="application/json", inference_id=inference_id, when=datetime.now(UTC), error=status != 200))
+
+    def _record(self, variant: str, status: int, model_us: float, overhead_us: float) -> None:
+        dimensions = {"EndpointName": self.name, "VariantName": variant}
+        when = datetime.now(UTC)
+        datums = [
+            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocations", value=1, unit="Count",
+                        dimensions=dimensions, timestamp=when),
+            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation4XXErrors", value=float(400 <= status < 500),
+                        unit="Count", dimensions=dimensions, timestamp=when),
+            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation5XXErrors", value=float(status >= 500),
+                        unit="Count", dimensions=dimensions, timestamp=when),
+        ]
+        if model_us:
+            datums.append(MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="ModelLatency", value=round(model_us),
+                                      unit="Microseconds", dimensions=dimensions, timestamp=when))
+        if overhead_us:
+            datums.append(MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="OverheadLatency", value=round(overhead_us),
+                                      unit="Microseconds", dimensions=dimensions, timestamp=when))
+        self._metrics.extend(datums)
+
+    async def _flush_once(self) -> None:
+        batch, self._metrics = self._metrics, []
+        if batch:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.sink.put, batch)
+            except Exception:
+                log.exception("could not write %d metric datums", len(batch))
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self._flush_once()
+
+
+def _timeout(seconds: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=seconds)
+
+
+def _fail(status: int, message: str) -> Any:
+    from aiohttp import web
+
+    body, headers = error_response(status, message)
+    return web.Response(status=status, body=body, headers=headers)
+
+
+def _message(answer: bytes) -> str:
+    import json
+
+    try:
+        document = json.loads(answer)
+        return str(document.get("message") or document.get("Message") or answer[:500].decode(errors="replace"))
+    except (ValueError, AttributeError):
+        return answer[:500].decode(errors="replace") or "the model answered with an error"
+
+
+def build_app(endpoint: Endpoint) -> Any:
+    from aiohttp import web
+
+    async def ping(request: web.Request) -> web.Response:
+        ready = endpoint.status in ("InService", "Updating") and bool(endpoint.production)
+        return web.Response(status=200 if ready else 503, text="" if ready else endpoint.status)
+
+    async def reload(request: web.Request) -> web.Response:
+        if request.remote not in ("127.0.0.1", "::1"):
+            return _fail(400, "reload is accepted from loopback only")
+        try:
+            return web.json_response(await endpoint.reload())
+        except (ValueError, RuntimeError, KeyError) as exc:
+            body, headers = error_response(400, str(exc))
+            return web.Response(status=400, body=body, headers=headers)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    app.router.add_get("/ping", ping)
+    app.router.add_post("/invocations", endpoint.invoke)
+    app.router.add_post("/endpoints/{name}/invocations", endpoint.invoke)
+    app.router.add_post("/_genaiops/reload", reload)
+    return app
+
+
+async def serve(folder: Path) -> int:
+    from aiohttp import web
+
+    store = EndpointStore(folder.parent)
+    config = store.config(folder.name)
+    workspace = folder.parent.parent
+    capture_root = Path(config.capture.destination) if config.capture.destination else workspace / "capture"
+    endpoint = Endpoint(folder, store, SqliteMetricSink(workspace / "metrics.db"), capture_root)
+    runner = web.AppRunner(build_app(endpoint), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port or free_port(config.host))
+    await site.start()
+    address = runner.addresses[0]
+    endpoint.url = f"http://{address[0]}:{address[1]}"
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: endpoint._spawn_task(endpoint.reload()))
+    try:
+        await endpoint.start()
+        if endpoint.status == "Failed":
+            return 1
+        await stopping.wait()
+        return 0
+    finally:
+        await endpoint.stop()
+        await runner.cleanup()
+        if endpoint.status != "Failed":
+            state = store.state(endpoint.name)
+            if state is not None:
+                store.write_state(state.model_copy(update={"status": "Deleting", "updated": now()}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Host one local endpoint (started by `genaiops endpoints create`).")
+    parser.add_argument("--folder", type=Path, required=True, help="the endpoint's folder in the workspace")
+    args = parser.parse_args(argv)
+    go_offline()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(asyncio.run(serve(args.folder.resolve())))
+
+
+if __name__ == "__main__":
+    main()
