@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,12 +160,14 @@ class Predictor:
                                      f"it exceeds the model's context of {self.context_length} tokens")
         return prompts
 
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
-        """One batched generate call; any failure of the model is a ModelError."""
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
+                 stop: Callable[[], bool] | None = None) -> list[str]:
+        """One batched generate call; any failure of the model is a ModelError. `stop` ends it early."""
         from steps.generation import generate
 
         try:
-            return generate(self.loaded, prompts, settings.model_copy(update={"batch_size": max(1, len(prompts))}))
+            return generate(self.loaded, prompts, settings.model_copy(update={"batch_size": max(1, len(prompts))}),
+                            stop)
         except Exception as exc:
             log.exception("generate failed for a batch of %d", len(prompts))
             raise ModelError(f"{type(exc).__name__}: {exc}") from exc

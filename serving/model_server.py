@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
 from serving.protocol import BATCH_SIZE, GENERATE_US, error_response
 from steps.generation import GenerationSettings
@@ -95,9 +97,12 @@ class DynamicBatcher:
                 continue
             prompts = [p for item in batch for p in item.prompts]
             started = time.perf_counter()
+            def abandoned(batch: list[_Pending] = batch) -> bool:  # every caller timed out or left
+                return all(item.future.done() for item in batch)
+
             try:
                 outputs = await loop.run_in_executor(self._executor, self.predictor.generate, prompts,
-                                                     batch[0].settings)
+                                                     batch[0].settings, abandoned)
             except Exception as exc:  # a ModelError for every request of the batch
                 for item in batch:
                     if not item.future.done():
@@ -113,11 +118,12 @@ class DynamicBatcher:
                     item.future.set_result((answer, elapsed, len(prompts)))
 
 
+BATCHER = web.AppKey("batcher", DynamicBatcher)
+
+
 def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0,
               timeout_s: float = 60.0) -> Any:
     """The aiohttp application of one model server."""
-    from aiohttp import web
-
     batcher = DynamicBatcher(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
 
     def fail(status: int, message: str) -> web.Response:
@@ -163,7 +169,7 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
     app.router.add_post("/invocations", invocations)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    app["batcher"] = batcher
+    app[BATCHER] = batcher
     return app
 
 
@@ -184,7 +190,6 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from aiohttp import web
 
     started = time.perf_counter()
     predictor = Predictor.load(args.model)

@@ -52,7 +52,8 @@ from steps.offline import go_offline
 log = logging.getLogger("serving.router")
 
 HEALTH_TIMEOUT_S = 600.0
-MAX_SHADOW_IN_FLIGHT = 32
+MAX_SHADOW_PENDING = 512  # mirrored copies waiting on shadows; past it, copies are dropped (and counted)
+SHADOW_CONNECTIONS = 64
 MAX_EVENTS = 50
 
 
@@ -98,7 +99,7 @@ class Endpoint:
         self.capture_root = capture_root
         self.capture = CaptureWriter(capture_root, self.name)
         self._metrics: list[MetricDatum] = []
-        self._shadow_slots = asyncio.Semaphore(MAX_SHADOW_IN_FLIGHT)
+        self._shadow_pending = 0
         self._session: Any = None
         self._shadow_session: Any = None
         self._lock = asyncio.Lock()
@@ -191,7 +192,7 @@ class Endpoint:
 
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        self._shadow_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_SHADOW_IN_FLIGHT),
+        self._shadow_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=SHADOW_CONNECTIONS),
                                                      auto_decompress=False)
         self.publish()
         started = await asyncio.gather(*(self._start_variant(v) for v in self.config.variants))
@@ -208,6 +209,11 @@ class Endpoint:
 
     async def stop(self) -> None:
         self.status = "Deleting"
+        for task in list(self._tasks):  # first the supervisor, or it would restart what is being stopped
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for variant in self.variants.values():
+            variant.status = "Draining"
         self.publish()
         for variant in self.variants.values():
             self._stop_process(variant)
@@ -374,19 +380,22 @@ class Endpoint:
         variant = self.variants.get(shadow.name)
         if variant is None or variant.status != "InService":
             return
-        if self._shadow_slots.locked():  # a hung shadow must not pile up requests without bound
+        if self._shadow_pending >= MAX_SHADOW_PENDING:  # a hung shadow must not pile up copies without bound
             self._record(shadow.name, 503, 0, 0)
             return
-        async with self._shadow_slots:
-            sent = time.perf_counter()
-            try:
-                async with self._shadow_session.post(f"{variant.url}/invocations", data=body, headers=headers,
-                                                     timeout=_timeout(self.config.timeout_s)) as upstream:
-                    answer, status = await upstream.read(), upstream.status
-            except Exception as exc:
-                status = 424
-                answer, _ = error_response(424, f"shadow {shadow.name}: {type(exc).__name__}: {exc}", original_status=502)
-            model_us = (time.perf_counter() - sent) * 1e6
+        self._shadow_pending += 1
+        sent = time.perf_counter()
+        try:
+            # The timeout runs from the first byte sent, not from the wait for a free connection.
+            async with self._shadow_session.post(f"{variant.url}/invocations", data=body, headers=headers,
+                                                 timeout=_shadow_timeout(self.config.timeout_s)) as upstream:
+                answer, status = await upstream.read(), upstream.status
+        except Exception as exc:
+            status = 424
+            answer, _ = error_response(424, f"shadow {shadow.name}: {type(exc).__name__}: {exc}", original_status=502)
+        finally:
+            self._shadow_pending -= 1
+        model_us = (time.perf_counter() - sent) * 1e6
         self._record(shadow.name, status, model_us, 0)
         if self.config.capture.enabled:
             self.capture.write(shadow.name, capture_record(
@@ -430,6 +439,12 @@ def _timeout(seconds: float) -> Any:
     import aiohttp
 
     return aiohttp.ClientTimeout(total=seconds)
+
+
+def _shadow_timeout(seconds: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 def _fail(status: int, message: str) -> Any:

@@ -7,7 +7,7 @@ same answer in every place it is asked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,17 @@ def load_model(base_model_path: str | Path, adapter_path: str | Path | None = No
     return LoadedModel(model, tokenizer, name)
 
 
-def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
-    """Complete every prompt, in batches of `settings.batch_size`; returns the cleaned completions."""
-    return generate_timed(loaded, prompts, settings)[0]
+def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings,
+             stop: Callable[[], bool] | None = None) -> list[str]:
+    """Complete every prompt, in batches of `settings.batch_size`; returns the cleaned completions.
+
+    `stop`, checked after every new token, ends generation early (a server whose callers gave up).
+    """
+    return generate_timed(loaded, prompts, settings, stop)[0]
 
 
-def generate_timed(loaded: LoadedModel, prompts: Sequence[str],
-                   settings: GenerationSettings) -> tuple[list[str], list[float]]:
+def generate_timed(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings,
+                   stop: Callable[[], bool] | None = None) -> tuple[list[str], list[float]]:
     """Like `generate`, plus each prompt's share of its batch's wall time (seconds)."""
     import time
 
@@ -73,6 +77,16 @@ def generate_timed(loaded: LoadedModel, prompts: Sequence[str],
         extra.update(temperature=settings.temperature, top_p=settings.top_p)
         if settings.top_k:
             extra["top_k"] = settings.top_k
+    if stop is not None:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        check: Callable[[], bool] = stop
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return check()
+
+        extra["stopping_criteria"] = StoppingCriteriaList([_Stop()])
     for start in range(0, len(prompts), settings.batch_size):
         batch = list(prompts[start : start + settings.batch_size])
         started = time.perf_counter()

@@ -43,24 +43,28 @@ def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-layer Llama with random weights and the SmolLM2 tokenizer: trains in well under a second a step."""
+def make_tiny_model(tokenizer_dir: Path, target: Path, seed: int = 0, tied: bool = True) -> Path:
+    """A two-layer Llama with random weights (seeded) and the SmolLM2 tokenizer."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=tied,
     )
-    torch.manual_seed(0)
-    target = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-layer Llama with random weights and the SmolLM2 tokenizer: trains in well under a second a step."""
+    return make_tiny_model(smollm2_tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture()

@@ -1,0 +1,95 @@
+"""The model server on 127.0.0.1 with the tiny model: the hosting contract and dynamic batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving import model_server
+from serving.handler import Invocation, Parameters, Predictor, input_fn, model_fn, output_fn, predict_fn
+from serving.model_server import build_app
+
+PROMPTS = [f"Speaker {i}: the delivery of order {i * 7} is late again." for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir: Path) -> Predictor:
+    return Predictor.load(tiny_model_dir)
+
+
+async def serve(predictor: Predictor, calls: Any, **options: Any) -> Any:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    client = TestClient(TestServer(build_app(predictor, **options), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        return await calls(client)
+    finally:
+        await client.close()
+
+
+def test_concurrent_requests_share_generate_calls_and_get_their_own_answers(predictor: Predictor) -> None:
+    alone = [predictor.predict(Invocation(inputs=p, parameters=Parameters(max_new_tokens=6)))[0]["generated_text"]
+             for p in PROMPTS]
+
+    async def calls(client: Any) -> tuple[list[str], list[int], int]:
+        async def one(prompt: str) -> tuple[str, int]:
+            response = await client.post("/invocations", json={"inputs": prompt, "parameters": {"max_new_tokens": 6}})
+            assert response.status == 200, await response.text()
+            return (await response.json())[0]["generated_text"], int(response.headers["X-Genaiops-Batch-Size"])
+
+        answers = await asyncio.gather(*(one(p) for p in PROMPTS * 3))
+        return [a for a, _ in answers], [b for _, b in answers], client.server.app[model_server.BATCHER].batches
+
+    texts, sizes, batches = asyncio.run(serve(predictor, calls, max_batch_size=8))
+    assert texts == alone * 3  # batching (left padding) changes no answer of the greedy model
+    assert batches < len(PROMPTS) * 3 and max(sizes) > 1, (batches, sizes)
+    assert max(sizes) <= 8
+
+
+def test_different_parameters_are_never_batched_together(predictor: Predictor) -> None:
+    async def calls(client: Any) -> list[tuple[int, int]]:
+        async def one(tokens: int) -> tuple[int, int]:
+            response = await client.post("/invocations", json={"inputs": PROMPTS[0],
+                                                               "parameters": {"max_new_tokens": tokens}})
+            return tokens, int(response.headers["X-Genaiops-Batch-Size"])
+
+        return list(await asyncio.gather(*(one(t) for t in [2, 3] * 6)))
+
+    results = asyncio.run(serve(predictor, calls))
+    assert all(size <= 6 for _, size in results)  # each batch holds only requests with the same settings
+
+
+def test_every_error_gets_its_status_and_the_server_stays_up(predictor: Predictor) -> None:
+    async def calls(client: Any) -> dict[str, Any]:
+        seen = {}
+        for label, body in {"bad json": b"{", "bad field": b'{"inputs": "x", "parameters": {"top_p": 2}}',
+                            "too long": json.dumps({"inputs": "word " * 1500}).encode(),
+                            "too big": b'{"inputs": "' + b"x" * (6 * 1024 * 1024) + b'"}'}.items():
+            response = await client.post("/invocations", data=body, headers={"Content-Type": "application/json"})
+            seen[label] = (response.status, response.headers.get("x-amzn-ErrorType"), (await response.json())["message"])
+        slow = await client.post("/invocations", json={"inputs": "x", "parameters": {"max_new_tokens": 1000}})
+        seen["timeout"] = (slow.status, slow.headers.get("x-amzn-ErrorType"), (await slow.json())["message"])
+        seen["ping"] = (await client.get("/ping")).status
+        ok = await client.post("/invocations", json={"inputs": "x", "parameters": {"max_new_tokens": 2}})
+        seen["after"] = ok.status
+        return seen
+
+    seen = asyncio.run(serve(predictor, calls, timeout_s=1.0))
+    assert seen["bad json"][:2] == (400, "ValidationError") and "not valid JSON" in seen["bad json"][2]
+    assert seen["bad field"][:2] == (400, "ValidationError") and seen["bad field"][2].startswith("parameters.top_p")
+    assert seen["too long"][:2] == (424, "ModelError") and "exceeds the model's context of 1024" in seen["too long"][2]
+    assert seen["too big"][:2] == (413, "ValidationError")
+    assert seen["timeout"][:2] == (424, "ModelError") and "did not answer within 1 s" in seen["timeout"][2]
+    assert seen["ping"] == 200 and seen["after"] == 200
+
+
+def test_the_same_module_is_a_sagemaker_inference_script(tiny_model_dir: Path, predictor: Predictor) -> None:
+    model = model_fn(str(tiny_model_dir))
+    body = b'{"inputs": "A: the order is late. B: sorry.", "parameters": {"max_new_tokens": 5}}'
+    answer = output_fn(predict_fn(input_fn(body, "application/json"), model), "application/json")
+    assert json.loads(answer) == predictor.predict(input_fn(body, "application/json"))
