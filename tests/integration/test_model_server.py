@@ -93,3 +93,26 @@ def test_the_same_module_is_a_sagemaker_inference_script(tiny_model_dir: Path, p
     body = b'{"inputs": "A: the order is late. B: sorry.", "parameters": {"max_new_tokens": 5}}'
     answer = output_fn(predict_fn(input_fn(body, "application/json"), model), "application/json")
     assert json.loads(answer) == predictor.predict(input_fn(body, "application/json"))
+
+
+def test_a_registered_version_is_served_with_its_template_and_settings(tiny_model_dir: Path, tmp_path: Path,
+                                                                       predictor: Predictor) -> None:
+    import mlflow.pyfunc
+
+    from model_registry import pyfunc_model
+    from steps.data import render_prompt
+    from steps.generation import GenerationSettings
+
+    template = "Summarize the following conversation.\n\n{input}\n\nSummary:"
+    folder = tmp_path / "version"
+    mlflow.pyfunc.save_model(str(folder), python_model=pyfunc_model.__file__, artifacts={"weights": str(tiny_model_dir)},
+                             model_config={"kind": "full", "base_model": "tiny", "base_model_path": str(tiny_model_dir),
+                                           "template": template, "generation": {"max_new_tokens": 4}})
+    served = model_fn(str(folder))
+    assert served.card.template == template and served.card.generation.max_new_tokens == 4
+    answer = served.predict(Invocation(inputs=PROMPTS[0]))
+    settings = GenerationSettings(max_new_tokens=4)
+    expected = predictor.generate([render_prompt(template, PROMPTS[0])], settings)
+    assert answer == [{"generated_text": expected[0]}]  # the recorded template, applied to the raw input
+    with pytest.raises(FileNotFoundError, match="neither an MLflow model"):
+        Predictor.load(tmp_path)
