@@ -6,7 +6,7 @@ the registry logs) and get the same requests in the same run:
 - overhead: endpoint latency minus the in-process generate time of the same request, one request
   at a time, 1 new token so that generate's own jitter stays small; for the endpoint also the
   exact figure (latency minus the generate time the model server reports for that request);
-- throughput: requests/s with 1, 4 and 8 callers, distinct held-out dialogues, 16 new tokens;
+- throughput: requests/s with 1, 4 and 8 callers, distinct held-out dialogues, 32 new tokens;
 - shadow: the caller's latency with and without a shadow variant mirroring 100% of requests.
 
     .venv/bin/python -m bench.serving_vs_mlflow [--requests 16] [--write bench/RESULTS.md]
@@ -15,13 +15,16 @@ the registry logs) and get the same requests in the same run:
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,12 +51,24 @@ def save_model(folder: Path, base: Path, template: str, max_new_tokens: int) -> 
     return folder
 
 
+_local = threading.local()
+
+
 def call(url: str, body: bytes) -> tuple[float, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    """One POST on this thread's kept-alive connection (as boto3 and other pooled clients do)."""
+    parts = urllib.parse.urlsplit(url)
+    connections = _local.__dict__.setdefault("connections", {})
+    connection = connections.get(parts.netloc)
+    if connection is None:
+        connection = connections[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=600)
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=600) as response:
-        answer = response.read()
-        return time.perf_counter() - started, dict(response.headers), answer
+    connection.request("POST", parts.path, body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    answer = response.read()
+    elapsed = time.perf_counter() - started
+    if response.status != 200:
+        raise RuntimeError(f"{url}: {response.status} {answer[:300]!r}")
+    return elapsed, dict(response.headers), answer
 
 
 def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
@@ -122,8 +137,8 @@ def overhead(server: Any, text: str, in_process_s: float, n: int) -> dict[str, f
     versus = [(latency - in_process_s) * 1000 for latency, _, _ in rows]
     result = {"latency_ms": statistics.median(r[0] for r in rows) * 1000,
               "median_ms": statistics.median(versus), "p99_ms": percentile(versus, 99)}
-    exact = [(latency * 1e6 - int(headers["X-Genaiops-Generate-Us"])) / 1000 for latency, headers, _ in rows
-             if "X-Genaiops-Generate-Us" in headers]
+    exact = [(latency * 1e6 - int(headers["X-Genaiops-Model-Time-Us"])) / 1000 for latency, headers, _ in rows
+             if "X-Genaiops-Model-Time-Us" in headers]
     if exact:
         result.update(exact_median_ms=statistics.median(exact), exact_p99_ms=percentile(exact, 99))
     return result
@@ -145,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=16, help="requests per throughput level")
     parser.add_argument("--overhead-requests", type=int, default=60)
+    parser.add_argument("--new-tokens", type=int, default=32, help="new tokens per request for throughput and shadow")
     parser.add_argument("--workspace", type=Path, default=ROOT / ".genaiops")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
@@ -167,7 +183,7 @@ def main() -> None:
     texts = [str(t) for t in held_out[config.columns.input].tolist()][: args.requests]
     scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     short = save_model(scratch / "one-token", base, config.template, 1)
-    longer = save_model(scratch / "sixteen-tokens", base, config.template, 16)
+    longer = save_model(scratch / "longer", base, config.template, args.new_tokens)
     endpoints = LocalEndpoints(scratch / "ws")
 
     predictor = Predictor.load(short)
@@ -209,6 +225,10 @@ def main() -> None:
             server.stop()
         print("shadow", label, statistics.median(shadow[label]), percentile(shadow[label], 99), flush=True)
 
+    from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
+
+    router = [d.value / 1000 for d in SqliteMetricSink(scratch / "ws" / "metrics.db").query(
+        SAGEMAKER_NAMESPACE, "OverheadLatency", {"EndpointName": "bench", "VariantName": "main"})]
     ours, theirs = results["endpoint"], results["mlflow"]
     p99 = {k: percentile(v, 99) for k, v in shadow.items()}
     lines = [
@@ -217,20 +237,24 @@ def main() -> None:
         "(SmolLM2-135M-Instruct, the default model) behind both, the same requests in the same run, CPU fp32, "
         "`mlflow models serve --env-manager local` with its default single worker.", "",
         f"Overhead: latency minus the in-process generate time of the same request (1 new token, median "
-        f"{in_process * 1000:.1f} ms in process), {args.overhead_requests} sequential requests.", "",
+        f"{in_process * 1000:.1f} ms in process), {args.overhead_requests} sequential requests on a kept-alive "
+        "connection.", "",
         "| | local endpoint | mlflow models serve |", "| --- | ---: | ---: |",
         f"| median latency (ms) | {ours['overhead']['latency_ms']:.1f} | {theirs['overhead']['latency_ms']:.1f} |",
         f"| overhead, median (ms) | {ours['overhead']['median_ms']:.2f} | {theirs['overhead']['median_ms']:.2f} |",
         f"| overhead, p99 (ms) | {ours['overhead']['p99_ms']:.2f} | {theirs['overhead']['p99_ms']:.2f} |",
-        f"| overhead, exact: latency minus the server-reported generate time, median / p99 (ms) | "
-        f"{ours['overhead']['exact_median_ms']:.2f} / {ours['overhead']['exact_p99_ms']:.2f} | n/a |", "",
-        f"Throughput: {args.requests} held-out dialogues, 16 new tokens, N callers at once.", "",
+        f"| overhead, exact: latency minus the model time the server reports, median / p99 (ms) | "
+        f"{ours['overhead']['exact_median_ms']:.2f} / {ours['overhead']['exact_p99_ms']:.2f} | n/a |",
+        f"| of which the router (its `OverheadLatency` metric), median / p99 (ms) | "
+        f"{statistics.median(router):.2f} / {percentile(router, 99):.2f} | n/a |", "",
+        f"Throughput: {args.requests} held-out dialogues, {args.new_tokens} new tokens, N callers at once, "
+        "each on its own kept-alive connection.", "",
         "| callers | local endpoint (req/s) | mlflow models serve (req/s) | endpoint / mlflow |",
         "| ---: | ---: | ---: | ---: |",
         *(f"| {c} | {ours['throughput'][c]:.2f} | {theirs['throughput'][c]:.2f} | "
           f"{ours['throughput'][c] / theirs['throughput'][c]:.2f}x |" for c in (1, 4, 8)), "",
         f"Shadow: one production variant, with and without a shadow variant mirroring 100% of requests (same "
-        f"model, lowest CPU priority, one thread), {args.requests} sequential requests, 16 new tokens.", "",
+        f"model, SCHED_IDLE, one thread), {args.requests} sequential requests, {args.new_tokens} new tokens.", "",
         "| shadow | median (ms) | p99 (ms) |", "| --- | ---: | ---: |",
         *(f"| {k} | {statistics.median(v):.0f} | {p99[k]:.0f} |" for k, v in shadow.items()), "",
         f"The shadow adds {100 * (p99['on'] / p99['off'] - 1):+.1f}% to the caller's p99.", "",

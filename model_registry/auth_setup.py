@@ -67,7 +67,10 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
                    "default_permission = EDIT\n"
                    f"database_uri = {database}\n"
                    f"admin_username = {ADMIN}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   # A verified credential is remembered (as an HMAC, per process) for a minute: without
+                   # it every API call of every UI page pays a deliberately slow PBKDF2 check.
+                   "auth_cache_ttl_seconds = 60\n")
     policy = folder / "approval_policy.json"
     policy.write_text(json.dumps({"approval": approval.model_dump(), "audit": audit}, indent=2))
     secret = folder / "flask_secret"

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
-from serving.protocol import BATCH_SIZE, GENERATE_US, error_response
+from serving.protocol import BATCH_SIZE, MODEL_TIME_US, error_response
 from steps.generation import GenerationSettings
 from steps.offline import go_offline
 
@@ -33,7 +33,7 @@ log = logging.getLogger("serving.model_server")
 
 @dataclass
 class _Pending:
-    prompts: list[str]
+    texts: list[str]
     settings: GenerationSettings
     future: asyncio.Future[tuple[list[str], float, int]]
     queued: float = field(default_factory=time.perf_counter)
@@ -61,24 +61,24 @@ class DynamicBatcher:
             self._task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, prompts: list[str], settings: GenerationSettings) -> tuple[list[str], float, int]:
-        """The completions of `prompts`, the generate time of their batch (s) and its size."""
+    async def submit(self, texts: list[str], settings: GenerationSettings) -> tuple[list[str], float, int]:
+        """The completions of raw `texts`, the model time of their batch (s) and its size."""
         future: asyncio.Future[tuple[list[str], float, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(prompts, settings, future))
+        self._pending.append(_Pending(texts, settings, future))
         self._wake.set()
         return await future
 
     def _take(self) -> list[_Pending]:
         """The oldest request and every queued one with the same settings, up to the batch size."""
         first = self._pending.popleft()
-        batch, size, kept = [first], len(first.prompts), collections.deque[_Pending]()
+        batch, size, kept = [first], len(first.texts), collections.deque[_Pending]()
         while self._pending:
             item = self._pending.popleft()
             if item.future.done():  # its caller gave up (timeout, disconnect)
                 continue
-            if item.settings == first.settings and size + len(item.prompts) <= self.max_batch_size:
+            if item.settings == first.settings and size + len(item.texts) <= self.max_batch_size:
                 batch.append(item)
-                size += len(item.prompts)
+                size += len(item.texts)
             else:
                 kept.append(item)
         self._pending.extendleft(reversed(kept))
@@ -92,30 +92,55 @@ class DynamicBatcher:
                 await self._wake.wait()
                 if self.max_wait:  # optionally hold the first request a moment for company
                     await asyncio.sleep(self.max_wait)
+                else:  # let requests that already arrived with this one reach the queue (microseconds)
+                    for _ in range(3):
+                        await asyncio.sleep(0)
             batch = [b for b in self._take() if not b.future.done()]
             if not batch:
                 continue
-            prompts = [p for item in batch for p in item.prompts]
-            started = time.perf_counter()
-            def abandoned(batch: list[_Pending] = batch) -> bool:  # every caller timed out or left
-                return all(item.future.done() for item in batch)
+            results = await loop.run_in_executor(self._executor, self._work, batch)
+            for item, result in zip(batch, results, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    item.future.set_exception(result if isinstance(result, ModelError) else ModelError(str(result)))
+                else:
+                    item.future.set_result(result)
 
+    def _work(self, batch: list[_Pending]) -> list[tuple[list[str], float, int] | Exception]:
+        """On the model's thread: prompts (a request the model cannot take fails alone), then one generate call.
+
+        The time reported with each answer is this whole call: templating, tokenizing, generating, decoding.
+        """
+        started = time.perf_counter()
+        results: list[tuple[list[str], float, int] | Exception] = []
+        prompts: list[list[str]] = []
+        for item in batch:
             try:
-                outputs = await loop.run_in_executor(self._executor, self.predictor.generate, prompts,
-                                                     batch[0].settings, abandoned)
-            except Exception as exc:  # a ModelError for every request of the batch
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc if isinstance(exc, ModelError) else ModelError(str(exc)))
-                continue
-            elapsed = time.perf_counter() - started
-            self.batches += 1
-            offset = 0
-            for item in batch:
-                answer = outputs[offset: offset + len(item.prompts)]
-                offset += len(item.prompts)
-                if not item.future.done():
-                    item.future.set_result((answer, elapsed, len(prompts)))
+                prompts.append(self.predictor.prompts(item.texts, item.settings))
+                results.append(([], 0.0, 0))
+            except Exception as exc:
+                prompts.append([])
+                results.append(exc)
+        flat = [p for group in prompts for p in group]
+        if not flat:
+            return results
+
+        def abandoned() -> bool:  # every caller timed out or left: stop generating for nobody
+            return all(item.future.done() for item in batch)
+
+        try:
+            outputs = self.predictor.generate(flat, batch[0].settings, abandoned)
+        except Exception as exc:  # a ModelError for every request of the batch
+            return [r if isinstance(r, Exception) else exc for r in results]
+        elapsed = time.perf_counter() - started
+        self.batches += 1
+        offset = 0
+        for index, group in enumerate(prompts):
+            if not isinstance(results[index], Exception):
+                results[index] = (outputs[offset: offset + len(group)], elapsed, len(flat))
+                offset += len(group)
+        return results
 
 
 BATCHER = web.AppKey("batcher", DynamicBatcher)
@@ -143,20 +168,18 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
         try:
             invocation = parse_request(body, request.headers.get("Content-Type", "application/json"))
             settings = predictor.settings(invocation.parameters)
-            prompts = predictor.prompts(invocation.texts, settings)
         except RequestError as exc:
             return fail(400, str(exc))
-        except ModelError as exc:
-            return fail(424, str(exc))
         try:
-            outputs, generate_s, size = await asyncio.wait_for(batcher.submit(prompts, settings), timeout_s)
+            async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
+                outputs, generate_s, size = await batcher.submit(invocation.texts, settings)
         except TimeoutError:
             return fail(424, f"the model did not answer within {timeout_s:g} s")
         except ModelError as exc:
             return fail(424, str(exc))
         answer = json.dumps([{"generated_text": text} for text in outputs])
         return web.Response(body=answer.encode(), content_type="application/json",
-                            headers={GENERATE_US: str(int(generate_s * 1e6)), BATCH_SIZE: str(size)})
+                            headers={MODEL_TIME_US: str(int(generate_s * 1e6)), BATCH_SIZE: str(size)})
 
     async def on_startup(app: web.Application) -> None:
         batcher.start()
@@ -171,6 +194,15 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
     app.on_cleanup.append(on_cleanup)
     app[BATCHER] = batcher
     return app
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (a faster loop and transports), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("loaded %s in %.1f s (template %s, batch up to %d)", args.model, time.perf_counter() - started,
              "recorded" if predictor.card.template != "{input}" else "none", args.max_batch_size)
     app = build_app(predictor, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, timeout_s=args.timeout)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, handle_signals=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, handle_signals=True,
+                loop=new_event_loop())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 ERROR_TYPE = "x-amzn-ErrorType"
 REQUEST_ID = "x-amzn-RequestId"
-GENERATE_US = "X-Genaiops-Generate-Us"  # time the model server spent in generate for the request's batch
+MODEL_TIME_US = "X-Genaiops-Model-Time-Us"  # time on the model thread for the request's batch: prompts, generate, decode
 BATCH_SIZE = "X-Genaiops-Batch-Size"
 
 # What SageMaker Runtime answers for each failure, and what boto3 raises from it.

@@ -40,9 +40,9 @@ from serving.endpoint import EndpointState, EndpointStore, VariantConfig, Varian
 from serving.handler import MAX_BODY_BYTES
 from serving.protocol import (
     CUSTOM_ATTRIBUTES,
-    GENERATE_US,
     INFERENCE_ID,
     INVOKED_VARIANT,
+    MODEL_TIME_US,
     REQUEST_ID,
     TARGET_VARIANT,
     error_response,
@@ -138,9 +138,8 @@ class Endpoint:
         if config.threads:
             command += ["--threads", str(config.threads)]
         logfile = (self.folder / f"variant-{config.name}.log").open("ab")
-        lowest_priority = (lambda: os.nice(19)) if config.shadow else None
         variant.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy(),
-                                           preexec_fn=lowest_priority)
+                                           preexec_fn=_idle_priority if config.shadow else None)
         logfile.close()
         variant.started = time.monotonic()
 
@@ -352,7 +351,7 @@ class Endpoint:
         headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
         if status == 200:
             headers["Content-Type"] = upstream_headers.get("Content-Type", "application/json")
-            for key in (CUSTOM_ATTRIBUTES, GENERATE_US):
+            for key in (CUSTOM_ATTRIBUTES, MODEL_TIME_US):
                 if key in upstream_headers:
                     headers[key] = upstream_headers[key]
             response = web.Response(status=200, body=answer, headers=headers)
@@ -433,6 +432,13 @@ class Endpoint:
         while True:
             await asyncio.sleep(1.0)
             await self._flush_once()
+
+
+def _idle_priority() -> None:
+    """A shadow runs only on CPU time production leaves idle (SCHED_IDLE; at least the lowest nice level)."""
+    os.nice(19)
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _timeout(seconds: float) -> Any:
@@ -528,7 +534,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     go_offline()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(asyncio.run(serve(args.folder.resolve())))
+    from serving.model_server import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        sys.exit(runner.run(serve(args.folder.resolve())))
 
 
 if __name__ == "__main__":

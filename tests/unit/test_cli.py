@@ -89,3 +89,26 @@ def test_data_generate_writes_the_requested_records(tmp_path: Path) -> None:
     result = run("data", "generate", "--out", str(out), "--rows", "25", "--seed", "3")
     assert result.returncode == 0
     assert len(out.read_text().splitlines()) == 25
+
+
+def test_endpoint_commands_refuse_bad_input_before_starting_anything(tmp_path: Path, isolated_env: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    cases = [
+        (("endpoints", "create", "e", "--variant", "a"), 2, "expected NAME=MODEL[:WEIGHT]"),
+        (("endpoints", "create", "e", "--variant", f"a={tmp_path / 'missing'}"), 1, "does not exist"),
+        (("endpoints", "create", "e", "--variant", f"a={model}"), 1, "neither an MLflow model"),
+        (("endpoints", "create", "e", "-v", f"a={model}", "-s", f"a={model}:10"), 2, "variant names must be unique"),
+        (("endpoints", "create", "e", "-v", f"a={model}:0"), 2, "must not all be 0"),
+        (("endpoints", "create", "bad_name", "-v", f"a={model}"), 2, "name"),
+        (("endpoints", "describe", "nope"), 1, "no endpoint named 'nope'"),
+        (("endpoints", "update-weights", "nope", "a=x"), 2, "expected VARIANT=WEIGHT with a number"),
+        (("endpoints", "delete", "nope"), 1, "no endpoint named 'nope'"),
+        (("invoke", "nope", "--data", "{}"), 1, "no endpoint named 'nope'"),
+    ]
+    for args, code, message in cases:
+        result = run(*args)
+        assert result.returncode == code and message in result.stderr, (args, result.returncode, result.stderr)
+    assert not (isolated_env / "endpoints").exists() or not any((isolated_env / "endpoints").iterdir())
+    listed = run("endpoints", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
