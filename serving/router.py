@@ -233,22 +233,25 @@ class Endpoint:
             await asyncio.sleep(0.5)
             for variant in list(self.variants.values()):
                 process = variant.process
-                if variant.status not in ("InService",) or process is None or process.poll() is None:
+                if variant.status != "InService" or process is None or process.poll() is None:
                     continue
                 variant.restarts += 1
                 variant.status = "Restarting"
                 variant.last_error = f"process exited with code {process.returncode}"
                 self._route_table()
                 self.event(f"variant {variant.config.name} crashed ({variant.last_error}); restart {variant.restarts}")
-                self._spawn(variant)
-                if await self._healthy(variant):
-                    variant.status = "InService"
-                    self.event(f"variant {variant.config.name} back in service")
-                else:
-                    variant.status = "Failed"
-                    self.event(f"variant {variant.config.name} failed to restart: {variant.last_error}")
-                self._route_table()
-                self.publish()
+                self._spawn_task(self._restart(variant))  # the others stay watched meanwhile
+
+    async def _restart(self, variant: Variant) -> None:
+        self._spawn(variant)
+        if await self._healthy(variant):
+            variant.status = "InService"
+            self.event(f"variant {variant.config.name} back in service")
+        else:
+            variant.status = "Failed"
+            self.event(f"variant {variant.config.name} failed to restart: {variant.last_error}")
+        self._route_table()
+        self.publish()
 
     async def reload(self) -> dict[str, Any]:
         """Apply config.json while serving: new variants start before they get traffic, removed ones drain."""
@@ -258,39 +261,41 @@ class Endpoint:
             self.publish()
             added = [v for v in desired.variants if v.name not in self.variants]
             removed = [self.variants[n] for n in self.variants if n not in {v.name for v in desired.variants}]
-            for config in desired.variants:  # weights (and sampling) change in place
-                if config.name in self.variants and self.variants[config.name].config.model == config.model:
-                    self.variants[config.name].config = config
-            replaced = [self.variants[v.name] for v in desired.variants
+            replaced = [v.name for v in desired.variants
                         if v.name in self.variants and self.variants[v.name].config.model != v.model]
             if replaced:
                 self.status = "InService"
                 self.publish()
-                raise ValueError(f"variant(s) {[v.config.name for v in replaced]} changed model: add a new variant "
-                                 "and remove the old one instead")
+                raise ValueError(f"variant(s) {replaced} changed model: add a new variant and remove the old one instead")
             new = await asyncio.gather(*(self._start_variant(v) for v in added))
             failed = [v for v in new if v.status == "Failed"]
-            for variant in failed:  # a variant that cannot start never takes traffic; the endpoint stays up
-                self.variants.pop(variant.config.name, None)
-                self._stop_process(variant)
+            if failed:  # a variant that cannot start never takes traffic, and nothing else changes
+                loop = asyncio.get_running_loop()
+                for variant in failed:
+                    self.variants.pop(variant.config.name, None)
+                    await loop.run_in_executor(None, self._stop_process, variant)
+                self.status = "InService"
+                self._route_table()
+                self.event(f"update refused: {[v.config.name for v in failed]} failed to start")
+                raise RuntimeError("; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed))
+            for config in desired.variants:  # weights and sampling change in place
+                self.variants[config.name].config = config
             for variant in removed:
                 variant.status = "Draining"
-            self.config = desired if not failed else self.config
+            self.config = desired
             self._route_table()
             self.publish()
-            for variant in removed:  # requests already sent to it finish first
+            loop = asyncio.get_running_loop()
+            for variant in removed:  # requests already sent to it finish first; the loop keeps serving
                 deadline = time.monotonic() + self.config.timeout_s
                 while variant.in_flight and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                self._stop_process(variant)
+                await loop.run_in_executor(None, self._stop_process, variant)
                 self.variants.pop(variant.config.name, None)
             self.status = "InService"
             summary = ", ".join(f"{v.config.name}={v.config.weight:g}" for v in self.production)
             self.event(f"updated: weights {summary}" + (f"; added {[v.name for v in added]}" if added else "")
-                       + (f"; removed {[v.config.name for v in removed]}" if removed else "")
-                       + (f"; failed to start {[v.config.name for v in failed]}" if failed else ""))
-            if failed:
-                raise RuntimeError("; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed))
+                       + (f"; removed {[v.config.name for v in removed]}" if removed else ""))
             return {"status": self.status, "variants": [v.config.name for v in self.variants.values()]}
 
     # --- requests ------------------------------------------------------------------------
