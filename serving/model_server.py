@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
-from serving.protocol import BATCH_SIZE, MODEL_TIME_US, error_response
+from serving.protocol import BATCH_SIZE, MODEL_TIME_US, web_error
 from steps.generation import GenerationSettings
 from steps.offline import go_offline
 
@@ -151,32 +151,28 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
     """The aiohttp application of one model server."""
     batcher = DynamicBatcher(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
 
-    def fail(status: int, message: str) -> web.Response:
-        body, headers = error_response(status, message)
-        return web.Response(status=status, body=body, headers=headers)
-
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="", status=200)
 
     async def invocations(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return fail(413, f"body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}")
+            return web_error(413, f"body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return fail(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            return web_error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
         try:
             invocation = parse_request(body, request.headers.get("Content-Type", "application/json"))
             settings = predictor.settings(invocation.parameters)
         except RequestError as exc:
-            return fail(400, str(exc))
+            return web_error(400, str(exc))
         try:
             async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
                 outputs, generate_s, size = await batcher.submit(invocation.texts, settings)
         except TimeoutError:
-            return fail(424, f"the model did not answer within {timeout_s:g} s")
+            return web_error(424, f"the model did not answer within {timeout_s:g} s")
         except ModelError as exc:
-            return fail(424, str(exc))
+            return web_error(424, str(exc))
         answer = json.dumps([{"generated_text": text} for text in outputs])
         return web.Response(body=answer.encode(), content_type="application/json",
                             headers={MODEL_TIME_US: str(int(generate_s * 1e6)), BATCH_SIZE: str(size)})

@@ -33,3 +33,11 @@ def error_response(status: int, message: str, *, original_status: int | None = N
         body.update(ErrorCode="CLIENT_ERROR_FROM_MODEL", OriginalStatusCode=original_status or 424,
                     OriginalMessage=message)
     return json.dumps(body).encode(), {"Content-Type": "application/json", ERROR_TYPE: kind}
+
+
+def web_error(status: int, message: str) -> Any:
+    """The aiohttp response of an error, shared by the model server and the router."""
+    from aiohttp import web
+
+    body, headers = error_response(status, message)
+    return web.Response(status=status, body=body, headers=headers)

@@ -46,6 +46,7 @@ from serving.protocol import (
     REQUEST_ID,
     TARGET_VARIANT,
     error_response,
+    web_error,
 )
 from steps.offline import go_offline
 
@@ -323,16 +324,16 @@ class Endpoint:
         started = time.perf_counter()
         name = request.match_info.get("name")
         if name is not None and name != self.name:
-            return _fail(400, f"Endpoint {name} not found (this is endpoint {self.name}).")
+            return web_error(400, f"Endpoint {name} not found (this is endpoint {self.name}).")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return _fail(413, f"body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}")
+            return web_error(413, f"body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _fail(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            return web_error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
         picked = self._pick(request.headers.get(TARGET_VARIANT))
         if isinstance(picked, str):
-            return _fail(400, picked)
+            return web_error(400, picked)
         variant = picked
         content_type = request.headers.get("Content-Type", "application/json")
         accept = request.headers.get("Accept", "application/json")
@@ -458,13 +459,6 @@ def _shadow_timeout(seconds: float) -> Any:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
-def _fail(status: int, message: str) -> Any:
-    from aiohttp import web
-
-    body, headers = error_response(status, message)
-    return web.Response(status=status, body=body, headers=headers)
-
-
 def _message(answer: bytes) -> str:
     import json
 
@@ -484,12 +478,11 @@ def build_app(endpoint: Endpoint) -> Any:
 
     async def reload(request: web.Request) -> web.Response:
         if request.remote not in ("127.0.0.1", "::1"):
-            return _fail(400, "reload is accepted from loopback only")
+            return web_error(400, "reload is accepted from loopback only")
         try:
             return web.json_response(await endpoint.reload())
         except (ValueError, RuntimeError, KeyError) as exc:
-            body, headers = error_response(400, str(exc))
-            return web.Response(status=400, body=body, headers=headers)
+            return web_error(400, str(exc))
 
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
     app.router.add_get("/ping", ping)
