@@ -2,8 +2,9 @@
 
 `GET /ping` answers 200 once the model is loaded; `POST /invocations` takes the HF LLM
 container's JSON. Concurrent requests with the same decoding parameters are grouped into one
-`generate` call: while the model works on one batch, the next one gathers in the queue, so a
-lone request never waits for company and a busy server answers many requests per call.
+`generate` call on the model's own thread: while the model works on one batch, the next one
+gathers in the queue, so a lone request never waits for company and a busy server answers many
+requests per call (see `DynamicBatcher` for how a small batch merges with company that comes late).
 
     python -m serving.model_server --model PATH_OR_MODELS_URI --host 127.0.0.1 --port 8080
 """
@@ -13,107 +14,170 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import gc
 import json
 import logging
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from serving import channel as channels
 from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
-from serving.protocol import BATCH_SIZE, MODEL_TIME_US, web_error
+from serving.protocol import BATCH_SIZE, MODEL_TIME_US, error_response, web_error
 from steps.generation import GenerationSettings
 from steps.offline import go_offline
 
 log = logging.getLogger("serving.model_server")
 
 
-@dataclass
+Answered = tuple[list[str], float, int]  # completions, model time of their batch (s), batch size
+
+
+@dataclass(eq=False)
 class _Pending:
     texts: list[str]
     settings: GenerationSettings
-    future: asyncio.Future[tuple[list[str], float, int]]
+    future: Future[Answered]  # thread-safe: answered from the model thread, awaited by a loop or a thread
+    restarted: bool = False
     queued: float = field(default_factory=time.perf_counter)
 
 
-class DynamicBatcher:
-    """Groups concurrent requests into batched generate calls, one batch at a time on one thread."""
+_Result = Answered | Exception
 
-    def __init__(self, predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0) -> None:
+
+class DynamicBatcher:
+    """Groups concurrent requests into batched generate calls on one model thread.
+
+    Callers (the event loop, or the threads of the router's channel) only queue requests; the
+    model thread takes the oldest request and every queued one with the same settings (up to
+    `max_batch_size`) into one call and answers each caller's future itself.
+    A lone request never waits for company. When company arrives early instead (a burst, or
+    callers coming back together after their batch), a small batch that started under
+    `merge_window_ms` ago is stopped after its current token and restarted together with the
+    newcomers, provided that at least doubles it: throughput under concurrency, for at most one
+    restart per request.
+    """
+
+    def __init__(self, predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0,
+                 merge_window_ms: float = 500.0) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         self.predictor = predictor
-        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
+        self.max_batch_size, self.max_wait, self.merge_window = max_batch_size, max_wait_ms / 1000, merge_window_ms / 1000
         self._pending: collections.deque[_Pending] = collections.deque()
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._task: asyncio.Task[None] | None = None
-        self.batches = 0
+        self._ready = threading.Condition()
+        self._notify_scheduled = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # generate calls that answered their requests
+        self.merges = 0  # small batches stopped to restart with the requests that arrived meanwhile
+        self.running = 0  # inputs in the generate call under way (0: the model is idle)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._thread = threading.Thread(target=self._run, name="generate", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._ready:
+            self._closing = True  # a running generate stops after its current token
+            self._ready.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
 
-    async def submit(self, texts: list[str], settings: GenerationSettings) -> tuple[list[str], float, int]:
-        """The completions of raw `texts`, the model time of their batch (s) and its size."""
-        future: asyncio.Future[tuple[list[str], float, int]] = asyncio.get_running_loop().create_future()
+    def put(self, texts: list[str], settings: GenerationSettings, *, notify: bool = True) -> Future[Answered]:
+        """Queue raw `texts` from any thread; the future gets their completions, or a ModelError."""
+        future: Future[Answered] = Future()
         self._pending.append(_Pending(texts, settings, future))
-        self._wake.set()
-        return await future
+        if notify:
+            self._notify()
+        return future
 
-    def _take(self) -> list[_Pending]:
-        """The oldest request and every queued one with the same settings, up to the batch size."""
-        first = self._pending.popleft()
-        batch, size, kept = [first], len(first.texts), collections.deque[_Pending]()
-        while self._pending:
-            item = self._pending.popleft()
-            if item.future.done():  # its caller gave up (timeout, disconnect)
-                continue
-            if item.settings == first.settings and size + len(item.texts) <= self.max_batch_size:
-                batch.append(item)
-                size += len(item.texts)
-            else:
-                kept.append(item)
-        self._pending.extendleft(reversed(kept))
-        return batch
+    async def submit(self, texts: list[str], settings: GenerationSettings) -> Answered:
+        """From the event loop: the completions of raw `texts`, the model time of their batch (s) and its size."""
+        future = self.put(texts, settings, notify=False)
+        if not self._notify_scheduled:  # requests that arrive in this loop iteration go to the model together
+            self._notify_scheduled = True
+            asyncio.get_running_loop().call_soon(self._notify)
+        return await asyncio.wrap_future(future)  # cancelling it (a timeout) cancels the request
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _notify(self) -> None:
+        self._notify_scheduled = False
+        with self._ready:
+            self._ready.notify()
+
+    # --- the model thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
         while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-                if self.max_wait:  # optionally hold the first request a moment for company
-                    await asyncio.sleep(self.max_wait)
-                else:  # let requests that already arrived with this one reach the queue (microseconds)
-                    for _ in range(3):
-                        await asyncio.sleep(0)
-            batch = [b for b in self._take() if not b.future.done()]
+            with self._ready:
+                while not self._pending and not self._closing:
+                    self._ready.wait()
+                if self._closing:
+                    return
+            if self.max_wait:  # optionally hold the first request a moment for company
+                time.sleep(self.max_wait)
+            batch = self._take()
             if not batch:
                 continue
-            results = await loop.run_in_executor(self._executor, self._work, batch)
-            for item, result in zip(batch, results, strict=True):
-                if item.future.done():
+            try:
+                results = self._work(batch)
+            except Exception as exc:  # a bug here must fail the batch, not the thread
+                log.exception("batch of %d failed", len(batch))
+                results = [ModelError(f"{type(exc).__name__}: {exc}")] * len(batch)
+            if results is not None:  # None: requeued to restart with company
+                self._hand_back(batch, results)
+
+    def _take(self) -> list[_Pending]:
+        """The oldest live request and every queued one with the same settings, up to the batch size."""
+        with self._ready:
+            batch: list[_Pending] = []
+            size, kept = 0, list[_Pending]()
+            while self._pending:
+                item = self._pending.popleft()
+                if item.future.done():  # its caller gave up (timeout, disconnect)
                     continue
+                if not batch or (item.settings == batch[0].settings and size + len(item.texts) <= self.max_batch_size):
+                    batch.append(item)
+                    size += len(item.texts)
+                else:
+                    kept.append(item)
+            self._pending.extendleft(reversed(kept))
+            return batch
+
+    def _company(self, batch: list[_Pending], size: int) -> int:
+        """How many queued inputs could join this batch."""
+        settings, room, joining = batch[0].settings, self.max_batch_size - size, 0
+        with self._ready:
+            queued = list(self._pending)
+        for item in queued:
+            if item.settings == settings and joining + len(item.texts) <= room and not item.future.done():
+                joining += len(item.texts)
+        return joining
+
+    @staticmethod
+    def _hand_back(batch: list[_Pending], results: list[_Result]) -> None:
+        """Each waiting caller gets its answer or its error (callers that gave up are skipped)."""
+        for item, result in zip(batch, results, strict=True):
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile: nobody to answer
                 if isinstance(result, Exception):
                     item.future.set_exception(result if isinstance(result, ModelError) else ModelError(str(result)))
                 else:
                     item.future.set_result(result)
 
-    def _work(self, batch: list[_Pending]) -> list[tuple[list[str], float, int] | Exception]:
-        """On the model's thread: prompts (a request the model cannot take fails alone), then one generate call.
+    def _work(self, batch: list[_Pending]) -> list[_Result] | None:
+        """Prompts (a request the model cannot take fails alone), then one generate call.
 
         The time reported with each answer is this whole call: templating, tokenizing, generating, decoding.
+        Returns None when the batch was stopped to merge with queued requests (it is back in the queue).
         """
         started = time.perf_counter()
-        results: list[tuple[list[str], float, int] | Exception] = []
+        results: list[_Result] = []
         prompts: list[list[str]] = []
         for item in batch:
             try:
@@ -125,14 +189,37 @@ class DynamicBatcher:
         flat = [p for group in prompts for p in group]
         if not flat:
             return results
+        live = [item for item, result in zip(batch, results, strict=True) if not isinstance(result, Exception)]
+        mergeable = self.merge_window > 0 and 2 * len(flat) <= self.max_batch_size and \
+            not any(item.restarted for item in live)
+        merge = False
 
-        def abandoned() -> bool:  # every caller timed out or left: stop generating for nobody
-            return all(item.future.done() for item in batch)
+        def stop() -> bool:  # checked after every new token
+            nonlocal merge
+            if self._closing or all(item.future.done() for item in batch):
+                return True  # every caller timed out or left: stop generating for nobody
+            if mergeable and time.perf_counter() - started < self.merge_window and \
+                    self._company(live, len(flat)) >= len(flat):
+                merge = True
+            return merge
 
+        self.running = len(flat)
         try:
-            outputs = self.predictor.generate(flat, batch[0].settings, abandoned)
+            outputs = self.predictor.generate(flat, batch[0].settings, stop)
         except Exception as exc:  # a ModelError for every request of the batch
             return [r if isinstance(r, Exception) else exc for r in results]
+        finally:
+            self.running = 0
+        if merge:
+            for item in live:
+                item.restarted = True
+            with self._ready:
+                self._pending.extendleft(reversed(live))
+            self.merges += 1
+            failed = [(item, r) for item, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
+            if failed:
+                self._hand_back([item for item, _ in failed], [r for _, r in failed])
+            return None
         elapsed = time.perf_counter() - started
         self.batches += 1
         offset = 0
@@ -144,12 +231,52 @@ class DynamicBatcher:
 
 
 BATCHER = web.AppKey("batcher", DynamicBatcher)
+CHANNEL_SERVER = web.AppKey("channel_server", channels.ChannelServer)
 
 
 def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0,
-              timeout_s: float = 60.0) -> Any:
-    """The aiohttp application of one model server."""
-    batcher = DynamicBatcher(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+              merge_window_ms: float = 500.0, timeout_s: float = 60.0, channel: str | None = None) -> Any:
+    """The aiohttp application of one model server (plus the router's local socket at `channel`)."""
+    batcher = DynamicBatcher(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                             merge_window_ms=merge_window_ms)
+
+    def prepare(body: bytes, content_type: str) -> tuple[list[str], GenerationSettings]:
+        """The texts and decoding settings of a request; raises RequestError naming what is wrong."""
+        invocation = parse_request(body, content_type)
+        return invocation.texts, predictor.settings(invocation.parameters)
+
+    def reply(answered: Answered) -> Reply:
+        outputs, generate_s, size = answered
+        document = json.dumps([{"generated_text": text} for text in outputs]).encode()
+        return 200, {"Content-Type": "application/json", MODEL_TIME_US: str(int(generate_s * 1e6)),
+                     BATCH_SIZE: str(size)}, document
+
+    async def answer(body: bytes, content_type: str) -> Reply:
+        """Status, headers and body for one HTTP request (the channel's threads use `answer_now`)."""
+        try:
+            texts, settings = prepare(body, content_type)
+            async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
+                return reply(await batcher.submit(texts, settings))
+        except RequestError as exc:
+            return _error(400, str(exc))
+        except TimeoutError:
+            return _error(424, f"the model did not answer within {timeout_s:g} s")
+        except ModelError as exc:
+            return _error(424, str(exc))
+
+    def answer_now(body: bytes, content_type: str) -> Reply:
+        """`answer`, for a thread that may block."""
+        try:
+            future = batcher.put(*prepare(body, content_type))
+        except RequestError as exc:
+            return _error(400, str(exc))
+        try:
+            return reply(future.result(timeout=timeout_s))
+        except TimeoutError:
+            future.cancel()  # the model skips it, or stops generating for it
+            return _error(424, f"the model did not answer within {timeout_s:g} s")
+        except ModelError as exc:
+            return _error(424, str(exc))
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="", status=200)
@@ -161,26 +288,27 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web_error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
-        try:
-            invocation = parse_request(body, request.headers.get("Content-Type", "application/json"))
-            settings = predictor.settings(invocation.parameters)
-        except RequestError as exc:
-            return web_error(400, str(exc))
-        try:
-            async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
-                outputs, generate_s, size = await batcher.submit(invocation.texts, settings)
-        except TimeoutError:
-            return web_error(424, f"the model did not answer within {timeout_s:g} s")
-        except ModelError as exc:
-            return web_error(424, str(exc))
-        answer = json.dumps([{"generated_text": text} for text in outputs])
-        return web.Response(body=answer.encode(), content_type="application/json",
-                            headers={MODEL_TIME_US: str(int(generate_s * 1e6)), BATCH_SIZE: str(size)})
+        status, headers, document = await answer(body, request.headers.get("Content-Type", "application/json"))
+        return web.Response(status=status, body=document, headers=headers)
+
+    def on_channel(head: dict[str, Any], body: bytes) -> Reply:
+        if head.get("op") == "ping":
+            return 200, {}, b""
+        if head.get("op") != "invoke":
+            return _error(400, f"unknown channel operation {head.get('op')!r}")
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        return answer_now(body, str(head.get("content_type") or "application/json"))
 
     async def on_startup(app: web.Application) -> None:
         batcher.start()
+        if channel is not None:
+            app[CHANNEL_SERVER] = channels.ChannelServer(channel, on_channel, max_body=MAX_BODY_BYTES)
 
     async def on_cleanup(app: web.Application) -> None:
+        server = app.get(CHANNEL_SERVER)
+        if server is not None:
+            server.close()
         await batcher.stop()
 
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
@@ -190,6 +318,14 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
     app.on_cleanup.append(on_cleanup)
     app[BATCHER] = batcher
     return app
+
+
+Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+def _error(status: int, message: str) -> Reply:
+    body, headers = error_response(status, message)
+    return status, headers, body
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -206,8 +342,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="an MLflow model URI or folder, or a Hugging Face folder")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
+    parser.add_argument("--channel", help="also answer a local endpoint router on this Unix socket (@name: abstract)")
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--merge-window-ms", type=float, default=500.0,
+                        help="a small batch younger than this restarts with requests that arrive meanwhile (0: never)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for the model")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -223,7 +362,10 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor.load(args.model)
     log.info("loaded %s in %.1f s (template %s, batch up to %d)", args.model, time.perf_counter() - started,
              "recorded" if predictor.card.template != "{input}" else "none", args.max_batch_size)
-    app = build_app(predictor, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, timeout_s=args.timeout)
+    gc.collect()
+    gc.freeze()  # the model's objects live as long as the process: keep them out of every later collection
+    app = build_app(predictor, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                    merge_window_ms=args.merge_window_ms, timeout_s=args.timeout, channel=args.channel)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, handle_signals=True,
                 loop=new_event_loop())
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from monitoring.metrics import SAGEMAKER_NAMESPACE, MetricDatum, MetricSink, SqliteMetricSink
 from serving.capture import CaptureWriter, capture_record
+from serving.channel import Channel, new_address
 from serving.endpoint import EndpointState, EndpointStore, VariantConfig, VariantState, now
 from serving.handler import MAX_BODY_BYTES
 from serving.protocol import (
@@ -76,6 +77,14 @@ class Variant:
     last_error: str = ""
     in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
+    address: str = field(init=False)
+    channel: Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.address = new_address(self.config.name)
+        # Shadows cap their connections: a hung shadow must not take one per mirrored request.
+        self.channel = Channel(self.address, limit=SHADOW_CONNECTIONS if self.config.shadow else None,
+                               max_body=MAX_BODY_BYTES)
 
     @property
     def url(self) -> str:
@@ -101,8 +110,6 @@ class Endpoint:
         self.capture = CaptureWriter(capture_root, self.name)
         self._metrics: list[MetricDatum] = []
         self._shadow_pending = 0
-        self._session: Any = None
-        self._shadow_session: Any = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
@@ -135,7 +142,8 @@ class Endpoint:
     def _spawn(self, variant: Variant) -> None:
         config = variant.config
         command = [sys.executable, "-m", "serving.model_server", "--model", config.model, "--port", str(variant.port),
-                   "--max-batch-size", str(config.max_batch_size), "--timeout", str(self.config.timeout_s)]
+                   "--channel", variant.address, "--max-batch-size", str(config.max_batch_size),
+                   "--timeout", str(self.config.timeout_s)]
         if config.threads:
             command += ["--threads", str(config.threads)]
         logfile = (self.folder / f"variant-{config.name}.log").open("ab")
@@ -152,10 +160,9 @@ class Endpoint:
                                      f"see {self.folder / f'variant-{variant.config.name}.log'}"
                 return False
             try:
-                async with self._session.get(f"{variant.url}/ping", timeout=_timeout(2)) as response:
-                    if response.status == 200:
-                        return True
-            except Exception:  # not listening yet
+                if (await variant.channel.ping(timeout=2)).status == 200:
+                    return True
+            except (OSError, TimeoutError):  # not listening yet
                 pass
             await asyncio.sleep(0.25)
         variant.last_error = f"no answer to /ping within {timeout:.0f} s"
@@ -188,12 +195,6 @@ class Endpoint:
             process.wait(timeout=10)
 
     async def start(self) -> None:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        self._shadow_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=SHADOW_CONNECTIONS),
-                                                     auto_decompress=False)
         self.publish()
         started = await asyncio.gather(*(self._start_variant(v) for v in self.config.variants))
         failed = [v for v in started if v.status == "Failed"]
@@ -219,9 +220,8 @@ class Endpoint:
             self._stop_process(variant)
         await self._flush_once()
         self.capture.close()
-        for session in (self._session, self._shadow_session):
-            if session is not None:
-                await session.close()
+        for variant in self.variants.values():
+            variant.channel.close()
 
     def _spawn_task(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -337,20 +337,18 @@ class Endpoint:
         variant = picked
         content_type = request.headers.get("Content-Type", "application/json")
         accept = request.headers.get("Accept", "application/json")
-        forward = {"Content-Type": content_type, "Accept": accept}
-        if CUSTOM_ATTRIBUTES in request.headers:
-            forward[CUSTOM_ATTRIBUTES] = request.headers[CUSTOM_ATTRIBUTES]
+        attributes = request.headers.get(CUSTOM_ATTRIBUTES)
         variant.in_flight += 1
         sent = time.perf_counter()
         try:
-            async with self._session.post(f"{variant.url}/invocations", data=body, headers=forward,
-                                          timeout=_timeout(self.config.timeout_s + 5)) as upstream:
-                answer = await upstream.read()
-                status, upstream_headers = upstream.status, upstream.headers
-        except Exception as exc:  # the variant's process died or hung: the caller gets a ModelError
-            status, answer, upstream_headers = 424, b"", {}
-            message = f"variant {variant.config.name} did not answer: {type(exc).__name__}: {exc}".rstrip(": ")
-            answer, _ = error_response(424, message, original_status=502)
+            upstream = await variant.channel.invoke(body, content_type=content_type, accept=accept,
+                                                    custom_attributes=attributes, timeout=self.config.timeout_s + 5)
+            status, answer, upstream_headers = upstream.status, upstream.body, upstream.headers
+        except (OSError, TimeoutError) as exc:  # the variant's process died or hung: the caller gets a ModelError
+            status, upstream_headers = 424, {}
+            reason = "no answer within the timeout" if isinstance(exc, TimeoutError) else str(exc)
+            answer, _ = error_response(424, f"variant {variant.config.name} did not answer: {reason}",
+                                       original_status=502)
         finally:
             variant.in_flight -= 1
         model_us = (time.perf_counter() - sent) * 1e6
@@ -367,8 +365,11 @@ class Endpoint:
                                                        original_status=status)
             response = web.Response(status=status if status in (400, 413, 424) else 424, body=error_body,
                                     headers={**headers, **error_headers})
-        total_us = (time.perf_counter() - started) * 1e6
-        self._record(variant.config.name, response.status, model_us, total_us - model_us)
+        overhead_us = (time.perf_counter() - started) * 1e6 - model_us
+        # The answer goes out first; metrics, capture and shadow copies follow it.
+        await response.prepare(request)
+        await response.write_eof()
+        self._record(variant.config.name, response.status, model_us, overhead_us)
         capture = self.config.capture
         if capture.enabled and self._random.random() * 100 < capture.sampling_percentage:
             self.capture.write(variant.config.name, capture_record(
@@ -376,11 +377,12 @@ class Endpoint:
                 inference_id=request.headers.get(INFERENCE_ID), when=datetime.now(UTC), error=response.status != 200))
         for shadow in self.config.shadows:
             if self._random.random() * 100 < shadow.sampling_percentage:
-                self._spawn_task(self._mirror(shadow, body, forward, request.headers.get(INFERENCE_ID)))
+                self._spawn_task(self._mirror(shadow, body, content_type, accept, attributes,
+                                              request.headers.get(INFERENCE_ID)))
         return response
 
-    async def _mirror(self, shadow: VariantConfig, body: bytes, headers: dict[str, str],
-                      inference_id: str | None) -> None:
+    async def _mirror(self, shadow: VariantConfig, body: bytes, content_type: str, accept: str,
+                      attributes: str | None, inference_id: str | None) -> None:
         """The shadow's copy: answered or not, it only ever reaches the capture files and metrics."""
         variant = self.variants.get(shadow.name)
         if variant is None or variant.status != "InService":
@@ -392,19 +394,20 @@ class Endpoint:
         sent = time.perf_counter()
         try:
             # The timeout runs from the first byte sent, not from the wait for a free connection.
-            async with self._shadow_session.post(f"{variant.url}/invocations", data=body, headers=headers,
-                                                 timeout=_shadow_timeout(self.config.timeout_s)) as upstream:
-                answer, status = await upstream.read(), upstream.status
-        except Exception as exc:
+            upstream = await variant.channel.invoke(body, content_type=content_type, accept=accept,
+                                                    custom_attributes=attributes, timeout=self.config.timeout_s)
+            answer, status = upstream.body, upstream.status
+        except (OSError, TimeoutError) as exc:
             status = 424
-            answer, _ = error_response(424, f"shadow {shadow.name}: {type(exc).__name__}: {exc}", original_status=502)
+            reason = "no answer within the timeout" if isinstance(exc, TimeoutError) else str(exc)
+            answer, _ = error_response(424, f"shadow {shadow.name}: {reason}", original_status=502)
         finally:
             self._shadow_pending -= 1
         model_us = (time.perf_counter() - sent) * 1e6
         self._record(shadow.name, status, model_us, 0)
         if self.config.capture.enabled:
             self.capture.write(shadow.name, capture_record(
-                body, answer, content_type=headers.get("Content-Type", "application/json"),
+                body, answer, content_type=content_type,
                 accept="application/json", inference_id=inference_id, when=datetime.now(UTC), error=status != 200))
 
     def _record(self, variant: str, status: int, model_us: float, overhead_us: float) -> None:
@@ -445,18 +448,6 @@ def _idle_priority() -> None:
     os.nice(19)
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
-def _timeout(seconds: float) -> Any:
-    import aiohttp
-
-    return aiohttp.ClientTimeout(total=seconds)
-
-
-def _shadow_timeout(seconds: float) -> Any:
-    import aiohttp
-
-    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 def _message(answer: bytes) -> str:

@@ -116,3 +116,49 @@ def test_a_registered_version_is_served_with_its_template_and_settings(tiny_mode
     assert answer == [{"generated_text": expected[0]}]  # the recorded template, applied to the raw input
     with pytest.raises(FileNotFoundError, match="neither an MLflow model"):
         Predictor.load(tmp_path)
+
+
+async def generating_alone(batcher: model_server.DynamicBatcher) -> None:
+    for _ in range(2000):
+        if batcher.running == 1:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the first request never started generating")
+
+
+def test_a_lone_batch_restarts_with_company_that_arrives_early(predictor: Predictor) -> None:
+    parameters = {"max_new_tokens": 40}
+    alone = [predictor.predict(Invocation(inputs=p, parameters=Parameters(**parameters)))[0]["generated_text"]
+             for p in PROMPTS[:4]]
+
+    async def calls(client: Any) -> tuple[list[tuple[str, int]], int, int]:
+        async def one(prompt: str) -> tuple[str, int]:
+            response = await client.post("/invocations", json={"inputs": prompt, "parameters": parameters})
+            assert response.status == 200, await response.text()
+            return (await response.json())[0]["generated_text"], int(response.headers["X-Genaiops-Batch-Size"])
+
+        batcher = client.server.app[model_server.BATCHER]
+        first = asyncio.create_task(one(PROMPTS[0]))
+        await generating_alone(batcher)
+        rest = await asyncio.gather(*(one(p) for p in PROMPTS[1:4]))
+        return [await first, *rest], batcher.merges, batcher.batches
+
+    answers, merges, batches = asyncio.run(serve(predictor, calls, max_batch_size=8))
+    assert [text for text, _ in answers] == alone  # restarting changes no answer
+    assert merges == 1 and batches == 1 and {size for _, size in answers} == {4}, (merges, batches, answers)
+
+
+def test_without_a_merge_window_a_lone_batch_runs_to_its_end(predictor: Predictor) -> None:
+    async def calls(client: Any) -> tuple[list[int], int]:
+        async def one(prompt: str) -> int:
+            response = await client.post("/invocations", json={"inputs": prompt, "parameters": {"max_new_tokens": 40}})
+            return int(response.headers["X-Genaiops-Batch-Size"])
+
+        batcher = client.server.app[model_server.BATCHER]
+        first = asyncio.create_task(one(PROMPTS[0]))
+        await generating_alone(batcher)
+        rest = await asyncio.gather(*(one(p) for p in PROMPTS[1:4]))
+        return [await first, *rest], batcher.merges
+
+    sizes, merges = asyncio.run(serve(predictor, calls, max_batch_size=8, merge_window_ms=0))
+    assert merges == 0 and sizes == [1, 3, 3, 3]
