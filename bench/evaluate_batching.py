@@ -24,20 +24,11 @@ def main() -> None:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
 
-    from pipelines.offline import go_offline
-
-    go_offline()
-    from steps.artifacts import LocalStore
-    from steps.base_model import resolve_base_model, token_counter
-    from steps.data import DataConfig, build_splits, check_records
-    from steps.data_sources import read_source
+    from bench.common import held_out
     from steps.generation import GenerationSettings, generate, load_model
 
-    base = resolve_base_model("builtin:smollm2-135m-instruct", args.workspace / "models")
-    config = DataConfig()
-    data, name = read_source(config.source, LocalStore(args.workspace / "artifacts"))
-    frame, _ = check_records(data, name, config, token_counter(base))
-    prompts = [e.prompt for e in build_splits(frame, config)["test"][: args.samples]]
+    samples = held_out(args.workspace, args.samples)
+    base, prompts = samples.base, samples.prompts
     model = load_model(base, None, name="base")
     generate(model, prompts[:2], GenerationSettings(max_new_tokens=4, batch_size=2))  # warm up
     rates: dict[int, float] = {}

@@ -24,19 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def measure(method: str, steps: int, workspace: Path) -> dict[str, float]:
     """Runs in a child process: fine-tune `steps` steps and report timings and memory."""
-    from pipelines.offline import go_offline
-
-    go_offline()
-    from steps.artifacts import LocalStore
-    from steps.base_model import resolve_base_model, token_counter
-    from steps.data import DataConfig, build_splits, check_records
-    from steps.data_sources import read_source
+    from bench.common import sample
+    from steps.data import build_splits
     from steps.finetune import FinetuneConfig, finetune
 
-    base = resolve_base_model("builtin:smollm2-135m-instruct", workspace / "models")
-    config = DataConfig()
-    data, name = read_source(config.source, LocalStore(workspace / "artifacts"))
-    frame, _ = check_records(data, name, config, token_counter(base))
+    base, config, frame = sample(workspace)
     splits = build_splits(frame, config)
     stamps: list[float] = []
     finetune_config = FinetuneConfig(method=method, max_steps=steps, batch_size=8, eval_samples=8,

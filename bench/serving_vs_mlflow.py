@@ -63,7 +63,7 @@ class _Response:
         self.complete = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1")] = value.decode("latin-1")
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -73,7 +73,7 @@ class _Response:
 
 
 def call(url: str, body: bytes) -> tuple[float, dict[str, str], bytes]:
-    """One POST on this thread's kept-alive connection (as boto3 and other pooled clients do).
+    """One POST on this thread's kept-alive connection (as boto3 and other pooled clients do); header names in lower case.
 
     The client is a blocking socket and the C parser of httptools, so that its own work adds as
     little as possible to the latency it measures; both servers are measured with it.
@@ -170,8 +170,8 @@ def overhead(server: Any, text: str, in_process_s: float, n: int) -> dict[str, f
     versus = [(latency - in_process_s) * 1000 for latency, _, _ in rows]
     result = {"latency_ms": statistics.median(r[0] for r in rows) * 1000,
               "median_ms": statistics.median(versus), "p99_ms": percentile(versus, 99)}
-    exact = [(latency * 1e6 - int(headers["X-Genaiops-Model-Time-Us"])) / 1000 for latency, headers, _ in rows
-             if "X-Genaiops-Model-Time-Us" in headers]
+    exact = [(latency * 1e6 - int(headers["x-genaiops-model-time-us"])) / 1000 for latency, headers, _ in rows
+             if "x-genaiops-model-time-us" in headers]
     if exact:
         result.update(exact_median_ms=statistics.median(exact), exact_p99_ms=percentile(exact, 99))
     return result
@@ -198,25 +198,15 @@ def main() -> None:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
 
-    from steps.offline import go_offline
-
-    go_offline()
+    from bench.common import held_out
     from serving.handler import Invocation, Predictor
     from serving.local import LocalEndpoints
-    from steps.artifacts import LocalStore
-    from steps.base_model import resolve_base_model, token_counter
-    from steps.data import DataConfig, check_records
-    from steps.data_sources import read_source
 
-    base = resolve_base_model("builtin:smollm2-135m-instruct", args.workspace / "models")
-    config = DataConfig()
-    data, name = read_source(config.source, LocalStore(args.workspace / "artifacts"))
-    frame, _ = check_records(data, name, config, token_counter(base))
-    held_out = frame[frame["_split"] == "test"]
-    texts = [str(t) for t in held_out[config.columns.input].tolist()][: args.requests]
+    samples = held_out(args.workspace, args.requests)
+    base, texts = samples.base, samples.inputs
     scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    short = save_model(scratch / "one-token", base, config.template, 1)
-    longer = save_model(scratch / "longer", base, config.template, args.new_tokens)
+    short = save_model(scratch / "one-token", base, samples.template, 1)
+    longer = save_model(scratch / "longer", base, samples.template, args.new_tokens)
     endpoints = LocalEndpoints(scratch / "ws")
 
     predictor = Predictor.load(short)

@@ -26,6 +26,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 _FRAME = struct.Struct(">II")
@@ -61,7 +62,8 @@ def encode(head: dict[str, Any], body: bytes = b"") -> bytes:
 
 # --- the model server's side ---------------------------------------------------------------
 
-Handler = Callable[[dict[str, Any], bytes], tuple[int, dict[str, str], bytes]]
+Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
+Handler = Callable[[dict[str, Any], bytes, Callable[[Reply], None]], None]
 
 
 def _receive(sock: socket.socket, size: int) -> bytes | None:
@@ -78,13 +80,20 @@ def _receive(sock: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _send(connection: socket.socket, reply: Reply) -> None:
+    status, headers, body = reply
+    with contextlib.suppress(OSError):  # the router went away: its thread here sees the closed socket
+        connection.sendall(encode({"status": status, "headers": headers}, body))
+
+
 class ChannelServer:
-    """Answers the router on `address` with `handle(head, body)`, a thread per router connection.
+    """Answers the router on `address`, a thread per router connection.
 
     The router holds one connection per request in flight and sends one message at a time on
-    each, so a blocking thread per connection answers with no event loop in between: the
-    socket wakes the thread, the thread queues the request for the model and is woken by the
-    model thread's answer.
+    each, so a blocking thread per connection takes requests with no event loop in between:
+    the socket wakes the thread, the thread calls `handle(head, body, send)`. `send(reply)`
+    must be called once per message, from any thread: the model thread sends its answer the
+    moment it has it.
     """
 
     def __init__(self, address: str, handle: Handler, *, max_body: int) -> None:
@@ -114,8 +123,7 @@ class ChannelServer:
                     if head_size > 65536 or body_size > self.max_body:
                         return  # not our router: drop the connection
                     payload = _receive(connection, head_size + body_size) or b""
-                    status, headers, body = self.handle(json.loads(payload[:head_size]), payload[head_size:])
-                    connection.sendall(encode({"status": status, "headers": headers}, body))
+                    self.handle(json.loads(payload[:head_size]), payload[head_size:], partial(_send, connection))
             except (OSError, ValueError):
                 return  # the router went away or broke the framing: drop this connection only
 

@@ -68,6 +68,10 @@ def parse_request(body: bytes, content_type: str = "application/json") -> Invoca
     kind = content_type.split(";")[0].strip().lower()
     if kind not in ("application/json", "", "*/*"):
         raise RequestError(f"Content-Type {content_type!r} is not supported; send application/json")
+    try:  # the common case in one pass; anything unusual takes the path below, which names the problem
+        return _checked(Invocation.model_validate_json(body))
+    except ValidationError:
+        pass
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -82,6 +86,10 @@ def parse_request(body: bytes, content_type: str = "application/json") -> Invoca
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("str", "list[")))
         raise RequestError(f"{where or 'body'}: {first['msg']}") from None
+    return _checked(invocation)
+
+
+def _checked(invocation: Invocation) -> Invocation:
     texts = invocation.texts
     if not texts:
         raise RequestError("inputs: must hold at least one input")
@@ -109,6 +117,7 @@ class Predictor:
 
     def __init__(self, loaded: LoadedModel, card: ModelCard) -> None:
         self.loaded, self.card = loaded, card
+        self._settings: dict[Parameters, GenerationSettings] = {}
         config = getattr(loaded.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0)
 
@@ -142,10 +151,18 @@ class Predictor:
         return cls(wrapper.loaded, card)
 
     def settings(self, parameters: Parameters) -> GenerationSettings:
+        """The model's recorded settings with a request's parameters applied (remembered per parameter set)."""
+        known = self._settings.get(parameters)
+        if known is not None:
+            return known
         update = {k: v for k, v in parameters.model_dump().items() if v is not None and k != "do_sample"}
         if parameters.do_sample is False:
             update["temperature"] = 0.0
-        return self.card.generation.model_copy(update=update)
+        settings = self.card.generation.model_copy(update=update)
+        if len(self._settings) >= 256:
+            self._settings.clear()
+        self._settings[parameters] = settings
+        return settings
 
     def prompts(self, texts: Sequence[str], settings: GenerationSettings) -> list[str]:
         """The prompts for raw inputs; raises ModelError for one the model cannot take."""

@@ -21,7 +21,8 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, InvalidStateError
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,6 @@ class _Pending:
     texts: list[str]
     settings: GenerationSettings
     future: Future[Answered]  # thread-safe: answered from the model thread, awaited by a loop or a thread
-    restarted: bool = False
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -57,19 +57,21 @@ class DynamicBatcher:
     Callers (the event loop, or the threads of the router's channel) only queue requests; the
     model thread takes the oldest request and every queued one with the same settings (up to
     `max_batch_size`) into one call and answers each caller's future itself.
-    A lone request never waits for company. When company arrives early instead (a burst, or
-    callers coming back together after their batch), a small batch that started under
-    `merge_window_ms` ago is stopped after its current token and restarted together with the
-    newcomers, provided that at least doubles it: throughput under concurrency, for at most one
-    restart per request.
+    A lone request never waits for company. Two rules raise throughput under concurrency:
+    after answering a batch of several, the model waits up to `linger_ms` for as many requests
+    (callers answered together come back together); and when company still arrives late (a
+    burst), a small batch whose first token came less than `merge_window_ms` ago is stopped
+    after its current token and restarted with the newcomers, provided that at least doubles it
+    (so a request is restarted at most log2(max_batch_size) times).
     """
 
     def __init__(self, predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0,
-                 merge_window_ms: float = 500.0) -> None:
+                 merge_window_ms: float = 500.0, linger_ms: float = 20.0) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         self.predictor = predictor
-        self.max_batch_size, self.max_wait, self.merge_window = max_batch_size, max_wait_ms / 1000, merge_window_ms / 1000
+        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
+        self.merge_window, self.linger = merge_window_ms / 1000, linger_ms / 1000
         self._pending: collections.deque[_Pending] = collections.deque()
         self._ready = threading.Condition()
         self._notify_scheduled = False
@@ -114,12 +116,20 @@ class DynamicBatcher:
     # --- the model thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        answered = 0  # inputs of the batch answered last
         while True:
             with self._ready:
                 while not self._pending and not self._closing:
                     self._ready.wait()
                 if self._closing:
                     return
+                if answered > 1 and self.linger:  # callers answered together come back together
+                    deadline = time.perf_counter() + self.linger
+                    while self._queued() < min(answered, self.max_batch_size) and not self._closing:
+                        left = deadline - time.perf_counter()
+                        if left <= 0:
+                            break
+                        self._ready.wait(left)
             if self.max_wait:  # optionally hold the first request a moment for company
                 time.sleep(self.max_wait)
             batch = self._take()
@@ -131,7 +141,12 @@ class DynamicBatcher:
                 log.exception("batch of %d failed", len(batch))
                 results = [ModelError(f"{type(exc).__name__}: {exc}")] * len(batch)
             if results is not None:  # None: requeued to restart with company
+                answered = sum(len(item.texts) for item in batch)
                 self._hand_back(batch, results)
+
+    def _queued(self) -> int:
+        """Inputs waiting (the caller holds the lock)."""
+        return sum(len(item.texts) for item in self._pending if not item.future.done())
 
     def _take(self) -> list[_Pending]:
         """The oldest live request and every queued one with the same settings, up to the batch size."""
@@ -190,15 +205,15 @@ class DynamicBatcher:
         if not flat:
             return results
         live = [item for item, result in zip(batch, results, strict=True) if not isinstance(result, Exception)]
-        mergeable = self.merge_window > 0 and 2 * len(flat) <= self.max_batch_size and \
-            not any(item.restarted for item in live)
-        merge = False
+        mergeable = self.merge_window > 0 and 2 * len(flat) <= self.max_batch_size
+        merge, first_token = False, 0.0
 
         def stop() -> bool:  # checked after every new token
-            nonlocal merge
+            nonlocal merge, first_token
             if self._closing or all(item.future.done() for item in batch):
                 return True  # every caller timed out or left: stop generating for nobody
-            if mergeable and time.perf_counter() - started < self.merge_window and \
+            first_token = first_token or time.perf_counter()  # the window opens when the prompts are read
+            if mergeable and time.perf_counter() - first_token < self.merge_window and \
                     self._company(live, len(flat)) >= len(flat):
                 merge = True
             return merge
@@ -211,8 +226,6 @@ class DynamicBatcher:
         finally:
             self.running = 0
         if merge:
-            for item in live:
-                item.restarted = True
             with self._ready:
                 self._pending.extendleft(reversed(live))
             self.merges += 1
@@ -235,10 +248,11 @@ CHANNEL_SERVER = web.AppKey("channel_server", channels.ChannelServer)
 
 
 def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0,
-              merge_window_ms: float = 500.0, timeout_s: float = 60.0, channel: str | None = None) -> Any:
+              merge_window_ms: float = 500.0, linger_ms: float = 20.0, timeout_s: float = 60.0,
+              channel: str | None = None) -> Any:
     """The aiohttp application of one model server (plus the router's local socket at `channel`)."""
     batcher = DynamicBatcher(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                             merge_window_ms=merge_window_ms)
+                             merge_window_ms=merge_window_ms, linger_ms=linger_ms)
 
     def prepare(body: bytes, content_type: str) -> tuple[list[str], GenerationSettings]:
         """The texts and decoding settings of a request; raises RequestError naming what is wrong."""
@@ -264,19 +278,24 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
         except ModelError as exc:
             return _error(424, str(exc))
 
-    def answer_now(body: bytes, content_type: str) -> Reply:
-        """`answer`, for a thread that may block."""
+    def answer_now(body: bytes, content_type: str, send: Callable[[Reply], None]) -> None:
+        """`answer`, for a channel thread: the model thread sends the reply itself, the moment it has it."""
         try:
             future = batcher.put(*prepare(body, content_type))
         except RequestError as exc:
-            return _error(400, str(exc))
-        try:
-            return reply(future.result(timeout=timeout_s))
-        except TimeoutError:
-            future.cancel()  # the model skips it, or stops generating for it
-            return _error(424, f"the model did not answer within {timeout_s:g} s")
-        except ModelError as exc:
-            return _error(424, str(exc))
+            send(_error(400, str(exc)))
+            return
+
+        def answered(done: Future[Answered]) -> None:  # on the model thread, unless the request timed out
+            if done.cancelled():
+                return
+            error = done.exception()
+            send(_error(424, str(error)) if error is not None else reply(done.result()))
+
+        future.add_done_callback(answered)
+        wait([future], timeout=timeout_s)
+        if future.cancel():  # still queued or generating: the model skips it, or stops generating for it
+            send(_error(424, f"the model did not answer within {timeout_s:g} s"))
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="", status=200)
@@ -291,14 +310,15 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
         status, headers, document = await answer(body, request.headers.get("Content-Type", "application/json"))
         return web.Response(status=status, body=document, headers=headers)
 
-    def on_channel(head: dict[str, Any], body: bytes) -> Reply:
+    def on_channel(head: dict[str, Any], body: bytes, send: Callable[[Reply], None]) -> None:
         if head.get("op") == "ping":
-            return 200, {}, b""
-        if head.get("op") != "invoke":
-            return _error(400, f"unknown channel operation {head.get('op')!r}")
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-        return answer_now(body, str(head.get("content_type") or "application/json"))
+            send((200, {}, b""))
+        elif head.get("op") != "invoke":
+            send(_error(400, f"unknown channel operation {head.get('op')!r}"))
+        elif len(body) > MAX_BODY_BYTES:
+            send(_error(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}"))
+        else:
+            answer_now(body, str(head.get("content_type") or "application/json"), send)
 
     async def on_startup(app: web.Application) -> None:
         batcher.start()
@@ -346,7 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--merge-window-ms", type=float, default=500.0,
-                        help="a small batch younger than this restarts with requests that arrive meanwhile (0: never)")
+                        help="a small batch whose first token is younger than this restarts with requests that "
+                             "arrive meanwhile (0: never)")
+    parser.add_argument("--linger-ms", type=float, default=20.0,
+                        help="after a batch of several, wait this long at most for its callers to come back (0: never)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for the model")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
@@ -365,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     gc.freeze()  # the model's objects live as long as the process: keep them out of every later collection
     app = build_app(predictor, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
-                    merge_window_ms=args.merge_window_ms, timeout_s=args.timeout, channel=args.channel)
+                    merge_window_ms=args.merge_window_ms, linger_ms=args.linger_ms, timeout_s=args.timeout,
+                    channel=args.channel)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, handle_signals=True,
                 loop=new_event_loop())
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,7 @@ from serving.channel import Channel, new_address
 from serving.endpoint import EndpointState, EndpointStore, VariantConfig, VariantState, now
 from serving.handler import MAX_BODY_BYTES
 from serving.protocol import (
+    BATCH_SIZE,
     CUSTOM_ATTRIBUTES,
     INFERENCE_ID,
     INVOKED_VARIANT,
@@ -47,7 +50,6 @@ from serving.protocol import (
     REQUEST_ID,
     TARGET_VARIANT,
     error_response,
-    web_error,
 )
 from steps.offline import go_offline
 
@@ -57,6 +59,9 @@ HEALTH_TIMEOUT_S = 600.0
 MAX_SHADOW_PENDING = 512  # mirrored copies waiting on shadows; past it, copies are dropped (and counted)
 SHADOW_CONNECTIONS = 64
 MAX_EVENTS = 50
+# ASGI gives header names in lower case
+TARGET_VARIANT_KEY, CUSTOM_ATTRIBUTES_KEY, INFERENCE_ID_KEY = (h.lower() for h in (TARGET_VARIANT, CUSTOM_ATTRIBUTES,
+                                                                                   INFERENCE_ID))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -318,26 +323,20 @@ class Endpoint:
             return f"endpoint {self.name}: every production variant in service has weight 0"
         return self._random.choices(production, weights=weights)[0]
 
-    async def invoke(self, request: Any) -> Any:
-        from aiohttp import web
+    async def invoke(self, headers: Mapping[str, str], body: bytes) -> Invocation:
+        """Forward one request (`headers` with lower-case names) to a production variant.
 
+        The caller sends the reply, then calls `account` for metrics, capture and shadow copies,
+        so that none of them delays the answer.
+        """
         started = time.perf_counter()
-        name = request.match_info.get("name")
-        if name is not None and name != self.name:
-            return web_error(400, f"Endpoint {name} not found (this is endpoint {self.name}).")
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return web_error(413, f"body is {request.content_length} bytes; the limit is {MAX_BODY_BYTES}")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web_error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
-        picked = self._pick(request.headers.get(TARGET_VARIANT))
+        picked = self._pick(headers.get(TARGET_VARIANT_KEY))
         if isinstance(picked, str):
-            return web_error(400, picked)
+            return Invocation(_error(400, picked))
         variant = picked
-        content_type = request.headers.get("Content-Type", "application/json")
-        accept = request.headers.get("Accept", "application/json")
-        attributes = request.headers.get(CUSTOM_ATTRIBUTES)
+        content_type = headers.get("content-type", "application/json")
+        accept = headers.get("accept", "application/json")
+        attributes = headers.get(CUSTOM_ATTRIBUTES_KEY)
         variant.in_flight += 1
         sent = time.perf_counter()
         try:
@@ -352,34 +351,38 @@ class Endpoint:
         finally:
             variant.in_flight -= 1
         model_us = (time.perf_counter() - sent) * 1e6
-        headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
+        reply_headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
         if status == 200:
-            headers["Content-Type"] = upstream_headers.get("Content-Type", "application/json")
-            for key in (CUSTOM_ATTRIBUTES, MODEL_TIME_US):
+            reply_headers["Content-Type"] = upstream_headers.get("Content-Type", "application/json")
+            for key in (CUSTOM_ATTRIBUTES, MODEL_TIME_US, BATCH_SIZE):
                 if key in upstream_headers:
-                    headers[key] = upstream_headers[key]
-            response = web.Response(status=200, body=answer, headers=headers)
+                    reply_headers[key] = upstream_headers[key]
+            reply: Reply = (200, reply_headers, answer)
         else:
-            message = _message(answer)
-            error_body, error_headers = error_response(status if status in (400, 413, 424) else 424, message,
-                                                       original_status=status)
-            response = web.Response(status=status if status in (400, 413, 424) else 424, body=error_body,
-                                    headers={**headers, **error_headers})
-        overhead_us = (time.perf_counter() - started) * 1e6 - model_us
-        # The answer goes out first; metrics, capture and shadow copies follow it.
-        await response.prepare(request)
-        await response.write_eof()
-        self._record(variant.config.name, response.status, model_us, overhead_us)
+            code = status if status in (400, 413, 424) else 424
+            error_body, error_headers = error_response(code, _message(answer), original_status=status)
+            reply = (code, {**reply_headers, **error_headers}, error_body)
+        return Invocation(reply, variant=variant.config.name, model_us=model_us,
+                          overhead_us=(time.perf_counter() - started) * 1e6 - model_us, request=body, answer=answer,
+                          content_type=content_type, accept=accept, attributes=attributes,
+                          inference_id=headers.get(INFERENCE_ID_KEY))
+
+    def account(self, done: Invocation) -> None:
+        """After the reply went out: metrics, data capture and the shadows' copies."""
+        if done.variant is None:
+            return
+        status, headers, _ = done.reply
+        self._record(done.variant, status, done.model_us, done.overhead_us)
         capture = self.config.capture
         if capture.enabled and self._random.random() * 100 < capture.sampling_percentage:
-            self.capture.write(variant.config.name, capture_record(
-                body, answer, content_type=content_type, accept=headers.get("Content-Type", accept),
-                inference_id=request.headers.get(INFERENCE_ID), when=datetime.now(UTC), error=response.status != 200))
+            self.capture.write(done.variant, capture_record(
+                done.request, done.answer, content_type=done.content_type,
+                accept=headers.get("Content-Type", done.accept), inference_id=done.inference_id,
+                when=datetime.now(UTC), error=status != 200))
         for shadow in self.config.shadows:
             if self._random.random() * 100 < shadow.sampling_percentage:
-                self._spawn_task(self._mirror(shadow, body, content_type, accept, attributes,
-                                              request.headers.get(INFERENCE_ID)))
-        return response
+                self._spawn_task(self._mirror(shadow, done.request, done.content_type, done.accept, done.attributes,
+                                              done.inference_id))
 
     async def _mirror(self, shadow: VariantConfig, body: bytes, content_type: str, accept: str,
                       attributes: str | None, inference_id: str | None) -> None:
@@ -451,8 +454,6 @@ def _idle_priority() -> None:
 
 
 def _message(answer: bytes) -> str:
-    import json
-
     try:
         document = json.loads(answer)
         return str(document.get("message") or document.get("Message") or answer[:500].decode(errors="replace"))
@@ -460,57 +461,161 @@ def _message(answer: bytes) -> str:
         return answer[:500].decode(errors="replace") or "the model answered with an error"
 
 
-def build_app(endpoint: Endpoint) -> Any:
-    from aiohttp import web
+class RouterApp:
+    """The router's HTTP face, an ASGI application served by uvicorn (httptools, uvloop).
 
-    async def ping(request: web.Request) -> web.Response:
-        ready = endpoint.status in ("InService", "Updating") and bool(endpoint.production)
-        return web.Response(status=200 if ready else 503, text="" if ready else endpoint.status)
+    Routes: `POST /invocations`, `POST /endpoints/{name}/invocations` (SageMaker Runtime's),
+    `GET /ping`, and `POST /_genaiops/reload` from loopback only.
+    """
 
-    async def reload(request: web.Request) -> web.Response:
-        if request.remote not in ("127.0.0.1", "::1"):
-            return web_error(400, "reload is accepted from loopback only")
-        try:
-            return web.json_response(await endpoint.reload())
-        except (ValueError, RuntimeError, KeyError) as exc:
-            return web_error(400, str(exc))
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    app.router.add_get("/ping", ping)
-    app.router.add_post("/invocations", endpoint.invoke)
-    app.router.add_post("/endpoints/{name}/invocations", endpoint.invoke)
-    app.router.add_post("/_genaiops/reload", reload)
-    return app
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        if path == "/invocations" or (path.startswith("/endpoints/") and path.endswith("/invocations")):
+            if method != "POST":
+                await _send(send, _error(405, f"{method} {path}: use POST"))
+                return
+            name = path[len("/endpoints/"):-len("/invocations")] if path.startswith("/endpoints/") else None
+            if name is not None and name != self.endpoint.name:
+                await _send(send, _error(400, f"Endpoint {name} not found (this is endpoint {self.endpoint.name})."))
+                return
+            body = await _read_body(headers, receive)
+            if not isinstance(body, bytes):
+                await _send(send, body)
+                return
+            done = await self.endpoint.invoke(headers, body)
+            await _send(send, done.reply)
+            self.endpoint.account(done)
+        elif path == "/ping" and method in ("GET", "HEAD"):
+            endpoint = self.endpoint
+            ready = endpoint.status in ("InService", "Updating") and bool(endpoint.production)
+            await _send(send, (200, {}, b"") if ready else (503, {"Content-Type": "text/plain"}, endpoint.status.encode()))
+        elif path == "/_genaiops/reload" and method == "POST":
+            client = scope.get("client") or ("", 0)
+            if client[0] not in ("127.0.0.1", "::1"):
+                await _send(send, _error(400, "reload is accepted from loopback only"))
+                return
+            try:
+                result = await self.endpoint.reload()
+            except (ValueError, RuntimeError, KeyError) as exc:
+                await _send(send, _error(400, str(exc)))
+                return
+            await _send(send, (200, {"Content-Type": "application/json"}, json.dumps(result).encode()))
+        else:
+            await _send(send, _error(404, f"no route {method} {path}"))
+
+
+Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+@dataclass
+class Invocation:
+    """A forwarded request: the reply for the caller, and what `Endpoint.account` records after it."""
+
+    reply: Reply
+    variant: str | None = None  # None: refused before any variant was asked
+    model_us: float = 0.0
+    overhead_us: float = 0.0
+    request: bytes = b""
+    answer: bytes = b""
+    content_type: str = "application/json"
+    accept: str = "application/json"
+    attributes: str | None = None
+    inference_id: str | None = None
+
+
+def _error(status: int, message: str) -> Reply:
+    body, headers = error_response(status, message)
+    return status, headers, body
+
+
+async def _read_body(headers: Mapping[str, str], receive: Any) -> bytes | Reply:
+    """The request body, or the 413 for one over SageMaker's limit."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        await _drain(receive)
+        return _error(413, f"body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _error(400, "the client went away before its body arrived")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            await _drain(receive)
+            return _error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _drain(receive: Any, limit: int = 8 * MAX_BODY_BYTES, seconds: float = 10.0) -> None:
+    """Read and drop the rest of a refused body (bounded), so that a client still sending it gets the
+    error instead of a reset connection when the server closes it."""
+    size = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while size <= limit:
+                message = await receive()
+                size += len(message.get("body", b""))
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+
+
+async def _send(send: Any, reply: Reply) -> None:
+    status, headers, body = reply
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def serve(folder: Path) -> int:
-    from aiohttp import web
+    import uvicorn
 
     store = EndpointStore(folder.parent)
     config = store.config(folder.name)
     workspace = folder.parent.parent
     capture_root = Path(config.capture.destination) if config.capture.destination else workspace / "capture"
     endpoint = Endpoint(folder, store, SqliteMetricSink(workspace / "metrics.db"), capture_root)
-    runner = web.AppRunner(build_app(endpoint), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port or free_port(config.host))
-    await site.start()
-    address = runner.addresses[0]
-    endpoint.url = f"http://{address[0]}:{address[1]}"
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    listener = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((config.host, config.port or 0))
+    host, port = listener.getsockname()[:2]
+    endpoint.url = f"http://{host}:{port}"
+    server = uvicorn.Server(uvicorn.Config(
+        RouterApp(endpoint), loop="none", http="httptools", lifespan="off", access_log=False, log_config=None,
+        log_level="warning", server_header=False, timeout_keep_alive=75))  # as long as SageMaker's clients keep them
+    # uvicorn takes SIGTERM and SIGINT while it serves, drains requests in flight, then raises the
+    # signal again: these no-op handlers take that second delivery, and the variants stop below.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: endpoint._spawn_task(endpoint.reload()))
+        signal.signal(signum, lambda *_: None)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: endpoint._spawn_task(endpoint.reload()))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
     try:
+        while not server.started:
+            if serving.done():  # it could not start: say why
+                serving.result()
+                return 1
+            await asyncio.sleep(0.01)
         await endpoint.start()
         if endpoint.status == "Failed":
+            server.should_exit = True
             return 1
-        await stopping.wait()
+        await asyncio.shield(serving)  # until SIGTERM or SIGINT, and the requests in flight are answered
         return 0
     finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+        listener.close()
         await endpoint.stop()
-        await runner.cleanup()
         if endpoint.status != "Failed":
             state = store.state(endpoint.name)
             if state is not None:

@@ -79,13 +79,14 @@ def runtime(endpoint: dict[str, Any]) -> Any:
 
 def post(endpoint: dict[str, Any], body: bytes, headers: dict[str, str] | None = None,
          path: str = f"/endpoints/{NAME}/invocations") -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (names in lower case: HTTP's are case-insensitive) and body."""
     request = urllib.request.Request(endpoint["url"] + path, data=body, method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
 def captured(endpoint: dict[str, Any], variant: str) -> list[dict[str, Any]]:
@@ -153,7 +154,7 @@ def test_traffic_follows_the_weights_and_the_shadow_gets_its_share(endpoint: dic
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: post(endpoint, BODY), range(total)))
     assert [status for status, _, _ in results] == [200] * total
-    counts = Counter(headers["X-Amzn-Invoked-Production-Variant"] for _, headers, _ in results)
+    counts = Counter(headers["x-amzn-invoked-production-variant"] for _, headers, _ in results)
     assert set(counts) == set(WEIGHTS)  # never the shadow
     sigma = (total * WEIGHTS["a"] * WEIGHTS["b"]) ** 0.5
     assert abs(counts["a"] - total * WEIGHTS["a"]) < 4.5 * sigma, counts  # fails by chance about once in 150,000 runs
@@ -216,7 +217,7 @@ def test_every_error_case_gets_its_status_and_the_endpoint_stays_up(endpoint: di
         "container route": (post(endpoint, b"{", path="/invocations"), 400, "ValidationError"),
     }
     for label, ((status, headers, body), want, kind) in cases.items():
-        assert (status, headers.get("x-amzn-ErrorType")) == (want, kind), (label, status, body[:300])
+        assert (status, headers.get("x-amzn-errortype")) == (want, kind), (label, status, body[:300])
     assert "parameters.max_new_tokens" in json.loads(cases["bad field"][0][2])["message"]
     assert "did not answer within 3 s" in json.loads(cases["timeout"][0][2])["message"]
     assert post(endpoint, BODY)[0] == 200
@@ -228,7 +229,7 @@ def test_weights_and_variants_change_while_serving_without_dropping_requests(end
     endpoints: LocalEndpoints = endpoint["endpoints"]
     state = endpoints.update_weights(NAME, {"a": 0, "b": 1})
     assert {v.name: v.weight for v in state.variants if not v.shadow} == {"a": 0, "b": 1}
-    assert {post(endpoint, BODY)[1]["X-Amzn-Invoked-Production-Variant"] for _ in range(30)} == {"b"}
+    assert {post(endpoint, BODY)[1]["x-amzn-invoked-production-variant"] for _ in range(30)} == {"b"}
 
     statuses: list[int] = []
     stop = time.monotonic() + 600
@@ -249,7 +250,7 @@ def test_weights_and_variants_change_while_serving_without_dropping_requests(end
             caller.result()
     assert statuses and set(statuses) == {200}, Counter(statuses)
     assert sorted(v.name for v in state.variants) == ["b", "c", "shadow"]
-    seen = {post(endpoint, BODY)[1]["X-Amzn-Invoked-Production-Variant"] for _ in range(40)}
+    seen = {post(endpoint, BODY)[1]["x-amzn-invoked-production-variant"] for _ in range(40)}
     assert seen == {"b", "c"}
     shown = describe(endpoint)
     assert shown["status"] == "InService" and shown["url"] == endpoint["url"]

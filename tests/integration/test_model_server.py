@@ -145,7 +145,7 @@ def test_a_lone_batch_restarts_with_company_that_arrives_early(predictor: Predic
 
     answers, merges, batches = asyncio.run(serve(predictor, calls, max_batch_size=8))
     assert [text for text, _ in answers] == alone  # restarting changes no answer
-    assert merges == 1 and batches == 1 and {size for _, size in answers} == {4}, (merges, batches, answers)
+    assert merges >= 1 and batches == 1 and {size for _, size in answers} == {4}, (merges, batches, answers)
 
 
 def test_without_a_merge_window_a_lone_batch_runs_to_its_end(predictor: Predictor) -> None:
@@ -162,3 +162,19 @@ def test_without_a_merge_window_a_lone_batch_runs_to_its_end(predictor: Predicto
 
     sizes, merges = asyncio.run(serve(predictor, calls, max_batch_size=8, merge_window_ms=0))
     assert merges == 0 and sizes == [1, 3, 3, 3]
+
+
+def test_callers_answered_together_are_batched_together_again(predictor: Predictor) -> None:
+    async def calls(client: Any) -> tuple[list[int], int]:
+        async def caller(prompt: str) -> list[int]:
+            sizes = []
+            for _ in range(3):  # each caller sends its next request once it has its answer
+                response = await client.post("/invocations", json={"inputs": prompt, "parameters": {"max_new_tokens": 8}})
+                sizes.append(int(response.headers["X-Genaiops-Batch-Size"]))
+            return sizes
+
+        rounds = await asyncio.gather(*(caller(p) for p in PROMPTS[:4]))
+        return [size for sizes in rounds for size in sizes], client.server.app[model_server.BATCHER].batches
+
+    sizes, batches = asyncio.run(serve(predictor, calls, max_batch_size=8, merge_window_ms=0))
+    assert sizes == [4] * 12 and batches == 3, (sizes, batches)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from serving.channel import Channel, ChannelError, ChannelServer, new_address
+from serving.channel import Channel, ChannelError, ChannelServer, Reply, new_address
 
 
-def echo(head: dict[str, Any], body: bytes) -> tuple[int, dict[str, str], bytes]:
+def echo(head: dict[str, Any], body: bytes, send: Callable[[Reply], None]) -> None:
     if head.get("op") == "ping":
-        return 200, {}, b""
-    if body == b"sleep":
-        time.sleep(2)
-    return 200, {"Content-Type": head["content_type"], "X-Length": str(len(body))}, body[::-1]
+        send((200, {}, b""))
+    elif body == b"later":  # answered from another thread, as the model thread does
+        threading.Timer(0.05, send, [(200, {}, b"from another thread")]).start()
+    else:
+        if body == b"sleep":
+            time.sleep(2)
+        send((200, {"Content-Type": head["content_type"], "X-Length": str(len(body))}, body[::-1]))
 
 
 def test_answers_come_back_whole_on_kept_connections() -> None:
@@ -27,7 +32,7 @@ def test_answers_come_back_whole_on_kept_connections() -> None:
         channel = Channel(server.address, max_body=8 * 1024 * 1024)
         try:
             answers = [await channel.ping(timeout=5)]
-            for body in (b"abc", big, b"", b"x" * 70000):
+            for body in (b"abc", big, b"", b"x" * 70000, b"later"):
                 answers.append(await channel.invoke(body, content_type="application/json", accept="*/*", timeout=5))
             answers += await asyncio.gather(*(channel.invoke(b"%d" % i, content_type="text/plain", accept="*/*",
                                                              timeout=5) for i in range(8)))
@@ -40,9 +45,9 @@ def test_answers_come_back_whole_on_kept_connections() -> None:
     finally:
         server.close()
     assert answers[0].status == 200
-    assert [a.body for a in answers[1:5]] == [b"cba", big[::-1], b"", b"x" * 70000]
+    assert [a.body for a in answers[1:6]] == [b"cba", big[::-1], b"", b"x" * 70000, b"from another thread"]
     assert answers[2].headers == {"Content-Type": "application/json", "X-Length": str(len(big))}
-    assert sorted(a.body for a in answers[5:]) == sorted(b"%d" % i for i in range(8))
+    assert sorted(a.body for a in answers[6:]) == sorted(b"%d" % i for i in range(8))
     assert opened == 8  # sequential requests reuse one connection; concurrent ones get their own
 
 
