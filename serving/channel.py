@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from serving.protocol import Reply
+
 _FRAME = struct.Struct(">II")
 
 
@@ -62,7 +64,6 @@ def encode(head: dict[str, Any], body: bytes = b"") -> bytes:
 
 # --- the model server's side ---------------------------------------------------------------
 
-Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
 Handler = Callable[[dict[str, Any], bytes, Callable[[Reply], None]], None]
 
 

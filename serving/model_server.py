@@ -30,7 +30,7 @@ from aiohttp import web
 
 from serving import channel as channels
 from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
-from serving.protocol import BATCH_SIZE, MODEL_TIME_US, error_response, web_error
+from serving.protocol import BATCH_SIZE, MODEL_TIME_US, Reply, error_reply, web_error
 from steps.generation import GenerationSettings
 from steps.offline import go_offline
 
@@ -272,30 +272,30 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
             async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
                 return reply(await batcher.submit(texts, settings))
         except RequestError as exc:
-            return _error(400, str(exc))
+            return error_reply(400, str(exc))
         except TimeoutError:
-            return _error(424, f"the model did not answer within {timeout_s:g} s")
+            return error_reply(424, f"the model did not answer within {timeout_s:g} s")
         except ModelError as exc:
-            return _error(424, str(exc))
+            return error_reply(424, str(exc))
 
     def answer_now(body: bytes, content_type: str, send: Callable[[Reply], None]) -> None:
         """`answer`, for a channel thread: the model thread sends the reply itself, the moment it has it."""
         try:
             future = batcher.put(*prepare(body, content_type))
         except RequestError as exc:
-            send(_error(400, str(exc)))
+            send(error_reply(400, str(exc)))
             return
 
         def answered(done: Future[Answered]) -> None:  # on the model thread, unless the request timed out
             if done.cancelled():
                 return
             error = done.exception()
-            send(_error(424, str(error)) if error is not None else reply(done.result()))
+            send(error_reply(424, str(error)) if error is not None else reply(done.result()))
 
         future.add_done_callback(answered)
         wait([future], timeout=timeout_s)
         if future.cancel():  # still queued or generating: the model skips it, or stops generating for it
-            send(_error(424, f"the model did not answer within {timeout_s:g} s"))
+            send(error_reply(424, f"the model did not answer within {timeout_s:g} s"))
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="", status=200)
@@ -314,9 +314,9 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
         if head.get("op") == "ping":
             send((200, {}, b""))
         elif head.get("op") != "invoke":
-            send(_error(400, f"unknown channel operation {head.get('op')!r}"))
+            send(error_reply(400, f"unknown channel operation {head.get('op')!r}"))
         elif len(body) > MAX_BODY_BYTES:
-            send(_error(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}"))
+            send(error_reply(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}"))
         else:
             answer_now(body, str(head.get("content_type") or "application/json"), send)
 
@@ -338,14 +338,6 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
     app.on_cleanup.append(on_cleanup)
     app[BATCHER] = batcher
     return app
-
-
-Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
-
-
-def _error(status: int, message: str) -> Reply:
-    body, headers = error_response(status, message)
-    return status, headers, body
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

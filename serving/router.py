@@ -49,6 +49,8 @@ from serving.protocol import (
     MODEL_TIME_US,
     REQUEST_ID,
     TARGET_VARIANT,
+    Reply,
+    error_reply,
     error_response,
 )
 from steps.offline import go_offline
@@ -323,7 +325,7 @@ class Endpoint:
             return f"endpoint {self.name}: every production variant in service has weight 0"
         return self._random.choices(production, weights=weights)[0]
 
-    async def invoke(self, headers: Mapping[str, str], body: bytes) -> Invocation:
+    async def invoke(self, headers: Mapping[str, str], body: bytes) -> Forwarded:
         """Forward one request (`headers` with lower-case names) to a production variant.
 
         The caller sends the reply, then calls `account` for metrics, capture and shadow copies,
@@ -332,7 +334,7 @@ class Endpoint:
         started = time.perf_counter()
         picked = self._pick(headers.get(TARGET_VARIANT_KEY))
         if isinstance(picked, str):
-            return Invocation(_error(400, picked))
+            return Forwarded(error_reply(400, picked))
         variant = picked
         content_type = headers.get("content-type", "application/json")
         accept = headers.get("accept", "application/json")
@@ -362,12 +364,12 @@ class Endpoint:
             code = status if status in (400, 413, 424) else 424
             error_body, error_headers = error_response(code, _message(answer), original_status=status)
             reply = (code, {**reply_headers, **error_headers}, error_body)
-        return Invocation(reply, variant=variant.config.name, model_us=model_us,
+        return Forwarded(reply, variant=variant.config.name, model_us=model_us,
                           overhead_us=(time.perf_counter() - started) * 1e6 - model_us, request=body, answer=answer,
                           content_type=content_type, accept=accept, attributes=attributes,
                           inference_id=headers.get(INFERENCE_ID_KEY))
 
-    def account(self, done: Invocation) -> None:
+    def account(self, done: Forwarded) -> None:
         """After the reply went out: metrics, data capture and the shadows' copies."""
         if done.variant is None:
             return
@@ -478,11 +480,11 @@ class RouterApp:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         if path == "/invocations" or (path.startswith("/endpoints/") and path.endswith("/invocations")):
             if method != "POST":
-                await _send(send, _error(405, f"{method} {path}: use POST"))
+                await _send(send, error_reply(405, f"{method} {path}: use POST"))
                 return
             name = path[len("/endpoints/"):-len("/invocations")] if path.startswith("/endpoints/") else None
             if name is not None and name != self.endpoint.name:
-                await _send(send, _error(400, f"Endpoint {name} not found (this is endpoint {self.endpoint.name})."))
+                await _send(send, error_reply(400, f"Endpoint {name} not found (this is endpoint {self.endpoint.name})."))
                 return
             body = await _read_body(headers, receive)
             if not isinstance(body, bytes):
@@ -498,23 +500,20 @@ class RouterApp:
         elif path == "/_genaiops/reload" and method == "POST":
             client = scope.get("client") or ("", 0)
             if client[0] not in ("127.0.0.1", "::1"):
-                await _send(send, _error(400, "reload is accepted from loopback only"))
+                await _send(send, error_reply(400, "reload is accepted from loopback only"))
                 return
             try:
                 result = await self.endpoint.reload()
             except (ValueError, RuntimeError, KeyError) as exc:
-                await _send(send, _error(400, str(exc)))
+                await _send(send, error_reply(400, str(exc)))
                 return
             await _send(send, (200, {"Content-Type": "application/json"}, json.dumps(result).encode()))
         else:
-            await _send(send, _error(404, f"no route {method} {path}"))
-
-
-Reply = tuple[int, dict[str, str], bytes]  # status, headers, body
+            await _send(send, error_reply(404, f"no route {method} {path}"))
 
 
 @dataclass
-class Invocation:
+class Forwarded:
     """A forwarded request: the reply for the caller, and what `Endpoint.account` records after it."""
 
     reply: Reply
@@ -529,27 +528,22 @@ class Invocation:
     inference_id: str | None = None
 
 
-def _error(status: int, message: str) -> Reply:
-    body, headers = error_response(status, message)
-    return status, headers, body
-
-
 async def _read_body(headers: Mapping[str, str], receive: Any) -> bytes | Reply:
     """The request body, or the 413 for one over SageMaker's limit."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         await _drain(receive)
-        return _error(413, f"body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+        return error_reply(413, f"body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return _error(400, "the client went away before its body arrived")
+            return error_reply(400, "the client went away before its body arrived")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             await _drain(receive)
-            return _error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+            return error_reply(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

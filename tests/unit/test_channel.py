@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from serving.channel import Channel, ChannelError, ChannelServer, Reply, new_address
+from serving.channel import Channel, ChannelError, ChannelServer, new_address
+from serving.protocol import Reply
 
 
 def echo(head: dict[str, Any], body: bytes, send: Callable[[Reply], None]) -> None:
