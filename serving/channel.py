@@ -239,13 +239,12 @@ class Channel:
         return answer
 
     async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(1.0)
-            sock.connect(_native(self.address))  # a local socket: accepted at once, or refused
-            sock.setblocking(False)
-            _, connection = await asyncio.get_running_loop().create_unix_connection(
-                lambda: _Connection(self.max_body), sock=sock)
+            sock.setblocking(False)  # a model server whose backlog is full must not block the router's loop
+            await loop.sock_connect(sock, _native(self.address))
+            _, connection = await loop.create_unix_connection(lambda: _Connection(self.max_body), sock=sock)
         except OSError as exc:
             sock.close()
             raise ChannelError(f"cannot reach the model server at {self.address}: {exc}") from None
