@@ -47,7 +47,7 @@ class Answer:
 
 def new_address(label: str) -> str:
     """A fresh address for one model server; `label` only helps a reader of `ss -x`."""
-    token = f"genaiops-{os.getpid()}-{label}-{secrets.token_hex(4)}"
+    token = f"genaiops-{os.getpid()}-{label[:24]}-{secrets.token_hex(4)}"  # socket paths are short (104 bytes)
     if sys.platform == "linux":
         return f"@{token}"
     return os.path.join(tempfile.gettempdir(), f"{token}.sock")
