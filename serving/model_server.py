@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +45,6 @@ class _Pending:
     texts: list[str]
     settings: GenerationSettings
     future: Future[Answered]  # thread-safe: answered from the model thread, awaited by a loop or a thread
-    queued: float = field(default_factory=time.perf_counter)
 
 
 _Result = Answered | Exception
