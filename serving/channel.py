@@ -193,8 +193,8 @@ class _Connection(asyncio.Protocol):
 class Channel:
     """Kept connections to one model server (`limit` caps them; None: no cap).
 
-    The timeout of a request runs from its first byte sent, not from its wait for a free
-    connection; a connection whose exchange failed or timed out is closed, never reused.
+    The timeout of a request (None: none) runs from its first byte sent, not from its wait for a
+    free connection; a connection whose exchange failed or timed out is closed, never reused.
     """
 
     def __init__(self, address: str, *, limit: int | None = None, max_body: int = 64 * 1024 * 1024) -> None:
@@ -204,7 +204,7 @@ class Channel:
         self.opened = 0  # connections made so far
 
     async def invoke(self, body: bytes, *, content_type: str, accept: str, custom_attributes: str | None = None,
-                     timeout: float) -> Answer:
+                     timeout: float | None) -> Answer:
         head = {"op": "invoke", "content_type": content_type, "accept": accept}
         if custom_attributes is not None:
             head["custom_attributes"] = custom_attributes
@@ -213,13 +213,13 @@ class Channel:
     async def ping(self, *, timeout: float) -> Answer:
         return await self._request({"op": "ping"}, b"", timeout)
 
-    async def _request(self, head: dict[str, Any], body: bytes, timeout: float) -> Answer:
+    async def _request(self, head: dict[str, Any], body: bytes, timeout: float | None) -> Answer:
         if self._slots is None:
             return await self._exchange(head, body, timeout)
         async with self._slots:
             return await self._exchange(head, body, timeout)
 
-    async def _exchange(self, head: dict[str, Any], body: bytes, timeout: float) -> Answer:
+    async def _exchange(self, head: dict[str, Any], body: bytes, timeout: float | None) -> Answer:
         loop = asyncio.get_running_loop()
         connection = self._checkout()
         try:

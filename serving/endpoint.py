@@ -30,6 +30,9 @@ class VariantConfig(BaseModel):
     weight: float = Field(1.0, ge=0, description="share of traffic among production variants")
     shadow: bool = Field(False, description="gets a mirrored copy of requests; its answers are captured, never returned")
     sampling_percentage: float = Field(100.0, ge=0, le=100, description="share of requests mirrored (shadow only)")
+    share_while_busy: float = Field(0.1, ge=0, le=1, description="shadow only: the share of time it may compute while "
+                                                                 "production has requests in flight (0: only when "
+                                                                 "production is idle; 1: no yielding)")
     max_batch_size: int = Field(8, ge=1, le=64)
     threads: int = Field(0, ge=0, description="torch threads of the variant's process (0: torch's default)")
 

@@ -7,7 +7,8 @@ Production variants share traffic by weight, or one is picked with
 `X-Amzn-SageMaker-Target-Variant`; the answer says which in `X-Amzn-Invoked-Production-Variant`.
 Shadow variants get a sampled, mirrored copy after the caller's request is on its way; their
 answers and errors go to the capture files and metrics only, and a shadow that crashes or hangs
-costs callers nothing (shadow processes also run at the lowest CPU priority). Per-variant
+costs callers nothing. Shadow processes run at the lowest CPU priority and, while production has
+requests in flight, compute only their `share_while_busy` of the time (`serving.yielding`). Per-variant
 metrics use CloudWatch's names and units; data capture uses SageMaker's format.
 
 The host (`python -m serving.router --folder <endpoint folder>`) starts the variant processes,
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 
 from monitoring.metrics import SAGEMAKER_NAMESPACE, MetricDatum, MetricSink, SqliteMetricSink
 from serving.capture import CaptureWriter, capture_record
-from serving.channel import Channel, new_address
+from serving.channel import Answer, Channel, new_address
 from serving.endpoint import EndpointState, EndpointStore, VariantConfig, VariantState, now
 from serving.handler import MAX_BODY_BYTES
 from serving.protocol import (
@@ -53,6 +54,7 @@ from serving.protocol import (
     error_reply,
     error_response,
 )
+from serving.yielding import Board, active_clock
 from steps.offline import go_offline
 
 log = logging.getLogger("serving.router")
@@ -84,6 +86,7 @@ class Variant:
     last_error: str = ""
     in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
+    board: Board | None = None  # a shadow's: production's load, read by the shadow, and the time it paused
     address: str = field(init=False)
     channel: Channel = field(init=False)
 
@@ -117,6 +120,8 @@ class Endpoint:
         self.capture = CaptureWriter(capture_root, self.name)
         self._metrics: list[MetricDatum] = []
         self._shadow_pending = 0
+        self._busy = 0  # production requests in flight, published to the shadows' boards
+        self._boards: list[Board] = []
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
@@ -153,6 +158,8 @@ class Endpoint:
                    "--timeout", str(self.config.timeout_s)]
         if config.threads:
             command += ["--threads", str(config.threads)]
+        if variant.board is not None:
+            command += ["--yield-to", str(variant.board.path)]
         logfile = (self.folder / f"variant-{config.name}.log").open("ab")
         variant.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy(),
                                            preexec_fn=_idle_priority if config.shadow else None)
@@ -177,6 +184,11 @@ class Endpoint:
 
     async def _start_variant(self, config: VariantConfig) -> Variant:
         variant = Variant(config=config, port=free_port())
+        if config.shadow:
+            variant.board = Board(self.folder / f"variant-{config.name}.board", create=True)
+            variant.board.set_share(config.share_while_busy)
+            variant.board.set_busy(self._busy)
+            self._boards = [*self._boards, variant.board]
         self.variants[config.name] = variant
         self._spawn(variant)
         self.publish()
@@ -190,16 +202,21 @@ class Endpoint:
 
     def _stop_process(self, variant: Variant) -> None:
         process = variant.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
-            process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
+                process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        board = variant.board
+        if board is not None:
+            self._boards = [b for b in self._boards if b is not board]
+            board.close()
+            board.path.unlink(missing_ok=True)
+            variant.board = None
 
     async def start(self) -> None:
         self.publish()
@@ -286,8 +303,11 @@ class Endpoint:
                 self._route_table()
                 self.event(f"update refused: {[v.config.name for v in failed]} failed to start")
                 raise RuntimeError("; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed))
-            for config in desired.variants:  # weights and sampling change in place
+            for config in desired.variants:  # weights, sampling and a shadow's share change in place
                 self.variants[config.name].config = config
+                board = self.variants[config.name].board
+                if board is not None:
+                    board.set_share(config.share_while_busy)
             for variant in removed:
                 variant.status = "Draining"
             self.config = desired
@@ -340,6 +360,10 @@ class Endpoint:
         accept = headers.get("accept", "application/json")
         attributes = headers.get(CUSTOM_ATTRIBUTES_KEY)
         variant.in_flight += 1
+        self._busy += 1
+        if self._busy == 1:  # production went busy: shadows step back
+            for board in self._boards:
+                board.set_busy(1)
         sent = time.perf_counter()
         try:
             upstream = await variant.channel.invoke(body, content_type=content_type, accept=accept,
@@ -352,6 +376,10 @@ class Endpoint:
                                        original_status=502)
         finally:
             variant.in_flight -= 1
+            self._busy -= 1
+            if not self._busy:
+                for board in self._boards:
+                    board.set_busy(0)
         model_us = (time.perf_counter() - sent) * 1e6
         reply_headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
         if status == 200:
@@ -398,9 +426,11 @@ class Endpoint:
         self._shadow_pending += 1
         sent = time.perf_counter()
         try:
-            # The timeout runs from the first byte sent, not from the wait for a free connection.
-            upstream = await variant.channel.invoke(body, content_type=content_type, accept=accept,
-                                                    custom_attributes=attributes, timeout=self.config.timeout_s)
+            # The shadow's clock stands still while it yields to production; the shadow answers its own
+            # timeout, so the router waits a little longer (a hung shadow process answers nothing).
+            upstream = await _within(variant.channel.invoke(body, content_type=content_type, accept=accept,
+                                                            custom_attributes=attributes, timeout=None),
+                                     self.config.timeout_s + 5, active_clock(variant.board))
             answer, status = upstream.body, upstream.status
         except (OSError, TimeoutError) as exc:
             status = 424
@@ -446,6 +476,20 @@ class Endpoint:
         while True:
             await asyncio.sleep(1.0)
             await self._flush_once()
+
+
+async def _within(work: Coroutine[Any, Any, Answer], timeout: float, clock: Callable[[], float]) -> Answer:
+    """`work`'s result, or TimeoutError once `clock` has advanced `timeout` seconds (cancelling `work`)."""
+    task = asyncio.ensure_future(work)
+    started = clock()
+    try:
+        while (left := timeout - (clock() - started)) > 0:
+            done, _ = await asyncio.wait({task}, timeout=left)
+            if done:
+                return task.result()
+    finally:
+        task.cancel()
+    raise TimeoutError
 
 
 def _idle_priority() -> None:

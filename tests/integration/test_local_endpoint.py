@@ -225,6 +225,26 @@ def test_every_error_case_gets_its_status_and_the_endpoint_stays_up(endpoint: di
         assert ping.status == 200
 
 
+def test_the_shadow_is_told_while_production_is_busy(endpoint: dict[str, Any]) -> None:
+    from serving.yielding import Board
+
+    board = Board(endpoint["endpoints"].store.folder(NAME) / "variant-shadow.board")
+    long = json.dumps({"inputs": "Ana: the parcel is late.", "parameters": {"max_new_tokens": 300}}).encode()
+    try:
+        assert board.share() == pytest.approx(0.1)  # the variant's share_while_busy, by default
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(post, endpoint, long)
+            seen = set()
+            while not pending.done():
+                seen.add(board.busy())
+                time.sleep(0.001)
+            assert pending.result()[0] == 200
+        assert 1 in seen, seen  # busy while the request was in flight...
+        assert board.busy() == 0  # ...and idle again once it was answered
+    finally:
+        board.close()
+
+
 def test_weights_and_variants_change_while_serving_without_dropping_requests(endpoint: dict[str, Any]) -> None:
     endpoints: LocalEndpoints = endpoint["endpoints"]
     state = endpoints.update_weights(NAME, {"a": 0, "b": 1})
