@@ -7,9 +7,11 @@ the registry logs) and get the same requests in the same run:
   at a time, 1 new token so that generate's own jitter stays small; for the endpoint also the
   exact figure (latency minus the generate time the model server reports for that request);
 - throughput: requests/s with 1, 4 and 8 callers, distinct held-out dialogues, 32 new tokens;
-- shadow: the caller's latency with and without a shadow variant mirroring 100% of requests.
+- shadow: the caller's latency with and without a shadow variant mirroring 100% of requests, in
+  alternating rounds (off, on, on, off) so that drift of the machine falls on both sides alike.
 
-    .venv/bin/python -m bench.serving_vs_mlflow [--requests 16] [--write bench/RESULTS.md]
+    .venv/bin/python -m bench.serving_vs_mlflow [--requests 16] [--parts overhead,throughput,shadow]
+                                                [--write bench/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+SHADOW_SHARE = 0.1  # the default of a shadow variant
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -82,21 +85,33 @@ def call(url: str, body: bytes) -> tuple[float, dict[str, str], bytes]:
 
     parts = urllib.parse.urlsplit(url)
     connections = _local.__dict__.setdefault("connections", {})
-    connection = connections.get(parts.netloc)
-    if connection is None:
-        connection = connections[parts.netloc] = socket.create_connection((parts.hostname, parts.port), timeout=600)
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     request = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    response = _Response()
-    parser = httptools.HttpResponseParser(response)
-    started = time.perf_counter()
-    connection.sendall(request)
-    while not response.complete:
-        data = connection.recv(1 << 20)
-        if not data:
-            raise RuntimeError(f"{url}: the server closed the connection")
-        parser.feed_data(data)
+    for attempt in (1, 2):  # a kept-alive connection the server closed while idle is opened anew, as pools do
+        connection = connections.get(parts.netloc)
+        reused = connection is not None
+        if connection is None:
+            connection = connections[parts.netloc] = socket.create_connection((parts.hostname, parts.port),
+                                                                              timeout=600)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        started = time.perf_counter()
+        received = False
+        try:
+            connection.sendall(request)
+            while not response.complete:
+                data = connection.recv(1 << 20)
+                if not data:
+                    raise ConnectionResetError("the server closed the connection")
+                received = True
+                parser.feed_data(data)
+            break
+        except ConnectionError as exc:
+            connection.close()
+            del connections[parts.netloc]
+            if not reused or received or attempt == 2:
+                raise RuntimeError(f"{url}: {exc}") from exc
     elapsed = time.perf_counter() - started
     answer = b"".join(response.body)
     if parser.get_status_code() != 200:
@@ -149,7 +164,7 @@ class Endpoint:
         variants: list[dict[str, Any]] = [{"name": "main", "model": str(model), "max_batch_size": 8}]
         if shadow is not None:
             variants.append({"name": "shadow", "model": str(shadow), "shadow": True, "sampling_percentage": 100,
-                             "threads": 1})
+                             "threads": 1, "share_while_busy": SHADOW_SHARE})
         self.endpoints, self.name = endpoints, name
         state = endpoints.create(EndpointConfig.model_validate({"name": name, "variants": variants,
                                                                 "capture": {"enabled": False}, "timeout_s": 600}))
@@ -189,14 +204,78 @@ def latencies(server: Any, texts: list[str]) -> list[float]:
     return [call(server.url, server.body(t))[0] * 1000 for t in texts]
 
 
+def shadow_invocations(sink: Path, endpoint: str) -> int:
+    """Copies the shadow of `endpoint` has answered (or failed), from its `Invocations` metric."""
+    from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
+
+    if not sink.exists():
+        return 0
+    return len(SqliteMetricSink(sink).query(SAGEMAKER_NAMESPACE, "Invocations",
+                                            {"EndpointName": endpoint, "VariantName": "shadow"}))
+
+
+def drained(sink: Path, endpoint: str, sent: int, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while shadow_invocations(sink, endpoint) < sent:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the shadow of {endpoint} did not answer its {sent} copies within {timeout:.0f} s")
+        time.sleep(1)
+
+
+def shadow_cost(endpoints: Any, model: Path, texts: list[str], sink: Path, round_size: int) -> dict[str, Any]:
+    """Caller latencies without and with a shadow, in blocks of rounds off, on, on, off (drift falls on both alike).
+
+    Each block's two halves of texts go once to each side. Before a round without the shadow,
+    the shadow of the other endpoint has answered every copy (or it would compete as a
+    process whose production is idle); rounds with it keep its backlog, as sustained traffic does.
+    """
+    off = Endpoint(endpoints, "shadow-off", model)
+    on = Endpoint(endpoints, "shadow-on", model, model)
+    latency: dict[str, list[float]] = {"off": [], "on": []}
+    paired: list[float] = []  # per text: latency with the shadow / latency without
+    sent, during = 0, 0
+    try:
+        latencies(off, texts[:1])
+        latencies(on, texts[:1])
+        sent += 1
+        block = 2 * round_size
+        for first in range(0, len(texts) - block + 1, block):
+            one, two = texts[first: first + round_size], texts[first + round_size: first + block]
+            seen: dict[str, list[float]] = {}
+            for label, part in (("off", one), ("on", one), ("on", two), ("off", two)):
+                if label == "off":
+                    drained(sink, on.name, sent)
+                before = shadow_invocations(sink, on.name)
+                measured = latencies(on if label == "on" else off, part)
+                latency[label] += measured
+                seen[label] = seen.get(label, []) + measured
+                if label == "on":
+                    sent += len(part)
+                    time.sleep(1.5)  # the metrics of copies answered during the round are flushed
+                    during += shadow_invocations(sink, on.name) - before
+                print("shadow", label, len(part), "requests, median", round(statistics.median(measured)), flush=True)
+            paired += [a / b for a, b in zip(seen["on"], seen["off"], strict=True)]
+        drained(sink, on.name, sent)
+    finally:
+        off.stop()
+        on.stop()
+    return {"latency": latency, "paired": paired, "copies": sent - 1, "answered_during": during}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=16, help="requests per throughput level")
     parser.add_argument("--overhead-requests", type=int, default=60)
     parser.add_argument("--new-tokens", type=int, default=32, help="new tokens per request for throughput and shadow")
     parser.add_argument("--workspace", type=Path, default=ROOT / ".genaiops")
+    parser.add_argument("--shadow-round", type=int, default=12, help="requests per round of the shadow comparison")
+    parser.add_argument("--parts", default="overhead,throughput,shadow",
+                        help="comma-separated: which of overhead, throughput and shadow to run")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"overhead", "throughput", "shadow"}:
+        parser.error(f"--parts: choose from overhead, throughput, shadow (got {args.parts!r})")
 
     from bench.common import held_out
     from serving.handler import Invocation, Predictor
@@ -208,81 +287,97 @@ def main() -> None:
     short = save_model(scratch / "one-token", base, samples.template, 1)
     longer = save_model(scratch / "longer", base, samples.template, args.new_tokens)
     endpoints = LocalEndpoints(scratch / "ws")
-
-    predictor = Predictor.load(short)
-    probe = texts[0]
-    predictor.predict(Invocation(inputs=probe))
-    timings = []
-    for _ in range(args.overhead_requests):
-        started = time.perf_counter()
-        predictor.predict(Invocation(inputs=probe))
-        timings.append(time.perf_counter() - started)
-    in_process = statistics.median(timings)
-    del predictor
-    print(f"in-process generate (1 token): median {in_process * 1000:.1f} ms", flush=True)
-
-    results: dict[str, Any] = {}
-    for label, make in (("endpoint", lambda m: Endpoint(endpoints, "bench", m)),
-                        ("mlflow", lambda m: MlflowServe(m, scratch / "mlflow.log"))):
-        server = make(short)
-        try:
-            results[label] = {"overhead": overhead(server, probe, in_process, args.overhead_requests)}
-        finally:
-            server.stop()
-        print(label, results[label], flush=True)
-        server = make(longer)
-        try:
-            latencies(server, texts[:1])  # warm up
-            results[label]["throughput"] = {c: throughput(server, texts, c) for c in (1, 4, 8)}
-        finally:
-            server.stop()
-        print(label, results[label]["throughput"], flush=True)
-
-    shadow: dict[str, list[float]] = {}
-    for label, with_shadow in (("off", False), ("on", True)):
-        server = Endpoint(endpoints, f"shadow-{label}", longer, longer if with_shadow else None)
-        try:
-            latencies(server, texts[:1])
-            shadow[label] = latencies(server, texts)
-        finally:
-            server.stop()
-        print("shadow", label, statistics.median(shadow[label]), percentile(shadow[label], 99), flush=True)
-
-    from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
-
-    router = [d.value / 1000 for d in SqliteMetricSink(scratch / "ws" / "metrics.db").query(
-        SAGEMAKER_NAMESPACE, "OverheadLatency", {"EndpointName": "bench", "VariantName": "main"})]
-    ours, theirs = results["endpoint"], results["mlflow"]
-    p99 = {k: percentile(v, 99) for k, v in shadow.items()}
+    sink = scratch / "ws" / "metrics.db"
     lines = [
         f"## Serving: the local endpoint against `mlflow models serve` ({time.strftime('%Y-%m-%d')})", "",
-        f"`python -m bench.serving_vs_mlflow --requests {args.requests}`: the same MLflow pyfunc model "
-        "(SmolLM2-135M-Instruct, the default model) behind both, the same requests in the same run, CPU fp32, "
+        f"`python -m bench.serving_vs_mlflow --requests {args.requests} --new-tokens {args.new_tokens} "
+        f"--parts {args.parts}`: the same MLflow pyfunc "
+        "model (SmolLM2-135M-Instruct, the default model) behind both, the same requests in the same run, CPU fp32, "
         "`mlflow models serve --env-manager local` with its default single worker.", "",
-        f"Overhead: latency minus the in-process generate time of the same request (1 new token, median "
-        f"{in_process * 1000:.1f} ms in process), {args.overhead_requests} sequential requests on a kept-alive "
-        "connection; the client is a blocking socket with httptools' parser for both servers, so that its own "
-        "work adds as little as possible.", "",
-        "| | local endpoint | mlflow models serve |", "| --- | ---: | ---: |",
-        f"| median latency (ms) | {ours['overhead']['latency_ms']:.1f} | {theirs['overhead']['latency_ms']:.1f} |",
-        f"| overhead, median (ms) | {ours['overhead']['median_ms']:.2f} | {theirs['overhead']['median_ms']:.2f} |",
-        f"| overhead, p99 (ms) | {ours['overhead']['p99_ms']:.2f} | {theirs['overhead']['p99_ms']:.2f} |",
-        f"| overhead, exact: latency minus the model time the server reports, median / p99 (ms) | "
-        f"{ours['overhead']['exact_median_ms']:.2f} / {ours['overhead']['exact_p99_ms']:.2f} | n/a |",
-        f"| of which the router (its `OverheadLatency` metric), median / p99 (ms) | "
-        f"{statistics.median(router):.2f} / {percentile(router, 99):.2f} | n/a |", "",
-        f"Throughput: {args.requests} held-out dialogues, {args.new_tokens} new tokens, N callers at once, "
-        "each on its own kept-alive connection.", "",
-        "| callers | local endpoint (req/s) | mlflow models serve (req/s) | endpoint / mlflow |",
-        "| ---: | ---: | ---: | ---: |",
-        *(f"| {c} | {ours['throughput'][c]:.2f} | {theirs['throughput'][c]:.2f} | "
-          f"{ours['throughput'][c] / theirs['throughput'][c]:.2f}x |" for c in (1, 4, 8)), "",
-        f"Shadow: one production variant, with and without a shadow variant mirroring 100% of requests (same "
-        f"model, SCHED_IDLE, one thread), {args.requests} sequential requests, {args.new_tokens} new tokens.", "",
-        "| shadow | median (ms) | p99 (ms) |", "| --- | ---: | ---: |",
-        *(f"| {k} | {statistics.median(v):.0f} | {p99[k]:.0f} |" for k, v in shadow.items()), "",
-        f"The shadow adds {100 * (p99['on'] / p99['off'] - 1):+.1f}% to the caller's p99.", "",
     ]
+    servers = (("endpoint", lambda m: Endpoint(endpoints, "bench", m)),
+               ("mlflow", lambda m: MlflowServe(m, scratch / "mlflow.log")))
+
+    if "overhead" in parts:
+        predictor = Predictor.load(short)
+        probe = texts[0]
+        predictor.predict(Invocation(inputs=probe))
+        timings = []
+        for _ in range(args.overhead_requests):
+            started = time.perf_counter()
+            predictor.predict(Invocation(inputs=probe))
+            timings.append(time.perf_counter() - started)
+        in_process = statistics.median(timings)
+        del predictor
+        print(f"in-process generate (1 token): median {in_process * 1000:.1f} ms", flush=True)
+        found: dict[str, dict[str, float]] = {}
+        for label, make in servers:
+            server = make(short)
+            try:
+                found[label] = overhead(server, probe, in_process, args.overhead_requests)
+            finally:
+                server.stop()
+            print(label, found[label], flush=True)
+        from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
+
+        router = [d.value / 1000 for d in SqliteMetricSink(sink).query(
+            SAGEMAKER_NAMESPACE, "OverheadLatency", {"EndpointName": "bench", "VariantName": "main"})]
+        ours, theirs = found["endpoint"], found["mlflow"]
+        lines += [
+            f"Overhead: latency minus the in-process generate time of the same request (1 new token, median "
+            f"{in_process * 1000:.1f} ms in process), {args.overhead_requests} sequential requests on a kept-alive "
+            "connection; the client is a blocking socket with httptools' parser for both servers, so that its own "
+            "work adds as little as possible.", "",
+            "| | local endpoint | mlflow models serve |", "| --- | ---: | ---: |",
+            f"| median latency (ms) | {ours['latency_ms']:.1f} | {theirs['latency_ms']:.1f} |",
+            f"| overhead, median (ms) | {ours['median_ms']:.2f} | {theirs['median_ms']:.2f} |",
+            f"| overhead, p99 (ms) | {ours['p99_ms']:.2f} | {theirs['p99_ms']:.2f} |",
+            f"| overhead, exact: latency minus the model time the server reports, median / p99 (ms) | "
+            f"{ours['exact_median_ms']:.2f} / {ours['exact_p99_ms']:.2f} | n/a |",
+            f"| of which the router (its `OverheadLatency` metric), median / p99 (ms) | "
+            f"{statistics.median(router):.2f} / {percentile(router, 99):.2f} | n/a |", "",
+        ]
+
+    if "throughput" in parts:
+        rates: dict[str, dict[int, float]] = {}
+        for label, make in servers:
+            server = make(longer)
+            try:
+                latencies(server, texts[:1])  # warm up
+                rates[label] = {c: throughput(server, texts, c) for c in (1, 4, 8)}
+            finally:
+                server.stop()
+            print(label, rates[label], flush=True)
+        lines += [
+            f"Throughput: {args.requests} held-out dialogues, {args.new_tokens} new tokens, N callers at once, "
+            "each on its own kept-alive connection.", "",
+            "| callers | local endpoint (req/s) | mlflow models serve (req/s) | endpoint / mlflow |",
+            "| ---: | ---: | ---: | ---: |",
+            *(f"| {c} | {rates['endpoint'][c]:.2f} | {rates['mlflow'][c]:.2f} | "
+              f"{rates['endpoint'][c] / rates['mlflow'][c]:.2f}x |" for c in (1, 4, 8)), "",
+        ]
+
+    if "shadow" in parts:
+        cost = shadow_cost(endpoints, longer, texts, sink, args.shadow_round)
+        shadow = cost["latency"]
+        p99 = {k: percentile(v, 99) for k, v in shadow.items()}
+        median = {k: statistics.median(v) for k, v in shadow.items()}
+        lines += [
+            f"Shadow: one production variant, with and without a shadow variant mirroring 100% of requests (same "
+            f"model, one thread, SCHED_IDLE, `share_while_busy` {SHADOW_SHARE:g}), {len(shadow['on'])} sequential "
+            f"requests each, {args.new_tokens} new tokens, in blocks of rounds off, on, on, off of "
+            f"{args.shadow_round} requests (the same texts on both sides; the shadow's backlog is answered before "
+            "each round without it).", "",
+            "| shadow | median (ms) | p90 (ms) | p99 (ms) |", "| --- | ---: | ---: | ---: |",
+            *(f"| {k} | {median[k]:.0f} | {percentile(v, 90):.0f} | {p99[k]:.0f} |" for k, v in shadow.items()), "",
+            f"The shadow adds {100 * (p99['on'] / p99['off'] - 1):+.1f}% to the caller's p99 "
+            f"({100 * (median['on'] / median['off'] - 1):+.1f}% to the median; the same text with and without it: "
+            f"{100 * (statistics.median(cost['paired']) - 1):+.1f}% median, "
+            f"{100 * (percentile(cost['paired'], 90) - 1):+.1f}% p90). It answered "
+            f"{cost['answered_during']} of its {cost['copies']} copies during the rounds with it, the rest while "
+            "production was idle.", "",
+        ]
+
     print("\n".join(lines))
     if args.write:
         with args.write.open("a", encoding="utf-8") as out:

@@ -475,6 +475,9 @@ def endpoints_create(
                                                     "or a Hugging Face folder.")],
     shadow: Annotated[list[str] | None, typer.Option("--shadow", "-s",
                                                      help="Shadow variant NAME=MODEL[:PERCENT mirrored].")] = None,
+    shadow_share: Annotated[float, typer.Option(help="Share of the time a shadow may compute while production has "
+                                                     "requests in flight (0: only when production is idle).",
+                                                min=0, max=1)] = 0.1,
     capture: Annotated[float, typer.Option(help="Percentage of requests captured (0 turns capture off).",
                                            min=0, max=100)] = 100.0,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.", min=0.001)] = 60.0,
@@ -493,6 +496,8 @@ def endpoints_create(
                                                                       for v in shadow or []]
     for item in variants:
         item["max_batch_size"] = max_batch_size
+        if item["shadow"]:
+            item["share_while_busy"] = shadow_share
     try:
         config = EndpointConfig.model_validate({
             "name": name, "variants": variants, "timeout_s": timeout, "port": port,

@@ -277,39 +277,43 @@ def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: flo
         return 200, {"Content-Type": "application/json", MODEL_TIME_US: str(int(generate_s * 1e6)),
                      BATCH_SIZE: str(size)}, document
 
+    def failed(error: BaseException) -> Reply:
+        """The reply to a request that failed: 400 for the request's fault, 424 for the model's."""
+        if isinstance(error, RequestError):
+            return error_reply(400, str(error))
+        if isinstance(error, TimeoutError):
+            return error_reply(424, f"the model did not answer within {timeout_s:g} s")
+        return error_reply(424, str(error))
+
     async def answer(body: bytes, content_type: str) -> Reply:
         """Status, headers and body for one HTTP request (the channel's threads use `answer_now`)."""
         try:
             texts, settings = prepare(body, content_type)
             async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
                 return reply(await batcher.submit(texts, settings))
-        except RequestError as exc:
-            return error_reply(400, str(exc))
-        except TimeoutError:
-            return error_reply(424, f"the model did not answer within {timeout_s:g} s")
-        except ModelError as exc:
-            return error_reply(424, str(exc))
+        except (RequestError, TimeoutError, ModelError) as exc:
+            return failed(exc)
 
     def answer_now(body: bytes, content_type: str, send: Callable[[Reply], None]) -> None:
         """`answer`, for a channel thread: the model thread sends the reply itself, the moment it has it."""
         try:
             future = batcher.put(*prepare(body, content_type))
         except RequestError as exc:
-            send(error_reply(400, str(exc)))
+            send(failed(exc))
             return
 
         def answered(done: Future[Answered]) -> None:  # on the model thread, unless the request timed out
             if done.cancelled():
                 return
             error = done.exception()
-            send(error_reply(424, str(error)) if error is not None else reply(done.result()))
+            send(failed(error) if error is not None else reply(done.result()))
 
         future.add_done_callback(answered)
         started = clock()
         while not future.done() and (left := timeout_s - (clock() - started)) > 0:
             wait([future], timeout=left)
         if future.cancel():  # still queued or generating: the model skips it, or stops generating for it
-            send(error_reply(424, f"the model did not answer within {timeout_s:g} s"))
+            send(failed(TimeoutError()))
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="", status=200)

@@ -3,7 +3,7 @@
 On one machine a shadow and the production variants share the cores, and even a shadow at the
 lowest CPU priority slows production: the same model's weights stream through the same caches
 and memory. So the router publishes, in a small shared file per shadow (a `Board`), how many
-production requests are in flight, and the shadow's model checks it before every decoder layer
+production requests are in flight, and the shadow's model checks it before every module it runs
 (`Yielder`): while production is busy the shadow computes at most `share` of the time, in slices
 of `slice_ms`, and pauses the rest; when production is idle it runs freely. The shadow writes
 back how long it has paused, so that the timeouts of its requests, in the shadow and in the
@@ -71,13 +71,13 @@ def active_clock(board: Board | None) -> Callable[[], float]:
 
 
 class Yielder:
-    """Called before each decoder layer of the shadow's model; pauses while production is busy.
+    """Called before each module of the shadow's model runs; pauses while production is busy.
 
     While the board says production is busy, the shadow runs a slice of `slice_ms` and then
-    rests `slice_ms * (1 - share) / share`, or less if production goes idle first (with `share`
-    0 it runs no slice and rests until then), so it still progresses under sustained production load. The share is read from
-    the board at every rest, so the router can change it while serving. `cancelled` ends a rest
-    early (the server is stopping).
+    rests `slice_ms * (1 - share) / share`, or less if production goes idle first, so that it
+    still progresses under sustained production load (with `share` 0 it runs no slice and rests
+    until production is idle). The share is read from the board at every rest, so the router
+    can change it while serving. `cancelled` ends a rest early (the server is stopping).
     """
 
     def __init__(self, board: Board, *, slice_ms: float = 20.0, poll_ms: float = 2.0,
@@ -119,15 +119,12 @@ class Yielder:
         self._slice_started = self.clock() if self.board.busy() else None
 
     def install(self, model: Any) -> list[Any]:
-        """Check before every layer of `model`'s main stack (before the whole model without one).
+        """Check before every leaf module of `model` (each projection, norm, activation).
 
-        Returns the hooks' handles (`handle.remove()` takes one off).
+        A check can only come between two modules, so production may have to wait for the one
+        under way: the finer they are, the shorter that wait (a whole decoder layer of a batched
+        prefill runs for hundreds of milliseconds on one thread). Returns the hooks' handles
+        (`handle.remove()` takes one off).
         """
-        import torch
-
-        layers: list[Any] = [model]
-        for module in model.modules():
-            if isinstance(module, torch.nn.ModuleList) and len(module) > 1:
-                layers = list(module)
-                break
-        return [layer.register_forward_pre_hook(self) for layer in layers]
+        leaves = [module for module in model.modules() if next(module.children(), None) is None] or [model]
+        return [leaf.register_forward_pre_hook(self) for leaf in leaves]

@@ -101,6 +101,8 @@ def test_endpoint_commands_refuse_bad_input_before_starting_anything(tmp_path: P
         (("endpoints", "create", "e", "-v", f"a={model}", "-s", f"a={model}:10"), 2, "variant names must be unique"),
         (("endpoints", "create", "e", "-v", f"a={model}:0"), 2, "must not all be 0"),
         (("endpoints", "create", "bad_name", "-v", f"a={model}"), 2, "name"),
+        (("endpoints", "create", "e", "-v", f"a={model}", "-s", f"b={model}", "--shadow-share", "2"), 2,
+         "--shadow-share"),
         (("endpoints", "describe", "nope"), 1, "no endpoint named 'nope'"),
         (("endpoints", "update-weights", "nope", "a=x"), 2, "expected VARIANT=WEIGHT with a number"),
         (("endpoints", "delete", "nope"), 1, "no endpoint named 'nope'"),
