@@ -32,7 +32,7 @@ from aiohttp import web
 from serving import channel as channels
 from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
 from serving.protocol import BATCH_SIZE, MODEL_TIME_US, Reply, error_reply, web_error
-from serving.yielding import Board, Yielder, active_clock
+from serving.yielding import Board, active_clock
 from steps.generation import GenerationSettings
 from steps.offline import go_offline
 
@@ -81,9 +81,6 @@ class DynamicBatcher:
         self.batches = 0  # generate calls that answered their requests
         self.merges = 0  # small batches stopped to restart with the requests that arrived meanwhile
         self.running = 0  # inputs in the generate call under way (0: the model is idle)
-
-    def closing(self) -> bool:
-        return self._closing
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="generate", daemon=True)
@@ -253,18 +250,15 @@ CHANNEL_SERVER = web.AppKey("channel_server", channels.ChannelServer)
 
 def build_app(predictor: Predictor, *, max_batch_size: int = 8, max_wait_ms: float = 0.0,
               merge_window_ms: float = 500.0, linger_ms: float = 20.0, timeout_s: float = 60.0,
-              channel: str | None = None, yielder: Yielder | None = None) -> Any:
+              channel: str | None = None, board: Board | None = None) -> Any:
     """The aiohttp application of one model server (plus the router's local socket at `channel`).
 
-    With a `yielder` (a shadow variant), the model pauses while production is busy, and the timeout
-    of a request from the router's channel counts only the time the model was allowed to run.
+    With a `board` (a shadow variant, which the router stops while production is busy), the
+    timeout of a request from the router's channel counts only the time the shadow could run.
     """
     batcher = DynamicBatcher(predictor, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                              merge_window_ms=merge_window_ms, linger_ms=linger_ms)
-    clock = active_clock(yielder.board if yielder is not None else None)
-    if yielder is not None:
-        yielder.cancelled = batcher.closing
-        yielder.install(predictor.loaded.model)
+    clock = active_clock(board)
 
     def prepare(body: bytes, content_type: str) -> tuple[list[str], GenerationSettings]:
         """The texts and decoding settings of a request; raises RequestError naming what is wrong."""
@@ -382,8 +376,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="after a batch of several, wait this long at most for its callers to come back (0: never)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for the model")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--yield-to", type=Path, help="a shadow's board (written by the router): compute only its "
-                                                      "share of the time while production has requests in flight")
+    parser.add_argument("--board", type=Path, help="a shadow's board, where the router says how long it kept the "
+                                                   "shadow stopped: request timeouts count only the time it could run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -397,12 +391,11 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor.load(args.model)
     log.info("loaded %s in %.1f s (template %s, batch up to %d)", args.model, time.perf_counter() - started,
              "recorded" if predictor.card.template != "{input}" else "none", args.max_batch_size)
-    yielder = Yielder(Board(args.yield_to)) if args.yield_to else None
     gc.collect()
     gc.freeze()  # the model's objects live as long as the process: keep them out of every later collection
     app = build_app(predictor, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                     merge_window_ms=args.merge_window_ms, linger_ms=args.linger_ms, timeout_s=args.timeout,
-                    channel=args.channel, yielder=yielder)
+                    channel=args.channel, board=Board(args.board) if args.board else None)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, handle_signals=True,
                 loop=new_event_loop())
 

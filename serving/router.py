@@ -8,8 +8,8 @@ Production variants share traffic by weight, or one is picked with
 Shadow variants get a sampled, mirrored copy after the caller's request is on its way; their
 answers and errors go to the capture files and metrics only, and a shadow that crashes or hangs
 costs callers nothing. Shadow processes run at the lowest CPU priority and, while production has
-requests in flight, compute only their `share_while_busy` of the time (`serving.yielding`). Per-variant
-metrics use CloudWatch's names and units; data capture uses SageMaker's format.
+requests in flight, are stopped but for their `share_while_busy` of the time (`serving.yielding`).
+Per-variant metrics use CloudWatch's names and units; data capture uses SageMaker's format.
 
 The host (`python -m serving.router --folder <endpoint folder>`) starts the variant processes,
 health-checks them, restarts one that crashes (and records it), applies weight and variant
@@ -54,7 +54,7 @@ from serving.protocol import (
     error_reply,
     error_response,
 )
-from serving.yielding import Board, active_clock
+from serving.yielding import Board, Throttle
 from steps.offline import go_offline
 
 log = logging.getLogger("serving.router")
@@ -86,7 +86,7 @@ class Variant:
     last_error: str = ""
     in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
-    board: Board | None = None  # a shadow's: production's load, read by the shadow, and the time it paused
+    throttle: Throttle | None = None  # a shadow's: stopped while production is busy
     address: str = field(init=False)
     channel: Channel = field(init=False)
 
@@ -120,8 +120,8 @@ class Endpoint:
         self.capture = CaptureWriter(capture_root, self.name)
         self._metrics: list[MetricDatum] = []
         self._shadow_pending = 0
-        self._busy = 0  # production requests in flight, published to the shadows' boards
-        self._boards: list[Board] = []
+        self._busy = 0  # production requests in flight: while there are any, shadows are stopped
+        self._throttles: list[Throttle] = []
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
@@ -158,13 +158,15 @@ class Endpoint:
                    "--timeout", str(self.config.timeout_s)]
         if config.threads:
             command += ["--threads", str(config.threads)]
-        if variant.board is not None:
-            command += ["--yield-to", str(variant.board.path)]
+        if variant.throttle is not None:
+            command += ["--board", str(variant.throttle.board.path)]
         logfile = (self.folder / f"variant-{config.name}.log").open("ab")
         variant.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy(),
                                            preexec_fn=_idle_priority if config.shadow else None)
         logfile.close()
         variant.started = time.monotonic()
+        if variant.throttle is not None:
+            variant.throttle.attach(variant.process.pid)
 
     async def _healthy(self, variant: Variant, timeout: float = HEALTH_TIMEOUT_S) -> bool:
         deadline = time.monotonic() + timeout
@@ -185,10 +187,9 @@ class Endpoint:
     async def _start_variant(self, config: VariantConfig) -> Variant:
         variant = Variant(config=config, port=free_port())
         if config.shadow:
-            variant.board = Board(self.folder / f"variant-{config.name}.board", create=True)
-            variant.board.set_share(config.share_while_busy)
-            variant.board.set_busy(self._busy)
-            self._boards = [*self._boards, variant.board]
+            variant.throttle = Throttle(Board(self.folder / f"variant-{config.name}.board", create=True),
+                                        share=config.share_while_busy)
+            self._throttles = [*self._throttles, variant.throttle]
         self.variants[config.name] = variant
         self._spawn(variant)
         self.publish()
@@ -200,7 +201,19 @@ class Endpoint:
         self.publish()
         return variant
 
+    def _unthrottle(self, variant: Variant) -> None:
+        """On the loop, before a shadow's process is stopped for good: no more holds, and it runs to act on SIGTERM."""
+        throttle = variant.throttle
+        if throttle is not None:
+            self._throttles = [t for t in self._throttles if t is not throttle]
+            throttle.close()
+
+    async def _retire(self, variant: Variant) -> None:
+        self._unthrottle(variant)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_process, variant)
+
     def _stop_process(self, variant: Variant) -> None:
+        """Stop a variant's process (blocking; `_unthrottle` it first, on the loop)."""
         process = variant.process
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -211,12 +224,11 @@ class Endpoint:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
-        board = variant.board
-        if board is not None:
-            self._boards = [b for b in self._boards if b is not board]
-            board.close()
-            board.path.unlink(missing_ok=True)
-            variant.board = None
+        throttle = variant.throttle
+        if throttle is not None:
+            throttle.board.close()
+            throttle.board.path.unlink(missing_ok=True)
+            variant.throttle = None
 
     async def start(self) -> None:
         self.publish()
@@ -241,6 +253,7 @@ class Endpoint:
             variant.status = "Draining"
         self.publish()
         for variant in self.variants.values():
+            self._unthrottle(variant)
             self._stop_process(variant)
         await self._flush_once()
         self.capture.close()
@@ -295,30 +308,28 @@ class Endpoint:
             new = await asyncio.gather(*(self._start_variant(v) for v in added))
             failed = [v for v in new if v.status == "Failed"]
             if failed:  # a variant that cannot start never takes traffic, and nothing else changes
-                loop = asyncio.get_running_loop()
                 for variant in failed:
                     self.variants.pop(variant.config.name, None)
-                    await loop.run_in_executor(None, self._stop_process, variant)
+                    await self._retire(variant)
                 self.status = "InService"
                 self._route_table()
                 self.event(f"update refused: {[v.config.name for v in failed]} failed to start")
                 raise RuntimeError("; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed))
             for config in desired.variants:  # weights, sampling and a shadow's share change in place
                 self.variants[config.name].config = config
-                board = self.variants[config.name].board
-                if board is not None:
-                    board.set_share(config.share_while_busy)
+                throttle = self.variants[config.name].throttle
+                if throttle is not None:
+                    throttle.share = config.share_while_busy
             for variant in removed:
                 variant.status = "Draining"
             self.config = desired
             self._route_table()
             self.publish()
-            loop = asyncio.get_running_loop()
             for variant in removed:  # requests already sent to it finish first; the loop keeps serving
                 deadline = time.monotonic() + self.config.timeout_s
                 while variant.in_flight and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                await loop.run_in_executor(None, self._stop_process, variant)
+                await self._retire(variant)
                 self.variants.pop(variant.config.name, None)
             self.status = "InService"
             summary = ", ".join(f"{v.config.name}={v.config.weight:g}" for v in self.production)
@@ -361,9 +372,9 @@ class Endpoint:
         attributes = headers.get(CUSTOM_ATTRIBUTES_KEY)
         variant.in_flight += 1
         self._busy += 1
-        if self._busy == 1:  # production went busy: shadows step back
-            for board in self._boards:
-                board.set_busy(1)
+        if self._busy == 1:  # production went busy: shadows step aside
+            for throttle in self._throttles:
+                throttle.busy()
         sent = time.perf_counter()
         try:
             upstream = await variant.channel.invoke(body, content_type=content_type, accept=accept,
@@ -378,8 +389,8 @@ class Endpoint:
             variant.in_flight -= 1
             self._busy -= 1
             if not self._busy:
-                for board in self._boards:
-                    board.set_busy(0)
+                for throttle in self._throttles:
+                    throttle.idle()
         model_us = (time.perf_counter() - sent) * 1e6
         reply_headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
         if status == 200:
@@ -430,7 +441,7 @@ class Endpoint:
             # timeout, so the router waits a little longer (a hung shadow process answers nothing).
             upstream = await _within(variant.channel.invoke(body, content_type=content_type, accept=accept,
                                                             custom_attributes=attributes, timeout=None),
-                                     self.config.timeout_s + 5, active_clock(variant.board))
+                                     self.config.timeout_s + 5, _shadow_clock(variant.throttle))
             answer, status = upstream.body, upstream.status
         except (OSError, TimeoutError) as exc:
             status = 424
@@ -490,6 +501,13 @@ async def _within(work: Coroutine[Any, Any, Answer], timeout: float, clock: Call
     finally:
         task.cancel()
     raise TimeoutError
+
+
+def _shadow_clock(throttle: Throttle | None) -> Callable[[], float]:
+    """The time a shadow could run: it stands still while the router keeps the shadow stopped."""
+    if throttle is None:
+        return time.monotonic
+    return lambda: time.monotonic() - throttle.paused_s()
 
 
 def _idle_priority() -> None:

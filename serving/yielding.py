@@ -1,130 +1,152 @@
-"""A shadow variant yields the CPU to production while production has requests in flight.
+"""A shadow variant steps aside while production has requests in flight.
 
 On one machine a shadow and the production variants share the cores, and even a shadow at the
-lowest CPU priority slows production: the same model's weights stream through the same caches
-and memory. So the router publishes, in a small shared file per shadow (a `Board`), how many
-production requests are in flight, and the shadow's model checks it before every module it runs
-(`Yielder`): while production is busy the shadow computes at most `share` of the time, in slices
-of `slice_ms`, and pauses the rest; when production is idle it runs freely. The shadow writes
-back how long it has paused, so that the timeouts of its requests, in the shadow and in the
-router alike, count only the time it was allowed to run (`active_clock`).
+lowest CPU priority slows production: a computation it started while production was idle goes
+on between every one of production's parallel regions, and the same model's weights stream
+through the same caches and memory. So the router stops the shadow's process (SIGSTOP) the
+moment production gets a request and continues it (SIGCONT) once production has none in flight
+(`Throttle`); under sustained production load it lets the shadow run slices of `slice_ms` for
+its `share` of the time, so that the shadow still progresses. A shadow that someone else stopped
+(a debugger, an operator) is left alone. The router writes how long it kept the shadow stopped
+to a small shared file (a `Board`), so that the timeouts of the shadow's requests, in the shadow
+and in the router alike, count only the time it was allowed to run (`active_clock`).
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
+import contextlib
 import mmap
+import os
+import signal
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-_SLOT = struct.Struct("<q")  # 8-byte aligned slots: production requests in flight, microseconds paused, share (ppm)
-_BUSY, _PAUSED, _SHARE, _SIZE = 0, 8, 16, 24
+_PAUSED = struct.Struct("<q")  # microseconds the shadow was kept stopped, one 8-byte aligned slot
 
 
 class Board:
-    """The shared file between the router (writes `busy` and `share`) and one shadow process (writes `paused`)."""
+    """The file shared by the router (writes) and one shadow process (reads): how long the shadow was stopped."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = Path(path)
         if create:
-            self.path.write_bytes(bytes(_SIZE))
+            self.path.write_bytes(bytes(_PAUSED.size))
         with self.path.open("r+b") as handle:
-            if handle.seek(0, 2) < _SIZE:
-                raise ValueError(f"{self.path}: not a yield board (under {_SIZE} bytes)")
-            self._map = mmap.mmap(handle.fileno(), _SIZE)
-
-    def busy(self) -> int:
-        """Production requests in flight, as the router last published them."""
-        return int(_SLOT.unpack_from(self._map, _BUSY)[0])
-
-    def set_busy(self, in_flight: int) -> None:
-        _SLOT.pack_into(self._map, _BUSY, in_flight)
-
-    def share(self) -> float:
-        """The share of time the shadow may compute while production is busy."""
-        return int(_SLOT.unpack_from(self._map, _SHARE)[0]) / 1e6
-
-    def set_share(self, share: float) -> None:
-        if not 0 <= share <= 1:
-            raise ValueError(f"share must be between 0 and 1, not {share}")
-        _SLOT.pack_into(self._map, _SHARE, round(share * 1e6))
+            if handle.seek(0, 2) < _PAUSED.size:
+                raise ValueError(f"{self.path}: not a shadow's board (under {_PAUSED.size} bytes)")
+            self._map = mmap.mmap(handle.fileno(), _PAUSED.size)
 
     def paused_s(self) -> float:
-        """Seconds the shadow has paused for production, since the board was made."""
-        return int(_SLOT.unpack_from(self._map, _PAUSED)[0]) / 1e6
+        """Seconds the shadow was kept stopped for production, since the board was made."""
+        return int(_PAUSED.unpack_from(self._map, 0)[0]) / 1e6
 
     def set_paused_s(self, seconds: float) -> None:
-        _SLOT.pack_into(self._map, _PAUSED, int(seconds * 1e6))
+        _PAUSED.pack_into(self._map, 0, int(seconds * 1e6))
 
     def close(self) -> None:
         self._map.close()
 
 
 def active_clock(board: Board | None) -> Callable[[], float]:
-    """A clock that stands still while the shadow of `board` pauses (the plain monotonic clock without one)."""
+    """A clock that stands still while the shadow of `board` is stopped (the plain monotonic clock without one)."""
     if board is None:
         return time.monotonic
     return lambda: time.monotonic() - board.paused_s()
 
 
-class Yielder:
-    """Called before each module of the shadow's model runs; pauses while production is busy.
+def stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (by a signal or a tracer); False where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")
 
-    While the board says production is busy, the shadow runs a slice of `slice_ms` and then
-    rests `slice_ms * (1 - share) / share`, or less if production goes idle first, so that it
-    still progresses under sustained production load (with `share` 0 it runs no slice and rests
-    until production is idle). The share is read from the board at every rest, so the router
-    can change it while serving. `cancelled` ends a rest early (the server is stopping).
+
+class Throttle:
+    """The router's hold on one shadow process: stopped while production is busy, but for its share.
+
+    `busy()` and `idle()` are called on the router's event loop when production's requests in
+    flight go from 0 to 1 and back; `attach(pid)` when the shadow's process (re)starts.
     """
 
-    def __init__(self, board: Board, *, slice_ms: float = 20.0, poll_ms: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.board = board
-        self.slice, self.poll = slice_ms / 1000, poll_ms / 1000
-        self.clock, self.sleep = clock, sleep
-        self.cancelled: Callable[[], bool] = lambda: False
-        self.paused = board.paused_s()  # a restarted shadow goes on counting where its predecessor stopped
-        self.rests = 0
-        self._slice_started: float | None = None
+    def __init__(self, board: Board, *, share: float, slice_ms: float = 20.0) -> None:
+        self.board, self.share, self.slice = board, share, slice_ms / 1000
+        self.pid: int | None = None
+        self.paused = board.paused_s()
+        self.stops = 0  # times the router stopped the shadow
+        self.left_alone = False  # at the last try, the process was already stopped by someone else
+        self._since: float | None = None  # when the router stopped it (None: running)
+        self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
 
-    def __call__(self, *_: Any) -> None:
-        if not self.board.busy():
-            self._slice_started = None
+    def attach(self, pid: int) -> None:
+        """A new process for the shadow: it starts running (and loading) unhindered."""
+        self._cancel()
+        self._release()  # the time the old process was stopped still counts
+        self.pid, self.left_alone = pid, False
+
+    def busy(self) -> None:
+        self._busy = True
+        self._hold()
+
+    def idle(self) -> None:
+        self._busy = False
+        self._cancel()
+        self._release()
+
+    def paused_s(self) -> float:
+        """Seconds the shadow was kept stopped, the stop under way included."""
+        return self.paused + (time.monotonic() - self._since if self._since is not None else 0.0)
+
+    def close(self) -> None:
+        """Let the process run again (before it is stopped for good, or to leave it to itself)."""
+        self._busy = False
+        self._cancel()
+        self._release()
+
+    def _hold(self) -> None:
+        if self.pid is None or self._since is not None or self.share >= 1:
             return
-        now = self.clock()
-        if self._slice_started is None and self.board.share() > 0:
-            self._slice_started = now
-        elif self._slice_started is None or now - self._slice_started >= self.slice:
-            self._rest(now)
-
-    def _rest(self, started: float) -> None:
-        share = self.board.share()
-        if share >= 1:
-            self._slice_started = None
+        self.left_alone = stopped(self.pid)
+        if self.left_alone:
             return
-        self.rests += 1
-        until = started + (self.slice * (1 - share) / share if share > 0 else math.inf)
-        last = started
-        while self.board.busy() and not self.cancelled():
-            if last >= until:
-                break
-            self.sleep(min(self.poll, until - last))
-            now = self.clock()
-            self.paused += now - last
-            self.board.set_paused_s(self.paused)  # as it goes: the router times the shadow's requests by it
-            last = now
-        self._slice_started = self.clock() if self.board.busy() else None
+        try:
+            os.kill(self.pid, signal.SIGSTOP)
+        except ProcessLookupError:  # it died; the supervisor restarts it and attaches the new one
+            return
+        self._since = time.monotonic()
+        self.stops += 1
+        if self.share > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.slice * (1 - self.share) / self.share,
+                                                                self._grant)
 
-    def install(self, model: Any) -> list[Any]:
-        """Check before every leaf module of `model` (each projection, norm, activation).
+    def _grant(self) -> None:
+        """Production is still busy: the shadow's slice."""
+        self._timer = None
+        self._release()
+        if self._busy:
+            self._timer = asyncio.get_running_loop().call_later(self.slice, self._revoke)
 
-        A check can only come between two modules, so production may have to wait for the one
-        under way: the finer they are, the shorter that wait (a whole decoder layer of a batched
-        prefill runs for hundreds of milliseconds on one thread). Returns the hooks' handles
-        (`handle.remove()` takes one off).
-        """
-        leaves = [module for module in model.modules() if next(module.children(), None) is None] or [model]
-        return [leaf.register_forward_pre_hook(self) for leaf in leaves]
+    def _revoke(self) -> None:
+        self._timer = None
+        if self._busy:
+            self._hold()
+
+    def _release(self) -> None:
+        if self._since is None or self.pid is None:
+            return
+        self.paused += time.monotonic() - self._since
+        self.board.set_paused_s(self.paused)  # before it runs again, so its clock never jumps
+        self._since = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -225,24 +225,24 @@ def test_every_error_case_gets_its_status_and_the_endpoint_stays_up(endpoint: di
         assert ping.status == 200
 
 
-def test_the_shadow_is_told_while_production_is_busy(endpoint: dict[str, Any]) -> None:
-    from serving.yielding import Board
+def test_the_shadow_is_stopped_while_production_is_busy(endpoint: dict[str, Any]) -> None:
+    from serving.yielding import stopped
 
-    board = Board(endpoint["endpoints"].store.folder(NAME) / "variant-shadow.board")
+    shadow = next(v for v in describe(endpoint)["variants"] if v["name"] == "shadow")
     long = json.dumps({"inputs": "Ana: the parcel is late.", "parameters": {"max_new_tokens": 300}}).encode()
-    try:
-        assert board.share() == pytest.approx(0.1)  # the variant's share_while_busy, by default
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(post, endpoint, long)
-            seen = set()
-            while not pending.done():
-                seen.add(board.busy())
-                time.sleep(0.001)
-            assert pending.result()[0] == 200
-        assert 1 in seen, seen  # busy while the request was in flight...
-        assert board.busy() == 0  # ...and idle again once it was answered
-    finally:
-        board.close()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post, endpoint, long)
+        seen = set()
+        while not pending.done():
+            seen.add(stopped(shadow["pid"]))
+            time.sleep(0.001)
+        assert pending.result()[0] == 200
+    assert True in seen, seen  # stopped (but for its share) while the request was in flight...
+    for _ in range(100):
+        if not stopped(shadow["pid"]):
+            break
+        time.sleep(0.01)
+    assert not stopped(shadow["pid"])  # ...and running again once it was answered
 
 
 def test_weights_and_variants_change_while_serving_without_dropping_requests(endpoint: dict[str, Any]) -> None:
