@@ -32,7 +32,7 @@ class VariantConfig(BaseModel):
     sampling_percentage: float = Field(100.0, ge=0, le=100, description="share of requests mirrored (shadow only)")
     share_while_busy: float = Field(0.1, ge=0, le=1, description="shadow only: the share of time it may compute while "
                                                                  "production has requests in flight (0: only when "
-                                                                 "production is idle; 1: no yielding)")
+                                                                 "production is idle; 1: never stopped)")
     max_batch_size: int = Field(8, ge=1, le=64)
     threads: int = Field(0, ge=0, description="torch threads of the variant's process (0: torch's default)")
 

@@ -1,8 +1,8 @@
 """A shadow variant steps aside while production has requests in flight.
 
 On one machine a shadow and the production variants share the cores, and even a shadow at the
-lowest CPU priority slows production: a computation it started while production was idle goes
-on between every one of production's parallel regions, and the same model's weights stream
+lowest CPU priority slows production (bench/RESULTS.md): a computation it started while
+production was idle goes on while production works, and the same model's weights stream
 through the same caches and memory. So the router stops the shadow's process (SIGSTOP) the
 moment production gets a request and continues it (SIGCONT) once production has none in flight
 (`Throttle`); under sustained production load it lets the shadow run slices of `slice_ms` for
