@@ -54,7 +54,7 @@ from serving.protocol import (
     error_reply,
     error_response,
 )
-from serving.yielding import Board, Throttle
+from serving.yielding import Board, Throttle, active_clock
 from steps.offline import go_offline
 
 log = logging.getLogger("serving.router")
@@ -437,11 +437,11 @@ class Endpoint:
         self._shadow_pending += 1
         sent = time.perf_counter()
         try:
-            # The shadow's clock stands still while it yields to production; the shadow answers its own
+            # The shadow's clock stands still while the router keeps it stopped; the shadow answers its own
             # timeout, so the router waits a little longer (a hung shadow process answers nothing).
             upstream = await _within(variant.channel.invoke(body, content_type=content_type, accept=accept,
                                                             custom_attributes=attributes, timeout=None),
-                                     self.config.timeout_s + 5, _shadow_clock(variant.throttle))
+                                     self.config.timeout_s + 5, active_clock(variant.throttle))
             answer, status = upstream.body, upstream.status
         except (OSError, TimeoutError) as exc:
             status = 424
@@ -501,13 +501,6 @@ async def _within(work: Coroutine[Any, Any, Answer], timeout: float, clock: Call
     finally:
         task.cancel()
     raise TimeoutError
-
-
-def _shadow_clock(throttle: Throttle | None) -> Callable[[], float]:
-    """The time a shadow could run: it stands still while the router keeps the shadow stopped."""
-    if throttle is None:
-        return time.monotonic
-    return lambda: time.monotonic() - throttle.paused_s()
 
 
 def _idle_priority() -> None:

@@ -23,6 +23,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 _PAUSED = struct.Struct("<q")  # microseconds the shadow was kept stopped, one 8-byte aligned slot
 
@@ -50,11 +51,18 @@ class Board:
         self._map.close()
 
 
-def active_clock(board: Board | None) -> Callable[[], float]:
-    """A clock that stands still while the shadow of `board` is stopped (the plain monotonic clock without one)."""
-    if board is None:
+class Paused(Protocol):
+    def paused_s(self) -> float: ...
+
+
+def active_clock(source: Paused | None) -> Callable[[], float]:
+    """A clock that stands still while a shadow is stopped (the plain monotonic clock without a `source`).
+
+    `source` is the shadow's `Board` in the shadow's process, its `Throttle` in the router.
+    """
+    if source is None:
         return time.monotonic
-    return lambda: time.monotonic() - board.paused_s()
+    return lambda: time.monotonic() - source.paused_s()
 
 
 def stopped(pid: int) -> bool:
