@@ -29,15 +29,25 @@ class ApprovalConfig(BaseModel):
     watcher_account: str = Field("genaiops-watcher",
                                  description="the approval watcher's account; may only send a version back to pending, "
                                              "or mark it rejected when it was rejected in the SageMaker Model Registry")
+    release_account: str = Field("genaiops-release",
+                                 description="the release's account; the only one that moves or deletes aliases "
+                                             "(champion, challenger) and writes genaiops.release.* tags")
+    admin_account: str = Field("admin", description="the MLflow admin; the only one that may delete versions or models")
     separation_of_duties: bool = Field(True, description="an approver may not approve a version they triggered")
-    users: list[str] = Field(default_factory=lambda: ["alice", "bob", "genaiops-pipeline", "genaiops-watcher"],
-                             description="accounts `make ui` creates in the local user store")
+    users: list[str] = Field(default_factory=lambda: ["alice", "bob", "genaiops-pipeline", "genaiops-watcher",
+                                                      "genaiops-release"],
+                             description="accounts `make ui` creates in the local user store (the admin always)")
 
     @model_validator(mode="after")
-    def _pipeline_is_not_an_approver(self) -> ApprovalConfig:
-        for account in (self.pipeline_account, self.watcher_account):
+    def _accounts_are_separate(self) -> ApprovalConfig:
+        services = {"pipeline_account": self.pipeline_account, "watcher_account": self.watcher_account,
+                    "release_account": self.release_account, "admin_account": self.admin_account}
+        for field, account in services.items():
             if account in self.approvers:
-                raise ValueError(f"the service account {account!r} cannot be in approvers")
+                raise ValueError(f"{field} {account!r} cannot be in approvers")
+        shared = sorted({a for a in services.values() if list(services.values()).count(a) > 1})
+        if shared:
+            raise ValueError(f"each service account must be its own: {', '.join(shared)} is used twice")
         missing = sorted(set(self.approvers) - set(self.users))
         if missing:
             raise ValueError(f"approvers {missing} are not in users")
@@ -87,31 +97,22 @@ def why_not_approvable(user: str, tags: Mapping[str, str], config: ApprovalConfi
     return None
 
 
-def refuse_version_create(tags: Mapping[str, str]) -> str | None:
-    """A version may be registered pending or rejected, never already approved or stamped."""
-    status = tags.get(T.APPROVAL_STATUS)
-    if status not in (None, T.PENDING, T.REJECTED):
-        return f"a new version starts {T.PENDING} (or {T.REJECTED} after a failed gate), not {status!r}"
-    stamped = sorted({T.APPROVED_BY, T.APPROVED_AT} & set(tags))
-    if stamped:
-        return f"{', '.join(stamped)} are stamped by the server on approval; a new version cannot carry them"
-    return None
-
-
 class AuditEntry(BaseModel):
-    """One approval-tag write the server accepted (or refused), as the audit log keeps it."""
+    """One registry write the server accepted (or refused), or a watcher decision, as the audit log keeps it."""
 
     model_config = ConfigDict(frozen=True)
     model: str
     version: str
     user: str
     at: str  # ISO 8601, UTC
-    key: str
+    key: str  # the tag key or the alias ("" for writes of neither)
     old: str | None
     new: str | None
     outcome: str = "accepted"  # or "refused: <reason>", or a watcher decision
     gate_digest: str = ""
     note: str = ""
+    action: str = "set-tag"  # what was written: set-tag, set-alias, create-version, ... (permissions.Action)
+    route: str = ""  # "METHOD /path" the write came by
 
 
 def approval_stands(tags: Mapping[str, str], audit: Sequence[AuditEntry], config: ApprovalConfig,

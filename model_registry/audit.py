@@ -1,4 +1,4 @@
-"""The append-only audit log of approval decisions, one immutable object per entry.
+"""The append-only audit log of registry writes and approval decisions, one immutable object per entry.
 
 Each entry is written with a create-only put (a conditional write on S3), so an entry can be
 added but never replaced; reading the log lists the entries in time order.
@@ -17,7 +17,7 @@ PREFIX = "audit"
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
 
 
 class AuditLog:

@@ -19,8 +19,6 @@ from pydantic import BaseModel, ConfigDict
 from model_registry.approval import ApprovalConfig
 from model_registry.auth_app import POLICY_ENV
 
-ADMIN = "admin"
-
 
 class AuthServer(BaseModel):
     """How to start the server: its environment and the accounts it knows."""
@@ -46,7 +44,7 @@ def parse_passwords(text: str) -> dict[str, str]:
 def _passwords(folder: Path, users: list[str], given: dict[str, str]) -> tuple[dict[str, str], Path]:
     path = folder / "passwords.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    merged = {user: given.get(user) or stored.get(user) or secrets.token_urlsafe(12) for user in [ADMIN, *users]}
+    merged = {user: given.get(user) or stored.get(user) or secrets.token_urlsafe(12) for user in users}
     if merged != stored:
         path.write_text(json.dumps(merged, indent=2))
     os.chmod(path, 0o600)
@@ -59,14 +57,15 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
 
     folder.mkdir(parents=True, exist_ok=True)
     database = f"sqlite:///{folder / 'users.db'}"
-    chosen, passwords_file = _passwords(folder, approval.users, passwords)
+    accounts = list(dict.fromkeys([approval.admin_account, *approval.users]))
+    chosen, passwords_file = _passwords(folder, accounts, passwords)
     ini = folder / "basic_auth.ini"
-    # EDIT by default: every signed-in user may work with runs and models; the approval rules of the
-    # genaiops-auth app decide who may approve, whatever the permissions say.
+    # READ by default: a signed-in user reads everything and writes only what they created; every
+    # registry write is decided by the genaiops-auth app (model_registry.permissions), whatever this says.
     ini.write_text("[mlflow]\n"
-                   "default_permission = EDIT\n"
+                   "default_permission = READ\n"
                    f"database_uri = {database}\n"
-                   f"admin_username = {ADMIN}\n"
+                   f"admin_username = {approval.admin_account}\n"
                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
                    # A verified credential is remembered (as an HMAC, per process) for a minute: without
                    # it every API call of every UI page pays a deliberately slow PBKDF2 check.
@@ -80,18 +79,20 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
 
     store = SqlAlchemyStore()
     store.init_db(database)
-    for user in [ADMIN, *approval.users]:
+    for user in accounts:
         if store.has_user(user):
-            store.update_user(user, password=chosen[user])
+            store.update_user(user, password=chosen[user], is_admin=user == approval.admin_account)
         else:
-            store.create_user(user, chosen[user], is_admin=user == ADMIN)
+            store.create_user(user, chosen[user], is_admin=user == approval.admin_account)
     env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": chosen[ADMIN],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": chosen[approval.admin_account],
+        # A route MLflow's permissions do not cover is refused rather than allowed.
+        "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret.read_text(),
         POLICY_ENV: str(policy),
     }
-    return AuthServer(folder=str(folder), env=env, passwords_file=str(passwords_file), users=approval.users)
+    return AuthServer(folder=str(folder), env=env, passwords_file=str(passwords_file), users=accounts)
 
 
 def server_command(mlflow: str, *, backend_store_uri: str, artifact_root: str, port: int) -> list[str]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from model_registry import tags as T
+from model_registry.evidence import REPORT_FOLDER
 from steps.data import PreparedDataset
 from steps.evaluate import EvalResult, GateReport
 from steps.evaluate_report import metrics_table
-
-REPORT_FOLDER = "gate_report"  # where the report sits among the run's artifacts
 
 
 def candidate_tags(*, report: GateReport, dataset: PreparedDataset, base_model: str, run_key: str,

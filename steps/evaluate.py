@@ -164,6 +164,11 @@ class GateReport(BaseModel):
             return "all gates passed: " + "; ".join(c.describe() for c in self.checks)
         return "gates failed: " + "; ".join(c.describe() for c in self.failures)
 
+    def to_json(self, dataset_hash: str) -> str:
+        """The verdict as `gate_report.json`: what the registry checks a new version's gate tags against."""
+        return json.dumps({"passed": self.passed, "summary": self.summary(), "dataset_hash": dataset_hash,
+                           "checks": [c.model_dump(mode="json") for c in self.checks]}, indent=2)
+
 
 def general_skills() -> list[Example]:
     """The shipped general-capability set (arithmetic, facts, short instructions, interleaved), with references.

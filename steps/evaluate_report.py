@@ -103,7 +103,7 @@ def to_html(result: EvalResult, report: GateReport, *, dataset_hash: str, exampl
 
 def write_report(result: EvalResult, report: GateReport, folder: Path, *, dataset_hash: str,
                  bootstrap: Bootstrap | None = None) -> Path:
-    """Write gate_report.md, gate_report.html and its charts into `folder`; returns the HTML path."""
+    """Write gate_report.md, gate_report.html with its charts, and gate_report.json into `folder`; returns the HTML path."""
     bootstrap = bootstrap or Bootstrap()
     import matplotlib
 
@@ -160,6 +160,7 @@ def write_report(result: EvalResult, report: GateReport, folder: Path, *, datase
     figure.savefig(folder / "lengths.png")
     plt.close(figure)
 
+    (folder / "gate_report.json").write_text(report.to_json(dataset_hash), encoding="utf-8")
     (folder / "gate_report.md").write_text(to_markdown(result, report, dataset_hash=dataset_hash), encoding="utf-8")
     page = folder / "gate_report.html"
     page.write_text(to_html(result, report, dataset_hash=dataset_hash), encoding="utf-8")

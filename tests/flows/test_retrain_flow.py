@@ -56,8 +56,8 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"gate_report", "data_validation.md", "data_validation.html", "loss_curve.png"} <= artifacts
     report = {a.path for a in client.list_artifacts(result.run_id, "gate_report")}
-    assert report == {f"gate_report/{n}" for n in ("gate_report.html", "gate_report.md", "metrics.png",
-                                                    "deltas.png", "lengths.png")}
+    assert report == {f"gate_report/{n}" for n in ("gate_report.html", "gate_report.md", "gate_report.json",
+                                                    "metrics.png", "deltas.png", "lengths.png")}
     assert result.report_uri.endswith(f"reports/{result.run_id}/gate_report.html")
     assert Path(result.report_uri.removeprefix("file://")).read_text().startswith("<!doctype html>")
 
@@ -86,3 +86,28 @@ def test_failed_gate_registers_rejected_and_fails_the_run(sample_jsonl: Path, ti
     with pytest.raises(GateFailedError):
         retrain(config)
     assert len(_versions("tiny-summarizer")) == 1
+
+
+def test_the_pipeline_account_registers_through_the_approval_server(
+    sample_jsonl: Path, tiny_model_dir: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pointed at the genaiops-auth server, the flow registers as the pipeline account, and the server finds
+    the version's gate and lineage tags in agreement with its run (gate_report.json, the logged dataset hash)."""
+    from model_registry.audit import AuditLog
+    from steps.artifacts import LocalStore
+    from tests.approvals import CONFIG, cli
+    from tests.servers import approval_server
+
+    with approval_server(isolated_env, CONFIG) as (url, passwords):
+        for key, value in {"GENAIOPS_MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": CONFIG.pipeline_account,
+                           "MLFLOW_TRACKING_PASSWORD": passwords[CONFIG.pipeline_account]}.items():
+            monkeypatch.setenv(key, value)
+        result = retrain(_config(sample_jsonl, tiny_model_dir, [{"metric": "empty_rate", "max": 1.0}]))
+        assert result.status == T.PENDING and not result.reused
+        [entry] = [e for e in AuditLog(LocalStore(isolated_env / "artifacts")).entries("tiny-summarizer")
+                   if e.action == "create-version"]
+        assert (entry.user, entry.version, entry.outcome, entry.new) == \
+            (CONFIG.pipeline_account, result.version, "accepted", T.PENDING)
+        server = {"url": url, "passwords": passwords, "workspace": isolated_env}
+        approved = cli(server, "alice", "approve", "tiny-summarizer", result.version)
+        assert approved.returncode == 0, approved.stderr  # its lineage is complete: an approver can approve it

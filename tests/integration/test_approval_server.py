@@ -29,8 +29,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         yield {"url": url, "passwords": passwords, "workspace": workspace}
 
 
-def register(server: dict[str, Any], *, gate: str = "passed", triggered_by: str = "ml-engineer") -> str:
-    return approvals.register(server, MODEL, gate=gate, triggered_by=triggered_by)
+def register(server: dict[str, Any], *, gate: str = "passed", triggered_by: str = "ml-engineer",
+             claim: dict[str, str] | None = None) -> str:
+    return approvals.register(server, MODEL, gate=gate, triggered_by=triggered_by, claim=claim)
 
 
 def audit(server: dict[str, Any], version: str) -> AuditLog:
@@ -54,8 +55,7 @@ def test_only_approvers_may_approve_by_any_path(server: dict[str, Any]) -> None:
     with pytest.raises(Exception, match="stamped by the server"):
         as_user(server, "alice").set_model_version_tag(MODEL, version, T.APPROVED_BY, "alice")
     with pytest.raises(Exception, match="a new version starts PendingManualApproval"):
-        as_user(server, CONFIG.pipeline_account).create_model_version(
-            MODEL, source="s3://bucket/model", tags={T.APPROVAL_STATUS: T.APPROVED})
+        register(server, claim={T.APPROVAL_STATUS: T.APPROVED})
     tags = as_user(server, "alice").get_model_version(MODEL, version).tags
     assert tags[T.APPROVAL_STATUS] == T.PENDING and T.APPROVED_BY not in tags
     refused = [e for e in audit(server, version).entries(MODEL, version) if e.outcome.startswith("refused")]
@@ -89,7 +89,7 @@ def test_an_approval_is_stamped_audited_once_and_requested_for_release_once(serv
     first_pass = {d.version: d.action for d in watch_approvals(registry, AuditLog(store), store, CONFIG)}
     assert first_pass[version] == "release requested"
     # A restart between writing the request and tagging the version: the tag is gone, the file is not.
-    as_user(server, CONFIG.pipeline_account).delete_model_version_tag(MODEL, version, T.RELEASE_REQUEST)
+    as_user(server, CONFIG.watcher_account).delete_model_version_tag(MODEL, version, T.RELEASE_REQUEST)
     registry, store = watcher(server)
     second_pass = {d.version: d.action for d in watch_approvals(registry, AuditLog(store), store, CONFIG)}
     assert second_pass[version] == "already requested"
