@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -163,10 +162,10 @@ def retrain(config: ConfigOption = None) -> None:
         _fail(str(exc), EXIT_USAGE)
     except (DataSourceError, DataValidationError, GateFailedError) as exc:
         _fail(str(exc), EXIT_FAILED)
-    _print_result(result)
+    _print_result(result, settings, pipeline)
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: Any, settings: Any, pipeline: Any) -> None:
     from model_registry import tags as T
 
     table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
@@ -184,7 +183,10 @@ def _print_result(result: Any) -> None:
     out.print(f"MLflow run:     {result.run_url}")
     out.print(f"model version:  {result.version_url}")
     if result.status == T.PENDING:
-        out.print(f"to approve: run [bold]make ui[/], open the model version above and set the tag "
+        approvers = " or ".join(pipeline.approval.approvers)
+        passwords = "GENAIOPS_UI_PASSWORDS" if settings.ui_passwords else settings.root / "auth" / "passwords.json"
+        out.print(f"to approve: run [bold]make ui[/], sign in as an approver ([bold]{approvers}[/]; passwords in "
+                  f"{passwords}, written by make ui), open the model version above and set the tag "
                   f"[bold]{T.APPROVAL_STATUS}[/] to [bold]{T.APPROVED}[/] (or {T.REJECTED}).")
 
 
@@ -271,12 +273,14 @@ def ui(
     command = server_command(mlflow, backend_store_uri=settings.tracking_uri,
                              artifact_root=settings.mlflow_artifact_root, port=port)
     err.print(f"MLflow UI: http://127.0.0.1:{port}  (store {settings.tracking_uri}); Ctrl-C stops it")
-    err.print(f"users: {', '.join(server.users)} (approvers: {', '.join(pipeline.approval.approvers)}); "
-              f"passwords in {server.passwords_file}")
-    try:
-        raise typer.Exit(subprocess.call(command, env={**os.environ, **server.env}))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    approval = pipeline.approval
+    err.print(f"users: {', '.join(server.users)}; approvers: {', '.join(approval.approvers)}; "
+              f"pipeline: {approval.pipeline_account}; watcher: {approval.watcher_account}; "
+              f"release: {approval.release_account}; admin: {approval.admin_account}")
+    err.print(f"passwords in {server.passwords_file}")
+    from pipelines.processes import run_foreground
+
+    raise typer.Exit(run_foreground(command, {**os.environ, **server.env}))
 
 
 def _audit_spec(settings: Any) -> dict[str, Any]:
@@ -374,7 +378,7 @@ def reject(name: Annotated[str, typer.Argument()], version: Annotated[str, typer
 @app.command()
 def audit(name: Annotated[str, typer.Argument()], config: ConfigOption = None,
           as_json: Annotated[bool, typer.Option("--json", help="JSON Lines, one entry a line.")] = False) -> None:
-    """The append-only audit log of approval decisions for a model."""
+    """The append-only audit log of a model: every registry write, accepted or refused, and the watcher's decisions."""
     settings, _ = _load(config)
     from model_registry.audit import AuditLog
     from pipelines.backends import make_store
@@ -384,11 +388,11 @@ def audit(name: Annotated[str, typer.Argument()], config: ConfigOption = None,
             out.print(entry.model_dump_json(), soft_wrap=True)
         return
     table = Table(title=f"audit log: {name}")
-    for column in ("time (UTC)", "version", "user", "tag", "old → new", "outcome", "gate digest"):
+    for column in ("time (UTC)", "version", "user", "write", "tag or alias", "old → new", "outcome", "route"):
         table.add_column(column)
     for entry in AuditLog(make_store(settings)).entries(name):
-        table.add_row(entry.at[:19], entry.version, entry.user, entry.key, f"{entry.old} → {entry.new}",
-                      entry.outcome, entry.gate_digest)
+        table.add_row(entry.at[:19], entry.version, entry.user, entry.action, entry.key, f"{entry.old} → {entry.new}",
+                      entry.outcome, entry.route)
     out.print(table)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -16,10 +17,12 @@ import pytest
 
 from model_registry.mlflow_registry import MlflowRegistry
 from pipelines.settings import load_settings
-from tests.servers import free_port, stop, wait_http
+from tests.servers import descendants, free_port, running, stop, wait_http
 
 
-def test_ui_serves_the_models_the_pipeline_registered(isolated_env: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_ui_serves_the_models_the_pipeline_registered_and_stops_all_it_started(
+        isolated_env: Path, tmp_path: Path, signum: signal.Signals) -> None:
     settings = load_settings()
     registry = MlflowRegistry(settings.tracking_uri, experiment="ui", model_name="ui-model",
                               artifact_root=settings.mlflow_artifact_root)
@@ -35,7 +38,7 @@ def test_ui_serves_the_models_the_pipeline_registered(isolated_env: Path, tmp_pa
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
         passwords = json.loads((isolated_env / "auth" / "passwords.json").read_text())
-        assert set(passwords) == {"admin", "alice", "bob", "genaiops-pipeline", "genaiops-watcher"}
+        assert set(passwords) == {"admin", "alice", "bob", "genaiops-pipeline", "genaiops-watcher", "genaiops-release"}
         assert oct((isolated_env / "auth" / "passwords.json").stat().st_mode & 0o777) == "0o600"
         auth = "Basic " + base64.b64encode(f"bob:{passwords['bob']}".encode()).decode()
         page = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": auth})
@@ -45,6 +48,14 @@ def test_ui_serves_the_models_the_pipeline_registered(isolated_env: Path, tmp_pa
         with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": auth}), timeout=10) as response:
             names = [m["name"] for m in json.load(response)["registered_models"]]
         assert names == ["ui-model"]
+        started = descendants(process.pid)
+        assert len(started) >= 2  # the MLflow server and its workers
+        process.send_signal(signum)  # to `genaiops ui` alone, as a service manager or a terminal sends it
+        assert process.wait(timeout=120) == 0
+        left = sorted(pid for pid in started if running(pid))
+        assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
     finally:
         stop(process)
-    assert f"http://127.0.0.1:{port}" in log.read_text()
+    text = log.read_text()
+    assert f"http://127.0.0.1:{port}" in text
+    assert "approvers: alice" in text and "release: genaiops-release" in text
