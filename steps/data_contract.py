@@ -93,8 +93,9 @@ class ValidationReport(BaseModel):
         return [c for c in self.checks if not c.success]
 
     def summary(self) -> str:
-        passed = sum(c.success for c in self.checks)
-        text = f"{'passed' if self.success else 'FAILED'} {passed}/{len(self.checks)} expectations on {self.rows} records"
+        failed = sum(not c.success for c in self.checks)
+        text = f"passed all {len(self.checks)} expectations on {self.rows} records" if self.success else \
+            f"FAILED {failed} of {len(self.checks)} expectations on {self.rows} records"
         if self.dropped_duplicates:
             text += f"; dropped {len(self.dropped_duplicates)} duplicate(s)"
         if self.redacted_pii:

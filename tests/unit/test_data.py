@@ -125,10 +125,12 @@ def test_duplicates_fail_by_default_and_are_dropped_on_request(sample_jsonl: Pat
     _, report = check(path)
     [failed] = report.failed
     assert failed.expectation == "expect_column_values_to_be_unique" and failed.rows == [3, 10]
+    total = len(report.checks)
+    assert report.summary().startswith(f"FAILED 1 of {total} expectations on 120 records")  # counts what failed
     drop = DataConfig.model_validate({"source": str(path), "contract": {"duplicates": "drop"}})
     _, dropped = check(path, drop)
     assert dropped.success and dropped.dropped_duplicates == [10] and dropped.kept == 119
-    assert "dropped 1 duplicate" in dropped.summary()
+    assert dropped.summary().startswith(f"passed all {total} expectations") and "dropped 1 duplicate" in dropped.summary()
 
 
 def test_personal_data_fails_by_default_and_is_redacted_on_request(sample_jsonl: Path, tmp_path: Path) -> None:
