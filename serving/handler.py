@@ -194,6 +194,31 @@ class Predictor:
         return [{"generated_text": text} for text in self.generate(self.prompts(invocation.texts, settings), settings)]
 
 
+def load_served(source: str | Path) -> Predictor:
+    """What a model server serves from `source`: like SageMaker's inference toolkit, a model folder that ships
+    `code/inference.py` with a `model_fn` is loaded by that function; anything else by `Predictor.load`."""
+    import importlib.util
+    import sys
+
+    script = Path(str(source)) / "code" / "inference.py"
+    if not script.is_file():
+        return Predictor.load(source)
+    sys.path.insert(0, str(script.parent))  # the script may import modules shipped beside it
+    spec = importlib.util.spec_from_file_location(f"inference_{abs(hash(str(script)))}", script)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{script}: cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model_fn_of_script = getattr(module, "model_fn", None)
+    if model_fn_of_script is None:
+        return Predictor.load(source)  # the toolkit's default model_fn
+    loaded = model_fn_of_script(str(source))
+    if not isinstance(loaded, Predictor):
+        raise TypeError(f"{script}: model_fn returned a {type(loaded).__name__}; the model server serves a "
+                        "serving.handler.Predictor (or a subclass)")
+    return loaded
+
+
 # --- the SageMaker Hugging Face inference toolkit's hooks -----------------------------------------
 
 def model_fn(model_dir: str, context: Any = None) -> Predictor:

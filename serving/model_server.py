@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from serving import channel as channels
-from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, parse_request
+from serving.handler import MAX_BODY_BYTES, ModelError, Predictor, RequestError, load_served, parse_request
 from serving.protocol import BATCH_SIZE, MODEL_TIME_US, Reply, error_reply, web_error
 from serving.yielding import Board, active_clock
 from steps.generation import GenerationSettings
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
-    predictor = Predictor.load(args.model)
+    predictor = load_served(args.model)
     log.info("loaded %s in %.1f s (template %s, batch up to %d)", args.model, time.perf_counter() - started,
              "recorded" if predictor.card.template != "{input}" else "none", args.max_batch_size)
     gc.collect()

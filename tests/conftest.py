@@ -61,6 +61,17 @@ def make_tiny_model(tokenizer_dir: Path, target: Path, seed: int = 0, tied: bool
     return target
 
 
+def make_held_model(model_dir: Path, target: Path) -> Path:
+    """A copy of `model_dir` with `code/inference.py` (tests/data/held_inference.py): it holds any request whose
+    input contains "[hold]" until its callers give up, so a test of a timeout does not race the model."""
+    import shutil
+
+    shutil.copytree(model_dir, target, dirs_exist_ok=True)
+    (target / "code").mkdir(exist_ok=True)
+    shutil.copy(REPO / "tests" / "data" / "held_inference.py", target / "code" / "inference.py")
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(smollm2_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-layer Llama with random weights and the SmolLM2 tokenizer: trains in well under a second a step."""

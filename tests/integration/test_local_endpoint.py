@@ -28,7 +28,7 @@ from botocore.config import Config
 from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
 from serving.endpoint import EndpointConfig
 from serving.local import LocalEndpoints
-from tests.conftest import make_tiny_model
+from tests.conftest import make_held_model, make_tiny_model
 
 NAME = "summaries"
 BODY = json.dumps({"inputs": "Ana: the parcel is late. Ben: I will call the courier.",
@@ -42,11 +42,12 @@ def endpoint(tiny_model_dir: Path, smollm2_tokenizer_dir: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     workspace = tmp_path_factory.mktemp("endpoint-ws")
     shadow_model = make_tiny_model(smollm2_tokenizer_dir, tmp_path_factory.mktemp("tiny-shadow"), seed=1, tied=False)
+    held = make_held_model(tiny_model_dir, tmp_path_factory.mktemp("tiny-held"))  # b: the same model, by its script
     endpoints = LocalEndpoints(workspace)
     config = EndpointConfig.model_validate({
         "name": NAME, "timeout_s": 3.0,
         "variants": [{"name": "a", "model": str(tiny_model_dir), "weight": WEIGHTS["a"], "threads": 1},
-                     {"name": "b", "model": str(tiny_model_dir), "weight": WEIGHTS["b"], "threads": 1},
+                     {"name": "b", "model": str(held), "weight": WEIGHTS["b"], "threads": 1},
                      {"name": "shadow", "model": str(shadow_model), "shadow": True,
                       "sampling_percentage": SHADOW_PERCENT, "threads": 1}]})
     state = endpoints.create(config)
@@ -55,7 +56,7 @@ def endpoint(tiny_model_dir: Path, smollm2_tokenizer_dir: Path,
                "shadow_model": shadow_model}
     finally:
         endpoints.delete(NAME)
-        assert not servers_of(tiny_model_dir, shadow_model)  # every process of the endpoint is gone
+        assert not servers_of(tiny_model_dir, shadow_model, held)  # every process of the endpoint is gone
 
 
 def servers_of(*models: Path) -> list[str]:
@@ -212,7 +213,8 @@ def test_every_error_case_gets_its_status_and_the_endpoint_stays_up(endpoint: di
         "bad field": (post(endpoint, b'{"inputs": "x", "parameters": {"max_new_tokens": "many"}}'), 400,
                       "ValidationError"),
         "model error": (post(endpoint, json.dumps({"inputs": "word " * 1500}).encode()), 424, "ModelError"),
-        "timeout": (post(endpoint, b'{"inputs": "x", "parameters": {"max_new_tokens": 1000}}'), 424, "ModelError"),
+        "timeout": (post(endpoint, b'{"inputs": "[hold] x", "parameters": {"max_new_tokens": 2}}',
+                         {"X-Amzn-SageMaker-Target-Variant": "b"}), 424, "ModelError"),
         "unknown variant": (post(endpoint, BODY, {"X-Amzn-SageMaker-Target-Variant": "zz"}), 400, "ValidationError"),
         "container route": (post(endpoint, b"{", path="/invocations"), 400, "ValidationError"),
     }

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from serving import model_server
-from serving.handler import Invocation, Parameters, Predictor, input_fn, model_fn, output_fn, predict_fn
+from serving.handler import Invocation, Parameters, Predictor, input_fn, load_served, model_fn, output_fn, predict_fn
 from serving.model_server import build_app
+from tests.conftest import make_held_model
 
 PROMPTS = [f"Speaker {i}: the delivery of order {i * 7} is late again." for i in range(8)]
 
@@ -64,7 +65,19 @@ def test_different_parameters_are_never_batched_together(predictor: Predictor) -
     assert all(size <= 6 for _, size in results)  # each batch holds only requests with the same settings
 
 
-def test_every_error_gets_its_status_and_the_server_stays_up(predictor: Predictor) -> None:
+@pytest.fixture(scope="module")
+def held(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    """The tiny model served through its own code/inference.py, which holds "[hold]" requests until they time out."""
+    return load_served(make_held_model(tiny_model_dir, tmp_path_factory.mktemp("held")))
+
+
+def test_a_model_folder_with_an_inference_script_is_loaded_by_its_model_fn(held: Predictor, predictor: Predictor) -> None:
+    assert type(held).__name__ == "HeldPredictor"
+    invocation = Invocation(inputs=PROMPTS[0], parameters=Parameters(max_new_tokens=4))
+    assert held.predict(invocation) == predictor.predict(invocation)  # the same model, loaded by the script
+
+
+def test_every_error_gets_its_status_and_the_server_stays_up(held: Predictor) -> None:
     async def calls(client: Any) -> dict[str, Any]:
         seen = {}
         for label, body in {"bad json": b"{", "bad field": b'{"inputs": "x", "parameters": {"top_p": 2}}',
@@ -72,14 +85,14 @@ def test_every_error_gets_its_status_and_the_server_stays_up(predictor: Predicto
                             "too big": b'{"inputs": "' + b"x" * (6 * 1024 * 1024) + b'"}'}.items():
             response = await client.post("/invocations", data=body, headers={"Content-Type": "application/json"})
             seen[label] = (response.status, response.headers.get("x-amzn-ErrorType"), (await response.json())["message"])
-        slow = await client.post("/invocations", json={"inputs": "x", "parameters": {"max_new_tokens": 1000}})
+        slow = await client.post("/invocations", json={"inputs": "[hold] x", "parameters": {"max_new_tokens": 2}})
         seen["timeout"] = (slow.status, slow.headers.get("x-amzn-ErrorType"), (await slow.json())["message"])
         seen["ping"] = (await client.get("/ping")).status
         ok = await client.post("/invocations", json={"inputs": "x", "parameters": {"max_new_tokens": 2}})
         seen["after"] = ok.status
         return seen
 
-    seen = asyncio.run(serve(predictor, calls, timeout_s=1.0))
+    seen = asyncio.run(serve(held, calls, timeout_s=1.0))
     assert seen["bad json"][:2] == (400, "ValidationError") and "not valid JSON" in seen["bad json"][2]
     assert seen["bad field"][:2] == (400, "ValidationError") and seen["bad field"][2].startswith("parameters.top_p")
     assert seen["too long"][:2] == (424, "ModelError") and "exceeds the model's context of 1024" in seen["too long"][2]
@@ -194,7 +207,9 @@ def test_a_shadows_timeout_counts_only_the_time_it_could_run(predictor: Predicto
             body = json.dumps({"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 4}}).encode()
             waiting = asyncio.create_task(channel.invoke(body, content_type="application/json", accept="*/*",
                                                          timeout=30))
-            await asyncio.sleep(0.2)
+            batcher = client.server.app[model_server.BATCHER]
+            while not batcher._pending:  # the request is queued: its timeout has started on the shadow's clock
+                await asyncio.sleep(0.001)
             board.set_paused_s(10.0)  # as the router writes it when it lets a stopped shadow run again
             return await waiting
         finally:
