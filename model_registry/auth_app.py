@@ -59,6 +59,8 @@ WRITES: dict[str, tuple[str, str]] = {
     "_delete_webhook": ("", "webhook"),
     "_test_webhook": ("", "webhook"),
 }
+REGISTRY_PATHS = ("/mlflow/registered-models", "/mlflow/model-versions", "/mlflow/webhooks")
+READS_BY_POST = frozenset({"_get_latest_versions"})  # registry routes that take a POST but write nothing
 
 
 @lru_cache(maxsize=1)
@@ -121,9 +123,13 @@ def _guard() -> Any:
     from mlflow.server.handlers import catch_mlflow_exception
 
     view = current_app.view_functions.get(request.endpoint or "")
-    kind = WRITES.get(getattr(view, "__name__", ""))
+    name = getattr(view, "__name__", "")
+    kind = WRITES.get(name)
     if kind is None:
-        return None
+        if request.url_rule is None or request.method in ("GET", "HEAD", "OPTIONS") or name in READS_BY_POST \
+                or not any(part in request.path for part in REGISTRY_PATHS):
+            return None
+        kind = ("", "unknown-write")  # a registry route this app does not know (a newer MLflow): deny by default
     route = f"{request.method} {request.path}"
     authorization = authenticate_request()
     user = getattr(authorization, "username", None) or ANONYMOUS
@@ -169,7 +175,7 @@ def _parse(kind: tuple[str, str], route: str) -> Write:
 
     proto_name, action = kind
     if not proto_name:
-        return Write(action=action, model="(webhooks)", route=route)
+        return Write(action=action, model=f"({action})", route=route)
     message = _get_request_message(getattr(model_registry_pb2, proto_name)())
     fields = {f.name: v for f, v in message.ListFields()}
     key, value = str(fields.get("key", fields.get("alias", ""))), fields.get("value")

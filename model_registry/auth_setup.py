@@ -41,12 +41,18 @@ def parse_passwords(text: str) -> dict[str, str]:
     return pairs
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret into a file created 0600, so that it is never readable by others, not even for a moment."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
+
+
 def _passwords(folder: Path, users: list[str], given: dict[str, str]) -> tuple[dict[str, str], Path]:
     path = folder / "passwords.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     merged = {user: given.get(user) or stored.get(user) or secrets.token_urlsafe(12) for user in users}
     if merged != stored:
-        path.write_text(json.dumps(merged, indent=2))
+        _write_private(path, json.dumps(merged, indent=2))
     os.chmod(path, 0o600)
     return merged, path
 
@@ -74,8 +80,7 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
     policy.write_text(json.dumps({"approval": approval.model_dump(), "audit": audit}, indent=2))
     secret = folder / "flask_secret"
     if not secret.exists():
-        secret.write_text(secrets.token_hex(32))
-        os.chmod(secret, 0o600)
+        _write_private(secret, secrets.token_hex(32))
 
     store = SqlAlchemyStore()
     store.init_db(database)

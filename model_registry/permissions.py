@@ -28,7 +28,7 @@ from model_registry.approval import APPROVAL_TAGS, LINEAGE_TAGS, ApprovalConfig,
 Action = Literal[
     "create-model", "update-model", "rename-model", "delete-model", "set-model-tag", "delete-model-tag",
     "set-alias", "delete-alias", "create-version", "update-version", "transition-stage", "delete-version",
-    "set-tag", "delete-tag", "webhook",
+    "set-tag", "delete-tag", "webhook", "unknown-write",
 ]
 
 # What the pipeline writes when it registers a version, and nothing else.
@@ -62,7 +62,7 @@ def missing_fields(write: Write) -> list[str]:
         needed["version"] = write.version
     if write.action in ("set-tag", "delete-tag", "set-model-tag", "delete-model-tag", "set-alias", "delete-alias"):
         needed["key" if "tag" in write.action else "alias"] = write.key
-    if write.action == "webhook":
+    if write.action in ("webhook", "unknown-write"):
         needed = {}
     return [name for name, value in needed.items() if not value]
 
@@ -77,6 +77,8 @@ def refuse_write(user: str, write: Write, tags: Mapping[str, str] | None, config
     if user == ANONYMOUS:
         return "sign in first: the registry takes no anonymous writes"
     action = write.action
+    if action == "unknown-write":
+        return "this registry route is not one the genaiops-auth app knows; it is refused for everyone (deny by default)"
     if action == "transition-stage":
         return "stage transitions are refused: stages are replaced by the champion and challenger aliases"
     if action in ("update-model", "rename-model", "set-model-tag", "delete-model-tag"):

@@ -85,3 +85,18 @@ def test_a_new_version_claims_no_more_than_its_run_shows(claim: dict[str, str], 
                                                           reason: str | None) -> None:
     found = refuse_registration({**PENDING, **claim}, "run-1", evidence)
     assert found is None if reason is None else (found is not None and reason in found), found
+
+
+def test_every_registry_write_route_of_the_installed_mlflow_is_decided_by_the_guard() -> None:
+    """A newer MLflow with a registry write this table does not know fails here (and is refused at run time)."""
+    from mlflow.server import app
+
+    from model_registry.auth_app import READS_BY_POST, REGISTRY_PATHS, WRITES
+
+    unknown = sorted(
+        (rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods or ()
+        if method not in ("GET", "HEAD", "OPTIONS") and any(part in rule.rule for part in REGISTRY_PATHS)
+        and getattr(app.view_functions[rule.endpoint], "__name__", "") not in {*WRITES, *READS_BY_POST})
+    assert unknown == []
+    governed = {getattr(app.view_functions[r.endpoint], "__name__", "") for r in app.url_map.iter_rules()}
+    assert set(WRITES) <= governed  # and every handler named in the table exists
