@@ -33,6 +33,10 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(endpoints_app, name="endpoints")
+monitor_app = typer.Typer(help="Drift and quality monitors of an endpoint, and its alarms.", no_args_is_help=True)
+alarms_app = typer.Typer(help="Alarms: their state and history.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(alarms_app, name="alarms")
 
 # soft_wrap: never break a URL or a path across lines, whatever the terminal width.
 # Piped output (CI logs, `| tee`) gets room for the tables instead of the 80 columns rich assumes.
@@ -145,10 +149,7 @@ def retrain(config: ConfigOption = None) -> None:
     """Run the retrain flow: prepare → fine-tune → evaluate → register for approval."""
     go_offline()
     settings, pipeline = _load(config)
-    # Flow-run history stays in the workspace unless the user points Prefect elsewhere.
-    if "PREFECT_HOME" not in os.environ:
-        (settings.root / "prefect").mkdir(parents=True, exist_ok=True)
-        os.environ["PREFECT_HOME"] = str(settings.root / "prefect")
+    _prefect_home(settings)
     from pipelines.flows import GateFailedError
     from pipelines.flows import retrain as retrain_flow
     from steps.base_model import BaseModelError
@@ -405,9 +406,7 @@ def approvals_watch(
     """Turn approvals that stand into release requests; send the others back to pending."""
     go_offline()
     settings, pipeline = _load(config)
-    if "PREFECT_HOME" not in os.environ:
-        (settings.root / "prefect").mkdir(parents=True, exist_ok=True)
-        os.environ["PREFECT_HOME"] = str(settings.root / "prefect")
+    _prefect_home(settings)
     import time
 
     from pipelines.flows import approval_watch
@@ -635,6 +634,79 @@ def invoke(
         except ValueError:
             message = answer.decode(errors="replace")
         _fail(f"{exc.code} {exc.headers.get('x-amzn-ErrorType', '')}: {message}", EXIT_FAILED)
+
+
+# --- monitoring ---------------------------------------------------------------------------------------
+
+def _prefect_home(settings: Any) -> None:
+    """Flow-run history stays in the workspace unless the user points Prefect elsewhere."""
+    if "PREFECT_HOME" not in os.environ:
+        (settings.root / "prefect").mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(settings.root / "prefect")
+
+
+@monitor_app.command("run")
+def monitor_run(endpoint: Annotated[str, typer.Argument(help="A local endpoint.")], config: ConfigOption = None) -> None:
+    """Publish the drift and quality metrics of new capture, evaluate the endpoint's alarms, run their actions."""
+    go_offline()
+    settings, pipeline = _load(config)
+    _prefect_home(settings)
+    from pipelines.flows.monitor import MonitorError, monitor
+
+    try:
+        result = monitor(endpoint, pipeline)
+    except MonitorError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    out.print(f"{endpoint}: {result.new_records} new captured invocations")
+    for name, value in sorted(result.metrics.items()):
+        out.print(f"  {name} = {value:g}")
+    for transition in result.transitions:
+        out.print(f"[bold]{transition.alarm}[/]: {transition.change.old} -> {transition.change.new}: "
+                  f"{transition.change.reason}")
+    _alarm_table(endpoint)
+
+
+def _alarm_table(endpoint: str | None, as_json: bool = False) -> None:
+    from monitoring.alarms import AlarmStore, describe
+    from monitoring.monitor import alarm_records
+    from pipelines.settings import load_settings
+
+    records = alarm_records(AlarmStore(load_settings().root / "alarms"), endpoint)
+    if as_json:
+        out.print(json.dumps([describe(r) for r in records], indent=2), soft_wrap=True)
+        return
+    table = Table(title=f"alarms{' of ' + endpoint if endpoint else ''}")
+    for column in ("alarm", "state", "since", "threshold", "actions", "reason"):
+        table.add_column(column)
+    colours = {"OK": "green", "ALARM": "red", "INSUFFICIENT_DATA": "yellow"}
+    for record in records:
+        spec = record.spec
+        table.add_row(spec.name, f"[{colours[record.state]}]{record.state}[/]", record.updated[:19],
+                      f"{spec.comparison} {spec.threshold:g}", ", ".join(a.kind for a in spec.actions),
+                      record.reason[:120])
+    out.print(table)
+
+
+@alarms_app.command("list")
+def alarms_list(endpoint: Annotated[str | None, typer.Argument(help="Only this endpoint's alarms.")] = None,
+                as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False) -> None:
+    """Every alarm with its state, or those of one endpoint."""
+    _alarm_table(endpoint, as_json)
+
+
+@alarms_app.command("history")
+def alarms_history(name: Annotated[str, typer.Argument(help="The alarm's name.")]) -> None:
+    """An alarm's state changes: when, old -> new, and why (with the datapoints)."""
+    from monitoring.alarms import AlarmStore
+    from pipelines.settings import load_settings
+
+    record = AlarmStore(load_settings().root / "alarms").get(name)
+    if record is None:
+        _fail(f"no alarm named {name!r}; `genaiops alarms list` shows them", EXIT_USAGE)
+    for change in record.history:
+        out.print(f"{change.at}  {change.old} -> {change.new}  {change.reason}")
+    if not record.history:
+        out.print(f"{name}: {record.state} ({record.reason}); no state change yet")
 
 
 def main() -> None:

