@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from monitoring.metrics import MetricMath, MetricStat, metric_document
 
@@ -28,6 +28,10 @@ SYMBOLS = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "
            "LessThanOrEqualToThreshold": "<="}
 WORDS = {"GreaterThanThreshold": "greater than", "GreaterThanOrEqualToThreshold": "greater than or equal to",
          "LessThanThreshold": "less than", "LessThanOrEqualToThreshold": "less than or equal to"}
+# A metric math document has an `expression`; anything else is one metric. The tags stay out of error paths.
+Metric = Annotated[Annotated[MetricStat, Tag("<stat>")] | Annotated[MetricMath, Tag("<math>")],
+                   Discriminator(lambda v: "<math>" if (isinstance(v, MetricMath) or
+                                                        (isinstance(v, dict) and "expression" in v)) else "<stat>")]
 EXTRA_RANGE = 2  # CloudWatch retrieves N + 2 datapoints (its documented tables: N = 3, evaluation range 5)
 
 
@@ -46,7 +50,7 @@ class AlarmSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = Field(pattern=r"^[^\x00-\x1f]{1,255}$")
     description: str = ""
-    metric: MetricStat | MetricMath
+    metric: Metric
     period: int = Field(60, description="seconds: 10, 30 or a multiple of 60, as CloudWatch takes it")
     evaluation_periods: int = Field(5, ge=1)
     datapoints_to_alarm: int | None = Field(None, ge=1, description="M of the M-out-of-N rule (default: N)")

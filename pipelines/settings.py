@@ -140,10 +140,12 @@ def load_config(path: Path | None) -> PipelineConfig:
 def _describe(exc: ValidationError, where: str, prefix: str = "") -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        # Union members and validators appear in pydantic's path ("<stat>", "function-after[...]"); a user
+        # knows only the keys of the file.
+        key = ".".join(str(p) for p in error["loc"] if not str(p).startswith("<") and "[" not in str(p)) or "(top level)"
         if prefix and error["loc"]:
             key = prefix + key.upper()
-        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {key}: {reason}")
     return "\n".join(lines)
 

@@ -104,3 +104,26 @@ def test_settings_and_config_are_frozen() -> None:
         PipelineConfig().model_name = "x"  # type: ignore[misc]
     with pytest.raises(Exception, match="frozen"):
         load_settings().backend = "aws"  # type: ignore[misc]
+
+
+CUSTOM = "monitoring:\n  custom:\n    - {name: mine, threshold: 1, comparison: GreaterThanThreshold, metric: {name: Invocations, stat: Sum}}\n"
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    (CUSTOM.replace("name: Invocations,", "name: Invocations5XX,"),
+     r"monitoring\.custom\.0\.metric: unknown metric 'Invocations5XX' in AWS/SageMaker: one of Invocation4XXErrors"),
+    (CUSTOM.replace("stat: Sum", "stat: Median"), r"monitoring\.custom\.0\.metric\.stat: unknown statistic 'Median'"),
+    (CUSTOM.replace("GreaterThanThreshold", "Above"), r"monitoring\.custom\.0\.comparison: Input should be"),
+    (CUSTOM.replace("threshold: 1,", "threshold: 1, treat_missing_data: zero,"),
+     r"monitoring\.custom\.0\.treat_missing_data: Input should be 'missing'"),
+    ("monitoring:\n  alarms:\n    5xx_rate: {treat_missing_data: zero}\n",
+     r"monitoring\.alarms\.5xx_rate\.treat_missing_data: Input should be 'missing'"),
+    ("monitoring:\n  alarms:\n    latency: {threshold: 3}\n", r"monitoring: unknown default alarm\(s\) latency: one of 5xx_rate"),
+    ("monitoring:\n  alarms:\n    5xx_rate: {evaluation_periods: 2, datapoints_to_alarm: 3}\n",
+     r"monitoring: .*datapoints_to_alarm 3 exceeds evaluation_periods 2"),
+])
+def test_a_bad_alarm_is_refused_at_config_load_with_its_key_path(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=where):
+        load_config(path)
