@@ -145,7 +145,11 @@ def _decide(alarm: AlarmSpec, real: Sequence[tuple[float, datetime | None]], *, 
     shown = ", ".join(f"{_number(v)}" + (f" ({t:%d/%m/%y %H:%M:%S})" if t else "") for v, t in reversed(real))
     relation = WORDS[alarm.comparison] if state == "ALARM" else f"not {WORDS[alarm.comparison]}"
     hits = breaching if state == "ALARM" else count - breaching
-    if real:
+    if real and filled and not premature_guard:  # as CloudWatch words it: "1 datapoint [0.0 (...)] was less than ..."
+        text = f"{len(real)} datapoint{'s' if len(real) > 1 else ''} [{shown}] {'were' if len(real) > 1 else 'was'} " \
+               f"{'' if any(alarm.breaches(v) for v, _ in real) else 'not '}{WORDS[alarm.comparison]} the threshold " \
+               f"({_number(alarm.threshold)})"
+    elif real:
         text = f"{hits} out of the last {count} datapoints [{shown}] {'was' if hits == 1 else 'were'} {relation} " \
                f"the threshold ({_number(alarm.threshold)})"
     else:

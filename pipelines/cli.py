@@ -687,6 +687,36 @@ def _alarm_table(endpoint: str | None, as_json: bool = False) -> None:
     out.print(table)
 
 
+@app.command()
+def dashboard(
+    endpoint: Annotated[str, typer.Argument(help="A local endpoint.")],
+    hours: Annotated[float, typer.Option(help="How far back the charts go.", min=0.05, max=24 * 14)] = 3.0,
+    period: Annotated[int | None, typer.Option(help="Seconds per point (default: monitoring.period).", min=1)] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of the page (default: the workspace's).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write the endpoint's dashboard (charts per variant, drift, quality, alarms) as an HTML page; print its path."""
+    from datetime import UTC, datetime
+
+    from monitoring.alarms import AlarmStore
+    from monitoring.dashboards import panels, render_local
+    from monitoring.metrics import SqliteMetricSink
+    from monitoring.monitor import alarm_records
+    from serving.local import EndpointError, LocalEndpoints
+
+    settings, pipeline = _load(config)
+    try:
+        state = LocalEndpoints(settings.root).describe(endpoint)
+    except EndpointError as exc:
+        _fail(f"{exc}; `genaiops endpoints list` shows the endpoints", EXIT_USAGE)
+    page = render_local(endpoint, panels(endpoint, [v.name for v in state.variants]),
+                        SqliteMetricSink(settings.root / "metrics.db"),
+                        alarm_records(AlarmStore(settings.root / "alarms"), endpoint),
+                        out_dir or settings.root / "dashboards" / endpoint, end=datetime.now(UTC), hours=hours,
+                        period=period or pipeline.monitoring.period)
+    out.print(str(page))
+
+
 @alarms_app.command("list")
 def alarms_list(endpoint: Annotated[str | None, typer.Argument(help="Only this endpoint's alarms.")] = None,
                 as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False) -> None:

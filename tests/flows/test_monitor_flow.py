@@ -138,3 +138,22 @@ def test_drift_fires_its_alarm_and_a_retrain_errors_the_5xx_alarm_and_idleness_n
     notes = (lab["workspace"] / "alarms" / "notifications.jsonl").read_text().splitlines()
     assert {json.loads(n)["alarm"] for n in notes} >= {f"{NAME}-embedding-drift", f"{NAME}-main-5xx-rate",
                                                         f"{NAME}-main-no-invocations"}
+
+
+def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    send(lab, ["Ana: the parcel is late. Ben: I will call the courier."] * 3)
+    env = {**os.environ, "GENAIOPS_WORKSPACE": str(lab["workspace"]), "COLUMNS": "200"}
+    result = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "dashboard", NAME, "--hours", "0.5",
+                             "--period", "10"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    page = Path(result.stdout.strip())
+    text = page.read_text()
+    assert sorted(p.name for p in page.parent.glob("*.png")) == [f"panel-{i}.png" for i in range(6)]
+    assert "Invocations per variant" in text and f"{NAME}-embedding-drift" in text and "ALARM" in text
+    missing = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "dashboard", "nowhere"], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert missing.returncode == 2 and "endpoints list" in missing.stderr

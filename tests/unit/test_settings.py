@@ -106,7 +106,8 @@ def test_settings_and_config_are_frozen() -> None:
         load_settings().backend = "aws"  # type: ignore[misc]
 
 
-CUSTOM = "monitoring:\n  custom:\n    - {name: mine, threshold: 1, comparison: GreaterThanThreshold, metric: {name: Invocations, stat: Sum}}\n"
+CUSTOM = ("monitoring:\n  custom:\n"
+          "    - {name: mine, threshold: 1, comparison: GreaterThanThreshold, metric: {name: Invocations, stat: Sum}}\n")
 
 
 @pytest.mark.parametrize(("text", "where"), [

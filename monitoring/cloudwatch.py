@@ -1,0 +1,53 @@
+"""The AWS side of monitoring: an endpoint's alarms kept equal to their specs, and its dashboard.
+
+Every call is idempotent: `PutMetricAlarm` creates or updates by name, alarms of the endpoint that
+are no longer specified are deleted, and `PutDashboard` replaces the body. The client is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from monitoring.alarms import AlarmSpec, put_metric_request
+from monitoring.dashboards import cloudwatch_body, panels
+
+ENDPOINT_TAG = "genaiops:endpoint"
+
+
+def alarm_names(client: Any, endpoint: str) -> list[str]:
+    """The metric alarms named after the endpoint (`<endpoint>-...`)."""
+    names: list[str] = []
+    for page in client.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{endpoint}-",
+                                                                  AlarmTypes=["MetricAlarm"]):
+        names.extend(alarm["AlarmName"] for alarm in page.get("MetricAlarms", []))
+    return names
+
+
+def sync_alarms(client: Any, endpoint: str, specs: Sequence[AlarmSpec]) -> dict[str, list[str]]:
+    """Put every spec's alarm (notify actions as alarm and OK actions) and delete the endpoint's stale ones."""
+    for spec in specs:
+        topics = [a.target for a in spec.actions if a.kind == "notify" and a.target]
+        client.put_metric_alarm(**put_metric_request(spec, alarm_actions=topics, ok_actions=topics,
+                                                     tags={ENDPOINT_TAG: endpoint}))
+    wanted = {spec.name for spec in specs}
+    stale = sorted(set(alarm_names(client, endpoint)) - wanted)
+    for start in range(0, len(stale), 100):  # DeleteAlarms takes at most 100 names
+        client.delete_alarms(AlarmNames=stale[start: start + 100])
+    return {"put": sorted(wanted), "deleted": stale}
+
+
+def delete_alarms(client: Any, endpoint: str) -> list[str]:
+    """Remove every alarm of the endpoint (when the endpoint is deleted)."""
+    return sync_alarms(client, endpoint, [])["deleted"]
+
+
+def put_dashboard(client: Any, endpoint: str, variants: Sequence[str], *, region: str, account: str,
+                  period: int = 60) -> str:
+    """The endpoint's dashboard, `genaiops-<endpoint>`, with an alarm widget of its alarms; returns its name."""
+    arns = [f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}" for name in alarm_names(client, endpoint)]
+    name = f"genaiops-{endpoint}"
+    client.put_dashboard(DashboardName=name, DashboardBody=json.dumps(
+        cloudwatch_body(panels(endpoint, variants), region=region, period=period, alarm_arns=arns)))
+    return name
