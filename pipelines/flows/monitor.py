@@ -121,6 +121,9 @@ def monitor(endpoint: str, config: PipelineConfig | None = None, now: datetime |
     settings = load_settings()
     logger = get_run_logger()
     now = now or datetime.now(UTC)
+    if settings.backend == "aws":  # there CloudWatch evaluates the alarms that the release puts (monitoring.cloudwatch)
+        raise MonitorError("the monitor flow watches local endpoints; on the aws backend CloudWatch evaluates the "
+                           "endpoint's alarms, put with the release")
     try:
         state = LocalEndpoints(settings.root).describe(endpoint)
     except EndpointError as exc:

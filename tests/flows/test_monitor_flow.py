@@ -157,3 +157,27 @@ def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any])
     missing = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "dashboard", "nowhere"], env=env,
                              capture_output=True, text=True, timeout=300, check=False)
     assert missing.returncode == 2 and "endpoints list" in missing.stderr
+
+
+def test_the_reference_is_the_training_split_the_served_versions_lineage_names(
+        lab: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_registry import tags as T
+    from pipelines.backends import make_registry, make_store
+    from pipelines.flows.monitor import MonitorError, reference_of
+    from pipelines.settings import load_settings
+
+    monkeypatch.setenv("GENAIOPS_WORKSPACE", str(lab["workspace"]))
+    settings, config = load_settings(), lab["config"].model_copy(update={"model_name": "lineage-model"})
+    registry = make_registry(settings, config)
+    with registry.run("lineage", {}) as run_id:
+        version = registry.register(run_id, weights_path=str(tiny_model_dir), description="",
+                                    model_config={"kind": "full", "template": lab["template"]},
+                                    tags={T.DATASET_HASH: lab["dataset"].hash})
+    plain = config.model_copy(update={"monitoring": config.monitoring.model_copy(
+        update={"drift": config.monitoring.drift.model_copy(update={"reference_dataset": None})})})
+    reference = reference_of(settings, plain, make_store(settings), f"models:/lineage-model/{version.version}")
+    train = lab["dataset"].splits["train"][: len(reference.inputs)]
+    assert reference.inputs[0] == raw_input(lab["template"], train[0].prompt) and "Summarize" not in reference.inputs[0]
+    assert reference.outputs == [e.target for e in train]
+    with pytest.raises(MonitorError, match="reference_dataset"):
+        reference_of(settings, plain, make_store(settings), str(tiny_model_dir))
