@@ -202,7 +202,9 @@ class AlarmStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
-        return self.folder / f"{name.replace('/', '_')}.json"
+        from urllib.parse import quote
+
+        return self.folder / f"{quote(name, safe='')}.json"  # one file per name, whatever characters it holds
 
     def put(self, spec: AlarmSpec) -> AlarmRecord:
         """Create the alarm, or update its spec and keep its state and history (PutMetricAlarm's behaviour)."""

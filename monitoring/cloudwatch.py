@@ -17,9 +17,9 @@ ENDPOINT_TAG = "genaiops:endpoint"
 
 
 def alarm_names(client: Any, endpoint: str) -> list[str]:
-    """The metric alarms named after the endpoint (`<endpoint>-...`)."""
+    """The metric alarms of the endpoint (named `<endpoint>/...`)."""
     names: list[str] = []
-    for page in client.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{endpoint}-",
+    for page in client.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{endpoint}/",
                                                                   AlarmTypes=["MetricAlarm"]):
         names.extend(alarm["AlarmName"] for alarm in page.get("MetricAlarms", []))
     return names

@@ -136,6 +136,12 @@ class MonitoringConfig(BaseModel):
         return self
 
 
+def alarm_name(endpoint: str, variant: str | None, key: str) -> str:
+    """`<endpoint>[/<variant>]/<alarm>`: endpoint and variant names hold no "/", so an endpoint's alarms are
+    exactly those under its prefix (CloudWatch's AlarmNamePrefix finds them)."""
+    return f"{endpoint}/{variant + '/' if variant else ''}{key.replace('_', '-')}"
+
+
 def endpoint_alarms(endpoint: str, variants: Sequence[str], model: str, config: MonitoringConfig, *,
                     only: str | None = None) -> list[AlarmSpec]:
     """The alarms of one endpoint: the enabled defaults per endpoint and per variant, then the custom ones."""
@@ -153,7 +159,7 @@ def endpoint_alarms(endpoint: str, variants: Sequence[str], model: str, config: 
             kinds = tuning.actions if tuning.actions is not None else default.actions
             evaluation_periods = tuning.evaluation_periods or default.evaluation_periods
             specs.append(AlarmSpec(
-                name=f"{endpoint}-{variant + '-' if variant else ''}{key.replace('_', '-')}",
+                name=alarm_name(endpoint, variant, key),
                 description=f"{default.description} ({endpoint}{' / ' + variant if variant else ''})",
                 metric=_with_dimensions(default.metric, dimensions), period=tuning.period or config.period,
                 evaluation_periods=evaluation_periods,
@@ -261,4 +267,4 @@ def run_actions(transitions: Sequence[Transition], runners: Mapping[str, Callabl
 def alarm_records(store: AlarmStore, endpoint: str | None = None) -> list[AlarmRecord]:
     """The alarms in the store, or those of one endpoint."""
     records = store.list()
-    return [r for r in records if endpoint is None or r.spec.name.startswith(f"{endpoint}-")]
+    return [r for r in records if endpoint is None or r.spec.name.startswith(f"{endpoint}/")]

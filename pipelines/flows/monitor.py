@@ -134,7 +134,7 @@ def monitor(endpoint: str, config: PipelineConfig | None = None, now: datetime |
     for spec in specs:  # create or update: re-running keeps one alarm per name, with its state and history
         alarms.put(spec)
     for stale in alarms.list():
-        if stale.spec.name.startswith(f"{endpoint}-") and stale.spec.name not in {s.name for s in specs}:
+        if stale.spec.name.startswith(f"{endpoint}/") and stale.spec.name not in {s.name for s in specs}:
             alarms.delete(stale.spec.name)
 
     cursor = settings.root / "monitor" / f"{endpoint}.json"

@@ -92,7 +92,7 @@ def send(lab: dict[str, Any], texts: list[str]) -> None:
 
 
 def states(lab: dict[str, Any]) -> dict[str, str]:
-    return {r.spec.name.removeprefix(f"{NAME}-"): r.state for r in AlarmStore(lab["workspace"] / "alarms").list()}
+    return {r.spec.name.removeprefix(f"{NAME}/"): r.state for r in AlarmStore(lab["workspace"] / "alarms").list()}
 
 
 def retrain_requests(lab: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,25 +119,25 @@ def test_drift_fires_its_alarm_and_a_retrain_errors_the_5xx_alarm_and_idleness_n
     assert shifted.metrics["EmbeddingDrift"] > 0.15 > normal.metrics["EmbeddingDrift"]
     assert shifted.metrics["InputLengthPSI"] > normal.metrics["InputLengthPSI"]
     assert states(lab)["embedding-drift"] == "ALARM"
-    [request] = [r for r in retrain_requests(lab) if r["alarm"] == f"{NAME}-embedding-drift"]
+    [request] = [r for r in retrain_requests(lab) if r["alarm"] == f"{NAME}/embedding-drift"]
     assert request["target"] == lab["config"].model_name and "greater than the threshold (0.15)" in request["reason"]
     again = monitor(NAME, lab["config"])  # still in ALARM: the action is not run a second time
     assert again.actions_run == 0 and len([r for r in retrain_requests(lab) if "embedding" in r["alarm"]]) == 1
 
-    assert states(lab)["main-5xx-rate"] == "OK"
+    assert states(lab)["main/5xx-rate"] == "OK"
     send(lab, ["word " * 1500] * 10)  # longer than the model's context: every one is a ModelError
     failing = monitor(NAME, lab["config"])
-    assert states(lab)["main-5xx-rate"] == "ALARM", [t.change.reason for t in failing.transitions]
-    history = AlarmStore(lab["workspace"] / "alarms").get(f"{NAME}-main-5xx-rate").history  # type: ignore[union-attr]
+    assert states(lab)["main/5xx-rate"] == "ALARM", [t.change.reason for t in failing.transitions]
+    history = AlarmStore(lab["workspace"] / "alarms").get(f"{NAME}/main/5xx-rate").history  # type: ignore[union-attr]
     assert history[-1].new == "ALARM" and "greater than the threshold (5.0)" in history[-1].reason
 
-    assert states(lab)["main-no-invocations"] == "OK"
+    assert states(lab)["main/no-invocations"] == "OK"
     later = datetime.now(UTC) + timedelta(seconds=60)  # six 10-second periods without a single invocation
     monitor(NAME, lab["config"], now=later)
-    assert states(lab)["main-no-invocations"] == "ALARM"
+    assert states(lab)["main/no-invocations"] == "ALARM"
     notes = (lab["workspace"] / "alarms" / "notifications.jsonl").read_text().splitlines()
-    assert {json.loads(n)["alarm"] for n in notes} >= {f"{NAME}-embedding-drift", f"{NAME}-main-5xx-rate",
-                                                        f"{NAME}-main-no-invocations"}
+    assert {json.loads(n)["alarm"] for n in notes} >= {f"{NAME}/embedding-drift", f"{NAME}/main/5xx-rate",
+                                                        f"{NAME}/main/no-invocations"}
 
 
 def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any]) -> None:
@@ -153,7 +153,7 @@ def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any])
     page = Path(result.stdout.strip())
     text = page.read_text()
     assert sorted(p.name for p in page.parent.glob("*.png")) == [f"panel-{i}.png" for i in range(6)]
-    assert "Invocations per variant" in text and f"{NAME}-embedding-drift" in text and "ALARM" in text
+    assert "Invocations per variant" in text and f"{NAME}/embedding-drift" in text and "ALARM" in text
     missing = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "dashboard", "nowhere"], env=env,
                              capture_output=True, text=True, timeout=300, check=False)
     assert missing.returncode == 2 and "endpoints list" in missing.stderr

@@ -35,10 +35,10 @@ def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endp
     specs = endpoint_alarms("summaries", ["a", "b"], "dialogue-summarizer", config)
     sync_alarms(client, "summaries", specs)
     sync_alarms(client, "summaries", specs)  # a re-run creates nothing more
-    alarms = {a["AlarmName"]: a for a in client.describe_alarms(AlarmNamePrefix="summaries-")["MetricAlarms"]}
+    alarms = {a["AlarmName"]: a for a in client.describe_alarms(AlarmNamePrefix="summaries/")["MetricAlarms"]}
     assert sorted(alarms) == sorted(s.name for s in specs)
 
-    rate = alarms["summaries-a-5xx-rate"]
+    rate = alarms["summaries/a/5xx-rate"]
     assert rate["AlarmActions"] == [aws["topic"]] and rate["OKActions"] == [aws["topic"]]
     assert (rate["EvaluationPeriods"], rate["DatapointsToAlarm"], rate["Threshold"], rate["TreatMissingData"]) == \
         (5, 3, 5.0, "notBreaching")
@@ -47,18 +47,21 @@ def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endp
     assert errors["Metric"]["MetricName"] == "Invocation5XXErrors" and errors["Stat"] == "Sum"
     assert {d["Name"]: d["Value"] for d in errors["Metric"]["Dimensions"]} == {"EndpointName": "summaries",
                                                                                "VariantName": "a"}
-    latency = alarms["summaries-b-model-latency-p99"]
+    latency = alarms["summaries/b/model-latency-p99"]
     assert latency["ExtendedStatistic"] == "p99" and latency["MetricName"] == "ModelLatency"
-    drift = alarms["summaries-embedding-drift"]
+    drift = alarms["summaries/embedding-drift"]
     assert drift["Namespace"] == "genaiops/Monitoring" and drift["TreatMissingData"] == "ignore"
 
     quieter = MonitoringConfig.model_validate({"notify_topic_arn": aws["topic"], "alarms": {
         "4xx_rate": {"enabled": False}, "5xx_rate": {"threshold": 2}}})
     changed = sync_alarms(client, "summaries", endpoint_alarms("summaries", ["a", "b"], "m", quieter))
-    assert changed["deleted"] == ["summaries-a-4xx-rate", "summaries-b-4xx-rate"]
-    threshold = client.describe_alarms(AlarmNames=["summaries-a-5xx-rate"])["MetricAlarms"][0]["Threshold"]
+    assert changed["deleted"] == ["summaries/a/4xx-rate", "summaries/b/4xx-rate"]
+    threshold = client.describe_alarms(AlarmNames=["summaries/a/5xx-rate"])["MetricAlarms"][0]["Threshold"]
     assert threshold == 2.0
+    neighbour = endpoint_alarms("summaries-b", ["a"], "m", quieter)  # a name that starts like the other's
+    sync_alarms(client, "summaries-b", neighbour)
     assert delete_alarms(client, "summaries") and alarm_names(client, "summaries") == []
+    assert sorted(alarm_names(client, "summaries-b")) == sorted(s.name for s in neighbour)  # left alone
 
 
 def test_the_dashboard_shows_every_panel_and_the_endpoints_alarms(aws: dict[str, Any]) -> None:
@@ -70,7 +73,7 @@ def test_the_dashboard_shows_every_panel_and_the_endpoints_alarms(aws: dict[str,
     assert titles[:3] == ["Invocations per variant", "Model latency p50 / p99", "Errors: 4XX and 5XX"]
     [alarms] = [w for w in body["widgets"] if w["type"] == "alarm"]
     assert len(alarms["properties"]["alarms"]) == len(alarm_names(client, "summaries"))
-    assert all(arn.startswith("arn:aws:cloudwatch:us-east-1:123456789012:alarm:summaries-")
+    assert all(arn.startswith("arn:aws:cloudwatch:us-east-1:123456789012:alarm:summaries/")
                for arn in alarms["properties"]["alarms"])
     latency = body["widgets"][1]["properties"]["metrics"]
     assert latency[0] == ["AWS/SageMaker", "ModelLatency", "EndpointName", "summaries", "VariantName", "a",
