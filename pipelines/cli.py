@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -407,16 +408,15 @@ def approvals_watch(
     go_offline()
     settings, pipeline = _load(config)
     _prefect_home(settings)
-    import time
-
     from pipelines.flows import approval_watch
 
-    while True:
+    while not STOPPING.is_set():
         for decision in approval_watch(pipeline):
             out.print(f"v{decision['version']}: {decision['action']} ({decision['detail']})")
         if once:
             return
-        time.sleep(interval)
+        STOPPING.wait(interval)  # a signal ends the wait at once, even if a flow run swallowed its interrupt
+    raise typer.Exit(130)
 
 
 # --- endpoints -----------------------------------------------------------------------------------
@@ -739,7 +739,22 @@ def alarms_history(name: Annotated[str, typer.Argument(help="The alarm's name.")
         out.print(f"{name}: {record.state} ({record.reason}); no state change yet")
 
 
+STOPPING = threading.Event()  # set by SIGTERM or SIGINT: loops end after what they are doing
+
+
+def _stop(signum: int, frame: object) -> None:
+    STOPPING.set()
+    raise KeyboardInterrupt  # unwind as Ctrl-C does, so that what the command started is stopped on the way out
+
+
 def main() -> None:
+    import signal
+
+    # SIGTERM ends a command as Ctrl-C does: Prefect's temporary API server, which a flow run starts as a
+    # child process, is stopped at exit, and nothing the command started is left running. SIGINT is set too:
+    # a command started in the background by a script inherits it ignored.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     app()
 
 
