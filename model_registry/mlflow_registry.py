@@ -125,6 +125,14 @@ class MlflowRegistry:
         loaded.name = name
         return loaded, dict(model.model_config or {})
 
+    def logged_config(self, model_uri: str) -> dict[str, Any]:
+        """The model config a version was logged with (template, generation), from its MLmodel file alone."""
+        import mlflow.models
+
+        with self._fluent_uri():
+            flavor = mlflow.models.Model.load(model_uri).flavors.get("python_function", {})
+        return dict(flavor.get("config") or {})
+
     def run_url(self, ui_url: str, run_id: str) -> str:
         return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 

@@ -8,7 +8,8 @@
 - disagreement between variants of one endpoint: the share of requests, paired by the capture's
   event id, whose outputs differ from the primary variant's.
 
-The capture reader is plain file reading; it imports nothing of `serving`.
+The capture reader reads files through the artifact store port (a folder locally, S3 on AWS); it imports
+nothing of `serving`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from steps.artifacts import ArtifactStore
 
 Encoder = Callable[[Sequence[str]], Any]  # texts -> an (n, d) array of unit vectors
 
@@ -40,18 +43,23 @@ class Captured(BaseModel):
     error: bool = False
 
 
-def read_capture(root: Path, endpoint: str, since: datetime | None = None) -> list[Captured]:
-    """Every captured invocation of `endpoint` after `since`, oldest first (files under <root>/<endpoint>/<variant>/)."""
-    folder = root / endpoint
+def read_capture(store: ArtifactStore, endpoint: str, since: datetime | None = None) -> list[Captured]:
+    """Every captured invocation of `endpoint` after `since`, oldest first.
+
+    `store` holds capture as SageMaker lays it out, `<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`: the
+    local endpoint's capture folder (a LocalStore) or the S3 destination of an endpoint's data capture
+    (an S3Store). Files of hours before `since` are not read.
+    """
     records: list[Captured] = []
-    if not folder.is_dir():
-        return records
-    for variant in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for path in sorted(variant.rglob("*.jsonl")):
-            for line in path.read_text(encoding="utf-8").splitlines():
-                record = _parse(variant.name, line)
-                if record is not None and (since is None or record.at > since):
-                    records.append(record)
+    floor = since.strftime("%Y/%m/%d/%H") if since is not None else ""
+    for key in store.list_keys(endpoint):
+        parts = key.split("/")
+        if len(parts) < 7 or not key.endswith(".jsonl") or "/".join(parts[2:6]) < floor:
+            continue
+        for line in store.get(key).decode("utf-8", errors="replace").splitlines():
+            record = _parse(parts[1], line)
+            if record is not None and (since is None or record.at > since):
+                records.append(record)
     records.sort(key=lambda r: r.at)
     return records
 

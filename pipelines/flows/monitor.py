@@ -25,7 +25,7 @@ from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_al
 from pipelines.backends import make_registry, make_store
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
-from steps.artifacts import ArtifactStore
+from steps.artifacts import ArtifactStore, LocalStore
 
 
 class MonitorResult(BaseModel):
@@ -57,8 +57,6 @@ def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStor
         if not model.startswith("models:/"):
             raise MonitorError(f"{model} is not a registered version, so its training data is unknown: set "
                                "monitoring.drift.reference_dataset to a prepared dataset's hash")
-        import mlflow.models
-
         registry = make_registry(settings, config)
         name, _, selector = model.removeprefix("models:/").partition("/")
         name, _, alias = name.partition("@")
@@ -67,9 +65,7 @@ def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStor
         dataset_hash = dict(version.tags or {}).get(T.DATASET_HASH)
         if not dataset_hash:
             raise MonitorError(f"{model} has no {T.DATASET_HASH} tag")
-        with registry._fluent_uri():
-            flavor = mlflow.models.Model.load(model).flavors.get("python_function", {})
-        template = str((flavor.get("config") or flavor.get("model_config") or {}).get("template", template))
+        template = str(registry.logged_config(model).get("template", template))
     train = load_prepared(store, dataset_hash).splits["train"][: config.monitoring.drift.reference_size]
     return Reference(inputs=[raw_input(template, e.prompt) for e in train], outputs=[e.target for e in train])
 
@@ -108,7 +104,7 @@ def _runners(settings: Settings, store: ArtifactStore) -> dict[str, Any]:
 @task(name="read-capture", cache_policy=NO_CACHE)
 def new_capture(capture_root: Path, endpoint: str, cursor: Path) -> list[Captured]:
     since = datetime.fromisoformat(json.loads(cursor.read_text())["until"]) if cursor.exists() else None
-    return read_capture(capture_root, endpoint, since)
+    return read_capture(LocalStore(capture_root), endpoint, since)
 
 
 @flow(name="monitor")

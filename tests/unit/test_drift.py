@@ -1,0 +1,79 @@
+"""Drift and quality statistics, and the capture reader over a folder and over S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from monitoring.drift import disagreement, empty_rate, ks, psi, raw_input, read_capture
+from serving.capture import capture_record
+from steps.artifacts import LocalStore, S3Store
+
+TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
+
+
+def test_raw_input_undoes_the_template() -> None:
+    assert raw_input(TEMPLATE, TEMPLATE.format(input="Ana: hi.\nBen: bye.")) == "Ana: hi.\nBen: bye."
+    assert raw_input("{input}", "as is") == "as is"
+    assert raw_input(TEMPLATE, "not templated") == "not templated"
+
+
+def test_psi_and_ks_separate_a_shifted_sample_from_a_like_one() -> None:
+    rng = random.Random(0)
+    reference = [rng.gauss(100, 15) for _ in range(500)]
+    like = [rng.gauss(100, 15) for _ in range(80)]
+    shifted = [rng.gauss(160, 15) for _ in range(80)]
+    assert psi(reference, like) < 0.25 < 1.0 < psi(reference, shifted)  # 0.25: the usual "shifted" line
+    assert ks(reference, like) < 0.2 < 0.9 < ks(reference, shifted)
+    with pytest.raises(ValueError, match="both sides"):
+        psi(reference, [])
+
+
+def test_empty_rate_counts_blank_outputs() -> None:
+    assert empty_rate(["a", "", "  ", "b"]) == 50.0 and empty_rate([]) == 0.0
+
+
+def write(store: LocalStore | S3Store, variant: str, when: datetime, outputs: list[str] | None,
+          event_id: str, text: str = "Ana: the parcel is late.") -> None:
+    answer = json.dumps([{"generated_text": o} for o in outputs or []]).encode()
+    record = capture_record(json.dumps({"inputs": text}).encode(), answer if outputs is not None else b"{}",
+                            content_type="application/json", accept="application/json", inference_id=None,
+                            when=when, error=outputs is None, event_id=event_id)
+    key = f"summaries/{variant}/{when:%Y/%m/%d/%H}/{when:%M-%S}-{event_id}.jsonl"
+    store.put(key, (json.dumps(record) + "\n").encode())
+
+
+def check_reader(store: LocalStore | S3Store) -> None:
+    start = datetime(2026, 11, 30, 10, 59, tzinfo=UTC)
+    for i in range(4):
+        when = start + timedelta(minutes=i)
+        write(store, "champion", when, [f"answer {i}"], f"e{i}")
+        write(store, "shadow", when + timedelta(seconds=1), [f"answer {i}" if i % 2 else "other"], f"e{i}")
+    write(store, "champion", start + timedelta(minutes=5), None, "e9")  # a failed invocation
+    store.put("summaries/champion/2026/11/30/11/torn.jsonl", b'{"captureData": {"endpointIn')  # being written
+    records = read_capture(store, "summaries")
+    assert [r.event_id for r in records if r.variant == "champion"] == ["e0", "e1", "e2", "e3", "e9"]
+    assert records[-1].error and records[-1].outputs is None
+    assert records[0].inputs == ["Ana: the parcel is late."] and records[0].outputs == ["answer 0"]
+    assert disagreement(records, "champion") == {"shadow": 50.0}  # e0 and e2 differ, paired by event id
+    later = read_capture(store, "summaries", since=start + timedelta(minutes=2))
+    assert sorted({r.event_id for r in later}) == ["e2", "e3", "e9"]
+
+
+def test_the_capture_reader_reads_a_folder(tmp_path: Path) -> None:
+    check_reader(LocalStore(tmp_path / "capture"))
+
+
+def test_the_capture_reader_reads_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="capture")
+        check_reader(S3Store("capture", client, prefix="data-capture"))
