@@ -106,7 +106,13 @@ def render_local(endpoint: str, layout: Sequence[Panel], source: MetricSource, a
                           label=line.label)
                 drawn += 1
             alarm = thresholds.get(json.dumps(line.metric.model_dump(), sort_keys=True))
-            if alarm is not None:
+            if alarm is None:
+                continue
+            top = max((abs(v) for _, v in points), default=0.0)
+            if top and alarm.spec.threshold > 4 * top:  # far above the data: named, not drawn, so the data stays legible
+                axes.plot([], [], linestyle="--", color=COLOURS[alarm.state],
+                          label=f"{alarm.spec.name} ({alarm.state}): threshold {alarm.spec.threshold:g}, above the chart")
+            else:
                 axes.axhline(alarm.spec.threshold, linestyle="--", linewidth=1, color=COLOURS[alarm.state],
                              label=f"{alarm.spec.name} ({alarm.state})")
         axes.set_title(panel.title, fontsize=10)
@@ -146,14 +152,15 @@ def _page(endpoint: str, images: list[tuple[str, str]], alarms: Sequence[AlarmRe
     charts = "".join(f"<figure><img src='{name}' alt='{html.escape(title)}'></figure>" for title, name in images)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(endpoint)}: dashboard</title>
-<style>body{{font-family:sans-serif;margin:1.5em}} .grid{{display:flex;flex-wrap:wrap;gap:8px}}
-figure{{margin:0}} table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:4px 8px;
-vertical-align:top}} .side{{display:flex;gap:24px;align-items:flex-start}} .side>div:last-child{{min-width:560px}}
-</style></head>
+<style>body{{font-family:sans-serif;margin:1.5em}} .side{{display:grid;grid-template-columns:760px 1fr;gap:24px;
+align-items:start}} figure{{margin:0 0 8px 0}} table{{border-collapse:collapse;font-size:12px;table-layout:fixed;
+width:100%}} td,th{{border:1px solid #ccc;padding:4px 6px;vertical-align:top;overflow-wrap:anywhere;text-align:left}}
+col.name{{width:26%}} col.state{{width:13%}} col.when{{width:17%}} col.reason{{width:44%}}</style></head>
 <body><h1>{html.escape(endpoint)}</h1>
 <p>{start:%Y-%m-%d %H:%M} – {end:%H:%M} UTC</p>
-<div class="side"><div class="grid">{charts}</div>
-<div><h2>Alarms</h2><table><tr><th>alarm</th><th>state</th><th>last transition</th><th>reason</th></tr>
+<div class="side"><div>{charts}</div>
+<div><h2>Alarms</h2><table><colgroup><col class="name"><col class="state"><col class="when"><col class="reason">
+</colgroup><tr><th>alarm</th><th>state</th><th>last transition</th><th>reason</th></tr>
 {''.join(rows) or '<tr><td colspan=4>no alarms: run genaiops monitor run</td></tr>'}</table></div></div>
 </body></html>
 """
