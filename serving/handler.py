@@ -76,6 +76,8 @@ def parse_request(body: bytes, content_type: str = "application/json") -> Invoca
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # 100,000 "[" must not take down the thread that parses it
+        raise RequestError("body is nested too deeply to be a request") from None
     if isinstance(document, str):  # a bare string is one input
         document = {"inputs": document}
     if not isinstance(document, dict):

@@ -210,6 +210,7 @@ def test_every_error_case_gets_its_status_and_the_endpoint_stays_up(endpoint: di
     cases = {
         "too large": (post(endpoint, b'{"inputs": "' + b"x" * (6 * 1024 * 1024) + b'"}'), 413, "ValidationError"),
         "bad json": (post(endpoint, b"{"), 400, "ValidationError"),
+        "too deep": (post(endpoint, b"[" * 100_000), 400, "ValidationError"),  # the channel thread survives it
         "bad field": (post(endpoint, b'{"inputs": "x", "parameters": {"max_new_tokens": "many"}}'), 400,
                       "ValidationError"),
         "model error": (post(endpoint, json.dumps({"inputs": "word " * 1500}).encode()), 424, "ModelError"),
@@ -222,7 +223,8 @@ def test_every_error_case_gets_its_status_and_the_endpoint_stays_up(endpoint: di
         assert (status, headers.get("x-amzn-errortype")) == (want, kind), (label, status, body[:300])
     assert "parameters.max_new_tokens" in json.loads(cases["bad field"][0][2])["message"]
     assert "did not answer within 3 s" in json.loads(cases["timeout"][0][2])["message"]
-    assert post(endpoint, BODY)[0] == 200
+    for variant in ("a", "b"):  # every variant still answers after every error
+        assert post(endpoint, BODY, {"X-Amzn-SageMaker-Target-Variant": variant})[0] == 200
     with urllib.request.urlopen(endpoint["url"] + "/ping", timeout=10) as ping:
         assert ping.status == 200
 

@@ -82,7 +82,8 @@ def test_every_error_gets_its_status_and_the_server_stays_up(held: Predictor) ->
         seen = {}
         for label, body in {"bad json": b"{", "bad field": b'{"inputs": "x", "parameters": {"top_p": 2}}',
                             "too long": json.dumps({"inputs": "word " * 1500}).encode(),
-                            "too big": b'{"inputs": "' + b"x" * (6 * 1024 * 1024) + b'"}'}.items():
+                            "too big": b'{"inputs": "' + b"x" * (6 * 1024 * 1024) + b'"}',
+                            "too deep": b"[" * 100_000}.items():
             response = await client.post("/invocations", data=body, headers={"Content-Type": "application/json"})
             seen[label] = (response.status, response.headers.get("x-amzn-ErrorType"), (await response.json())["message"])
         slow = await client.post("/invocations", json={"inputs": "[hold] x", "parameters": {"max_new_tokens": 2}})
@@ -97,6 +98,7 @@ def test_every_error_gets_its_status_and_the_server_stays_up(held: Predictor) ->
     assert seen["bad field"][:2] == (400, "ValidationError") and seen["bad field"][2].startswith("parameters.top_p")
     assert seen["too long"][:2] == (424, "ModelError") and "exceeds the model's context of 1024" in seen["too long"][2]
     assert seen["too big"][:2] == (413, "ValidationError")
+    assert seen["too deep"][:2] == (400, "ValidationError") and "nested too deeply" in seen["too deep"][2]
     assert seen["timeout"][:2] == (424, "ModelError") and "did not answer within 1 s" in seen["timeout"][2]
     assert seen["ping"] == 200 and seen["after"] == 200
 
