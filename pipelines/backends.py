@@ -10,6 +10,7 @@ from steps.finetune import LocalLoraTrainer, Trainer
 if TYPE_CHECKING:
     from model_registry.mlflow_registry import MlflowRegistry
     from model_registry.sagemaker_mirror import ModelPackageMirror
+    from monitoring.metrics import MetricSink, MetricSource
     from pipelines.settings import PipelineConfig, Settings
 
 
@@ -57,3 +58,14 @@ def make_trainer(settings: Settings, store: ArtifactStore) -> Trainer:
                                 kms_key_id=settings.kms_key_id, subnets=settings.subnet_list,
                                 security_group_ids=settings.security_group_list)
     return LocalLoraTrainer(settings.root / "models", settings.root / "runs")
+
+
+def make_metrics(settings: Settings) -> tuple[MetricSink, MetricSource]:
+    """Where metrics go and are read back: the workspace's SQLite series, or CloudWatch (throttling retried)."""
+    from monitoring.metrics import CloudWatchSink, CloudWatchSource, SqliteMetricSink, cloudwatch_client
+
+    if settings.backend == "aws":
+        client = cloudwatch_client(settings.region)
+        return CloudWatchSink(client), CloudWatchSource(client)
+    sqlite = SqliteMetricSink(settings.root / "metrics.db")
+    return sqlite, sqlite

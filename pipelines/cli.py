@@ -647,7 +647,8 @@ def _prefect_home(settings: Any) -> None:
 
 @monitor_app.command("run")
 def monitor_run(endpoint: Annotated[str, typer.Argument(help="A local endpoint.")], config: ConfigOption = None) -> None:
-    """Publish the drift and quality metrics of new capture, evaluate the endpoint's alarms, run their actions."""
+    """Publish the drift and quality metrics of new capture; evaluate the endpoint's alarms and run their actions
+    (local), or put them and its dashboard to CloudWatch (aws)."""
     go_offline()
     settings, pipeline = _load(config)
     _prefect_home(settings)
@@ -663,6 +664,10 @@ def monitor_run(endpoint: Annotated[str, typer.Argument(help="A local endpoint."
     for transition in result.transitions:
         out.print(f"[bold]{transition.alarm}[/]: {transition.change.old} -> {transition.change.new}: "
                   f"{transition.change.reason}")
+    if result.cloudwatch:  # aws: CloudWatch holds and evaluates the alarms
+        out.print(f"CloudWatch: {len(result.cloudwatch['put'])} alarms put, {len(result.cloudwatch['deleted'])} "
+                  f"removed; dashboard {result.cloudwatch['dashboard']}")
+        return
     _alarm_table(endpoint)
 
 

@@ -1,10 +1,14 @@
-"""The `monitor` flow: new capture of an endpoint → drift and quality metrics → every alarm evaluated → actions.
+"""The `monitor` flow: new capture of an endpoint → drift and quality metrics → its alarms → actions.
 
-Runs on the local backend over a local endpoint (`genaiops monitor run ENDPOINT`); the orchestration
-schedules it. Actions of an alarm that went into ALARM run once per transition: `notify` logs and
-appends to `<workspace>/alarms/notifications.jsonl`; `retrain` and `rollback` file a request
-(create-only, under `requests/<kind>/` in the artifact store) and emit a Prefect event
-(`genaiops.alarm.retrain`, `genaiops.alarm.rollback`) that deployments trigger on.
+Locally it watches a local endpoint: metrics go to the workspace's SQLite series, every alarm is
+evaluated with CloudWatch's semantics, and the actions of an alarm that went into ALARM run once per
+transition: `notify` logs and appends to `<workspace>/alarms/notifications.jsonl`; `retrain` and
+`rollback` file a request (create-only, under `requests/<kind>/` in the artifact store) and emit a
+Prefect event (`genaiops.alarm.retrain`, `genaiops.alarm.rollback`) that deployments trigger on.
+
+On the aws backend it watches a SageMaker endpoint: capture is read from the S3 destination of the
+endpoint's data capture, metrics go out with `PutMetricData`, and the endpoint's alarms and dashboard
+are put to CloudWatch, which evaluates them and runs their actions (SNS topics).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from pydantic import BaseModel, ConfigDict
 
 from monitoring.alarms import AlarmAction, AlarmStore
 from monitoring.drift import Captured, minilm_encoder, raw_input, read_capture
-from monitoring.metrics import SqliteMetricSink
 from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_alarms, evaluate_alarms, run_actions
-from pipelines.backends import make_registry, make_store
+from pipelines.backends import make_metrics, make_registry, make_store
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
-from steps.artifacts import ArtifactStore, LocalStore
+from steps.artifacts import ArtifactNotFoundError, ArtifactStore, LocalStore, S3Store
+
+VERSION_TAG = "genaiops:model-version"  # on a SageMaker model: the registered version it serves (models:/name/N)
 
 
 class MonitorResult(BaseModel):
@@ -35,15 +40,59 @@ class MonitorResult(BaseModel):
     metrics: dict[str, float]
     transitions: list[Transition]
     actions_run: int
+    cloudwatch: dict[str, Any] = {}
 
 
 class MonitorError(RuntimeError):
-    """The endpoint cannot be monitored as configured (no such endpoint, no reference data)."""
+    """The endpoint cannot be monitored as configured (no such endpoint, no capture, no reference data)."""
 
 
-def primary_variant(state: Any) -> Any:
-    production = [v for v in state.variants if not v.shadow]
-    return max(production, key=lambda v: v.weight)
+class Watched(BaseModel):
+    """What the flow needs of an endpoint: its variants, the primary one and the model it serves, its capture."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    variants: list[str]
+    primary: str
+    model: str  # models:/NAME/VERSION when known, else a folder
+    capture: Any  # an ArtifactStore over `<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`
+
+
+def local_endpoint(settings: Settings, endpoint: str) -> Watched:
+    from serving.local import EndpointError, LocalEndpoints
+
+    try:
+        state = LocalEndpoints(settings.root).describe(endpoint)
+    except EndpointError as exc:
+        raise MonitorError(f"{exc}; `genaiops endpoints list` shows the endpoints") from exc
+    primary = max((v for v in state.variants if not v.shadow), key=lambda v: v.weight)
+    root = Path(state.capture).parent if state.capture else settings.root / "capture"
+    return Watched(variants=[v.name for v in state.variants], primary=primary.name, model=primary.model,
+                   capture=LocalStore(root))
+
+
+def sagemaker_endpoint(settings: Settings, endpoint: str, client: Any = None) -> Watched:
+    """A SageMaker endpoint: its variants (production and shadow), the primary's model, its capture in S3."""
+    import boto3
+
+    sagemaker = client or boto3.client("sagemaker", region_name=settings.region)
+    try:
+        described = sagemaker.describe_endpoint(EndpointName=endpoint)
+    except sagemaker.exceptions.ClientError as exc:
+        raise MonitorError(f"endpoint {endpoint}: {exc}") from exc
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+    production = config.get("ProductionVariants", [])
+    variants = [v["VariantName"] for v in [*production, *config.get("ShadowProductionVariants", [])]]
+    weights = {v["VariantName"]: v.get("CurrentWeight", 0) for v in described.get("ProductionVariants", [])}
+    primary = max(production, key=lambda v: weights.get(v["VariantName"], v.get("InitialVariantWeight", 0)))
+    arn = sagemaker.describe_model(ModelName=primary["ModelName"])["ModelArn"]
+    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=arn).get("Tags", [])}
+    destination = config.get("DataCaptureConfig", {}).get("DestinationS3Uri", "")
+    if not destination.startswith("s3://"):
+        raise MonitorError(f"endpoint {endpoint} captures no data (its config has no DataCaptureConfig)")
+    bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+    capture = S3Store(bucket, boto3.client("s3", region_name=settings.region), prefix=prefix.strip("/"))
+    return Watched(variants=variants, primary=primary["VariantName"], model=tags.get(VERSION_TAG, primary["ModelName"]),
+                   capture=capture)
 
 
 def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStore, model: str) -> Reference:
@@ -102,52 +151,70 @@ def _runners(settings: Settings, store: ArtifactStore) -> dict[str, Any]:
 
 
 @task(name="read-capture", cache_policy=NO_CACHE)
-def new_capture(capture_root: Path, endpoint: str, cursor: Path) -> list[Captured]:
-    since = datetime.fromisoformat(json.loads(cursor.read_text())["until"]) if cursor.exists() else None
-    return read_capture(LocalStore(capture_root), endpoint, since)
+def new_capture(capture: ArtifactStore, endpoint: str, store: ArtifactStore) -> tuple[list[Captured], str]:
+    """Capture after the endpoint's cursor (kept in the artifact store, so any runner continues where the last left)."""
+    key = f"monitor/cursors/{endpoint}.json"
+    try:
+        since: datetime | None = datetime.fromisoformat(json.loads(store.get(key))["until"])
+    except ArtifactNotFoundError:
+        since = None
+    return read_capture(capture, endpoint, since), key
 
 
 @flow(name="monitor")
 def monitor(endpoint: str, config: PipelineConfig | None = None, now: datetime | None = None) -> MonitorResult:
-    """Publish the drift and quality metrics of the endpoint's new capture, evaluate its alarms, run their actions."""
-    from serving.local import EndpointError, LocalEndpoints
-
+    """Publish the drift and quality metrics of the endpoint's new capture; evaluate its alarms (locally) or put
+    them to CloudWatch (aws); run the actions of those that went into ALARM."""
     go_offline()
     config = config or PipelineConfig()
     settings = load_settings()
     logger = get_run_logger()
     now = now or datetime.now(UTC)
-    if settings.backend == "aws":  # there CloudWatch evaluates the alarms that the release puts (monitoring.cloudwatch)
-        raise MonitorError("the monitor flow watches local endpoints; on the aws backend CloudWatch evaluates the "
-                           "endpoint's alarms, put with the release")
-    try:
-        state = LocalEndpoints(settings.root).describe(endpoint)
-    except EndpointError as exc:
-        raise MonitorError(str(exc)) from exc
-    store, sink, alarms = make_store(settings), SqliteMetricSink(settings.root / "metrics.db"), \
-        AlarmStore(settings.root / "alarms")
-    specs = endpoint_alarms(endpoint, [v.name for v in state.variants], config.model_name, config.monitoring)
+    aws = settings.backend == "aws"
+    watched = sagemaker_endpoint(settings, endpoint) if aws else local_endpoint(settings, endpoint)
+    store = make_store(settings)
+    sink, source = make_metrics(settings)
+    specs = endpoint_alarms(endpoint, watched.variants, config.model_name, config.monitoring)
+
+    records, cursor = new_capture(watched.capture, endpoint, store)
+    datums = []
+    if records:
+        reference = reference_of(settings, config, store, watched.model)
+        encode = minilm_encoder() if config.monitoring.drift.embedding else None
+        datums = drift_metrics(endpoint, records, reference, watched.primary,
+                               count_tokens=_token_counter(settings, config), encode=encode,
+                               config=config.monitoring.drift, when=now)
+        sink.put(datums)
+        store.put(cursor, json.dumps({"until": max(r.at for r in records).isoformat()}).encode())
+    logger.info("%s: %d new captured invocations, %d metrics published", endpoint, len(records), len(datums))
+    metrics = {f"{d.name}{'/' + d.dimensions['VariantName'] if 'VariantName' in d.dimensions else ''}": d.value
+               for d in datums}
+    if aws:  # CloudWatch evaluates them and runs their actions
+        return MonitorResult(endpoint=endpoint, new_records=len(records), metrics=metrics, transitions=[],
+                             actions_run=0, cloudwatch=_put_to_cloudwatch(settings, endpoint, watched, specs, config))
+
+    alarms = AlarmStore(settings.root / "alarms")
     for spec in specs:  # create or update: re-running keeps one alarm per name, with its state and history
         alarms.put(spec)
     for stale in alarms.list():
         if stale.spec.name.startswith(f"{endpoint}/") and stale.spec.name not in {s.name for s in specs}:
             alarms.delete(stale.spec.name)
-
-    cursor = settings.root / "monitor" / f"{endpoint}.json"
-    cursor.parent.mkdir(parents=True, exist_ok=True)
-    records = new_capture(Path(state.capture).parent if state.capture else settings.root / "capture", endpoint, cursor)
-    primary = primary_variant(state)
-    datums = []
-    if records:
-        reference = reference_of(settings, config, store, primary.model)
-        encode = minilm_encoder() if config.monitoring.drift.embedding else None
-        datums = drift_metrics(endpoint, records, reference, primary.name, count_tokens=_token_counter(settings, config),
-                               encode=encode, config=config.monitoring.drift, when=now)
-        sink.put(datums)
-        cursor.write_text(json.dumps({"until": max(r.at for r in records).isoformat()}))
-    logger.info("%s: %d new captured invocations, %d metrics published", endpoint, len(records), len(datums))
-    transitions = evaluate_alarms(alarms, sink, [s.name for s in specs], now)
+    transitions = evaluate_alarms(alarms, source, [s.name for s in specs], now)
     ran = run_actions(transitions, _runners(settings, store))
     return MonitorResult(endpoint=endpoint, new_records=len(records), transitions=transitions, actions_run=ran,
-                         metrics={f"{d.name}{'/' + d.dimensions['VariantName'] if 'VariantName' in d.dimensions else ''}":
-                                  d.value for d in datums})
+                         metrics=metrics)
+
+
+def _put_to_cloudwatch(settings: Settings, endpoint: str, watched: Watched, specs: Any,
+                       config: PipelineConfig) -> dict[str, Any]:
+    import boto3
+
+    from monitoring.cloudwatch import put_dashboard, sync_alarms
+    from monitoring.metrics import cloudwatch_client
+
+    client = cloudwatch_client(settings.region)
+    changed = sync_alarms(client, endpoint, specs)
+    account = boto3.client("sts", region_name=settings.region).get_caller_identity()["Account"]
+    dashboard = put_dashboard(client, endpoint, watched.variants, region=settings.region, account=account,
+                              period=config.monitoring.period)
+    return {**changed, "dashboard": dashboard}
