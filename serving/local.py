@@ -119,9 +119,16 @@ class LocalEndpoints:
         return self.update(config)
 
     def delete(self, name: str) -> None:
+        """Stop the endpoint and remove it, with its alarms (its capture and metrics stay, for the record)."""
         if not (self.store.folder(name) / "config.json").exists():
             raise EndpointError(f"no endpoint named {name!r} in {self.store.root}")
         self._remove(name, None)
+        from monitoring.alarms import AlarmStore
+
+        alarms = AlarmStore(self.workspace / "alarms")
+        for record in alarms.list():
+            if record.spec.name.startswith(f"{name}/"):
+                alarms.delete(record.spec.name)
 
     def _remove(self, name: str, process: subprocess.Popen[bytes] | None) -> None:
         state = self.store.state(name)

@@ -59,6 +59,7 @@ def lab(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
                "template": data.template}
     finally:
         endpoints.delete(NAME)
+    assert not [r for r in AlarmStore(workspace / "alarms").list() if r.spec.name.startswith(f"{NAME}/")]
 
 
 def invoke(lab: dict[str, Any], text: str) -> int:
