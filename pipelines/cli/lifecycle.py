@@ -1,0 +1,209 @@
+"""`genaiops config`, `data`, `retrain` and `evaluate`: the lifecycle up to a registered version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pipelines.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    app,
+    config_app,
+    data_app,
+    err,
+    fail,
+    load,
+    out,
+    prefect_home,
+)
+from pipelines.offline import go_offline
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """Print the merged, validated settings and pipeline config."""
+    import yaml
+
+    from pipelines.settings import as_document
+
+    settings, pipeline = load(config)
+    document = as_document(settings, pipeline)
+    if as_json:
+        out.print_json(data=document)
+    else:
+        out.print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the pipeline config (what a YAML config may contain)."""
+    from pipelines.settings import PipelineConfig
+
+    out.print_json(json.dumps(PipelineConfig.model_json_schema()))
+
+
+@data_app.command("generate")
+def data_generate(
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON Lines file.")],
+    rows: Annotated[int, typer.Option(min=1, help="How many records.")] = 720,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: the shipped sample's).")] = None,
+) -> None:
+    """Generate dialogue → summary records (the shipped sample is rows=720 with the default seed)."""
+    from steps.sample_data import SAMPLE_SEED, generate_records, write_jsonl
+
+    count = write_jsonl(generate_records(rows, SAMPLE_SEED if seed is None else seed), out_path)
+    out.print(f"wrote {count} records to {out_path}")
+
+
+@data_app.command("validate")
+def data_validate(
+    source: Annotated[str, typer.Argument(help="A .jsonl, .csv or .parquet path, or an s3:// URI (aws backend).")],
+    config: ConfigOption = None,
+) -> None:
+    """Check a file against the configured data contract; exit 0 if it passes, 1 if not."""
+    go_offline()
+    settings, pipeline = load(config)
+    from pipelines.backends import make_store
+    from steps.base_model import BaseModelError, resolve_base_model, token_counter
+    from steps.data import DataSourceError, check_records
+    from steps.data_sources import read_source
+
+    try:
+        base_path = resolve_base_model(pipeline.finetune.base_model, settings.root / "models")
+        data, name = read_source(source, make_store(settings))
+        _, report = check_records(data, name, pipeline.data, token_counter(base_path))
+    except BaseModelError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except DataSourceError as exc:
+        fail(str(exc), EXIT_FAILED)
+    table = Table(title=f"{name}: {report.summary()}")
+    for column in ("check", "expectation", "result", "bad records", "first records"):
+        table.add_column(column)
+    for check in report.checks:
+        table.add_row(check.description, check.expectation, "[green]pass[/]" if check.success else "[red]FAIL[/]",
+                      str(check.unexpected_count), ", ".join(map(str, check.rows)) or (check.observed or ""))
+    out.print(table)
+    if report.dropped_duplicates:
+        out.print(f"dropped duplicates (records): {report.dropped_duplicates[:20]}")
+    if report.redacted_pii:
+        out.print(f"redacted personal data (records): {report.redacted_pii[:20]}")
+    if not report.success:
+        fail(f"{name} breaks the data contract: {len(report.failed)} expectation(s) failed", EXIT_FAILED)
+    out.print("[green]passed[/]")
+
+
+@app.command()
+def retrain(config: ConfigOption = None) -> None:
+    """Run the retrain flow: prepare → fine-tune → evaluate → register for approval."""
+    go_offline()
+    settings, pipeline = load(config)
+    prefect_home(settings)
+    from pipelines.flows import GateFailedError
+    from pipelines.flows import retrain as retrain_flow
+    from steps.base_model import BaseModelError
+    from steps.data import DataSourceError, DataValidationError
+    from steps.finetune import FinetuneError
+
+    err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
+    try:
+        result = retrain_flow(pipeline)
+    except (BaseModelError, FinetuneError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (DataSourceError, DataValidationError, GateFailedError) as exc:
+        fail(str(exc), EXIT_FAILED)
+    _print_result(result, settings, pipeline)
+
+
+def _print_result(result: Any, settings: Any, pipeline: Any) -> None:
+    from model_registry import tags as T
+
+    table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
+    for column in ("metric", "candidate", "base", "change"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name in ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy", "empty_rate"):
+        if name in result.candidate and name in result.base:
+            cand, base = result.candidate[name], result.base[name]
+            table.add_row(name, f"{cand:.4f}", f"{base:.4f}", f"{cand - base:+.4f}")
+    out.print(table)
+    note = " (inputs unchanged: the existing version was reused)" if result.reused else ""
+    out.print(f"registered: [bold]{result.model_name}[/] version [bold]{result.version}[/], "
+              f"status [bold]{result.status}[/], gate {result.gate}{note}")
+    out.print(f"gate report:    {result.report_uri}")
+    out.print(f"MLflow run:     {result.run_url}")
+    out.print(f"model version:  {result.version_url}")
+    if result.status == T.PENDING:
+        approvers = " or ".join(pipeline.approval.approvers)
+        passwords = "GENAIOPS_UI_PASSWORDS" if settings.ui_passwords else settings.root / "auth" / "passwords.json"
+        out.print(f"to approve: run [bold]make ui[/], sign in as an approver ([bold]{approvers}[/]; passwords in "
+                  f"{passwords}, written by make ui), open the model version above and set the tag "
+                  f"[bold]{T.APPROVAL_STATUS}[/] to [bold]{T.APPROVED}[/] (or {T.REJECTED}).")
+
+
+@app.command()
+def evaluate(
+    model_uri: Annotated[str, typer.Option("--model-uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")],
+    config: ConfigOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the gate report.")] = None,
+) -> None:
+    """Evaluate a registered version on demand: against its base model and the champion, with the gates."""
+    go_offline()
+    settings, pipeline = load(config)
+    import re
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
+    if match is None:
+        fail(f"--model-uri: {model_uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS", EXIT_USAGE)
+    from model_registry import tags as T
+    from pipelines.backends import make_registry, make_store
+    from steps.artifacts import ArtifactNotFoundError
+    from steps.data import load_prepared
+    from steps.evaluate import decide
+    from steps.evaluate import evaluate as run_evaluation
+    from steps.evaluate_report import write_report
+    from steps.generation import load_model
+
+    name, number, alias = match.groups()
+    registry = make_registry(settings, pipeline.model_copy(update={"model_name": name}))
+    try:
+        version = number or registry.client.get_model_version_by_alias(name, alias).version
+        described = registry.get_version(str(version))
+    except Exception as exc:  # MLflow raises RestException / MlflowException subclasses
+        fail(f"--model-uri: {model_uri} not found in {settings.tracking_uri}: {exc}", EXIT_USAGE)
+    candidate, model_config = registry.load_version(described.version)
+    if not model_config.get("base_model_path"):
+        fail(f"{model_uri} records no local base model to compare against", EXIT_USAGE)
+    store = make_store(settings)
+    try:
+        dataset = load_prepared(store, described.tags[T.DATASET_HASH])
+    except (KeyError, ArtifactNotFoundError) as exc:
+        fail(f"{model_uri}: its prepared dataset is not in the artifact store ({exc})", EXIT_FAILED)
+    champion = registry.load_alias(T.CHAMPION)
+    if champion is not None and champion[1] == described.version:
+        champion = None  # a version is not compared with itself
+    base = load_model(model_config["base_model_path"], None, name="base")
+    result = run_evaluation(candidate, base, dataset.splits["test"], pipeline.evaluate,
+                            champion[0] if champion else None, champion[1] if champion else None)
+    report = decide(result, pipeline.evaluate.gates, pipeline.evaluate.bootstrap)
+    folder = out_dir or settings.root / "reports" / f"evaluate-{name}-v{described.version}"
+    page = write_report(result, report, folder, dataset_hash=dataset.hash, bootstrap=pipeline.evaluate.bootstrap)
+    table = Table(title=f"{name} version {described.version} on {result.n_samples} held-out samples")
+    for column in ("gate", "metric", "rule", "threshold", "value", "95% interval", "result"):
+        table.add_column(column)
+    for check in report.checks:
+        interval = f"[{check.ci_low:+.4f}, {check.ci_high:+.4f}]" if check.ci_low is not None else ""
+        verdict = "skipped" if check.skipped else ("[green]pass[/]" if check.passed else "[red]FAIL[/]")
+        table.add_row(check.kind, check.metric, check.rule, f"{check.threshold:g}", f"{check.value:+.4f}", interval,
+                      verdict)
+    out.print(table)
+    out.print(f"gate report: {page}")
+    if not report.passed:
+        fail(f"{model_uri} fails its gates: {report.summary()}", EXIT_FAILED)

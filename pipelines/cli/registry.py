@@ -1,0 +1,194 @@
+"""`genaiops ui`, `models`, `approve`, `reject`, `audit` and `approvals watch`: the registry and approval."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pipelines.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    STOPPING,
+    ConfigOption,
+    app,
+    approvals_app,
+    err,
+    fail,
+    load,
+    models_app,
+    out,
+    prefect_home,
+)
+from pipelines.offline import go_offline
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Serve the MLflow UI on 127.0.0.1 with sign-in and the approval rules (what `make ui` runs)."""
+    go_offline()
+    settings, pipeline = load(None)
+    from model_registry.auth_setup import parse_passwords, prepare, server_command
+
+    mlflow = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if mlflow is None:
+        fail("the mlflow command is not installed in this environment", EXIT_USAGE)
+    settings.root.mkdir(parents=True, exist_ok=True)
+    try:
+        given = parse_passwords(settings.ui_passwords.get_secret_value()) if settings.ui_passwords else {}
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    server = prepare(settings.root / "auth", approval=pipeline.approval, audit=_audit_spec(settings),
+                     passwords=given)
+    command = server_command(mlflow, backend_store_uri=settings.tracking_uri,
+                             artifact_root=settings.mlflow_artifact_root, port=port)
+    err.print(f"MLflow UI: http://127.0.0.1:{port}  (store {settings.tracking_uri}); Ctrl-C stops it")
+    approval = pipeline.approval
+    err.print(f"users: {', '.join(server.users)}; approvers: {', '.join(approval.approvers)}; "
+              f"pipeline: {approval.pipeline_account}; watcher: {approval.watcher_account}; "
+              f"release: {approval.release_account}; admin: {approval.admin_account}")
+    err.print(f"passwords in {server.passwords_file}")
+    from pipelines.processes import run_foreground
+
+    raise typer.Exit(run_foreground(command, {**os.environ, **server.env}))
+
+
+def _audit_spec(settings: Any) -> dict[str, Any]:
+    """Where the server app appends audit entries: the same artifact store the pipeline uses."""
+    if settings.backend == "aws":
+        return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
+                "region": settings.region, "kms_key_id": settings.kms_key_id}
+    return {"kind": "local", "root": str(settings.root / "artifacts")}
+
+
+def _registry(config: Path | None, name: str | None = None) -> tuple[Any, Any, Any]:
+    settings, pipeline = load(config)
+    from pipelines.backends import make_registry
+
+    if name:
+        pipeline = pipeline.model_copy(update={"model_name": name})
+    return settings, pipeline, make_registry(settings, pipeline)
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Registered model (default: the config's model_name).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Every version with its approval status, gate and approver."""
+    from model_registry import tags as T
+
+    _, pipeline, registry = _registry(config, name)
+    table = Table(title=f"{registry.model_name} ({pipeline.experiment})")
+    for column in ("version", "status", "gate", "approved by", "aliases", "release request"):
+        table.add_column(column)
+    for version in registry.versions():
+        aliases = registry.client.get_model_version(registry.model_name, version.version).aliases
+        table.add_row(version.version, version.status, version.tags.get(T.GATE, ""),
+                      version.tags.get(T.APPROVED_BY, ""), ", ".join(aliases),
+                      "yes" if version.tags.get(T.RELEASE_REQUEST) else "")
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()],
+                config: ConfigOption = None) -> None:
+    """One version: its tags and description."""
+    _, _, registry = _registry(config, name)
+    try:
+        described = registry.client.get_model_version(name, version)
+    except Exception as exc:  # RestException / MlflowException
+        fail(f"{name} version {version}: {exc}", EXIT_USAGE)
+    out.print(f"[bold]{name} version {version}[/]  aliases: {', '.join(described.aliases) or '-'}")
+    for key, value in sorted((described.tags or {}).items()):
+        out.print(f"  {key} = {value}")
+    out.print("")
+    out.print(described.description or "")
+
+
+def _decide(name: str, version: str, status: str, note: str | None, config: Path | None) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from model_registry import tags as T
+
+    settings, _, registry = _registry(config, name)
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        fail("approvals go through the MLflow server, which knows who you are: start it with `make ui`, then "
+              "set GENAIOPS_MLFLOW_TRACKING_URI=http://127.0.0.1:5000 and MLFLOW_TRACKING_USERNAME/PASSWORD", EXIT_USAGE)
+    try:
+        if note:
+            registry.set_tag(version, T.APPROVAL_NOTE, note)
+        registry.set_tag(version, T.APPROVAL_STATUS, status)
+    except MlflowException as exc:
+        fail(f"{name} version {version}: {exc.message if hasattr(exc, 'message') else exc}", EXIT_FAILED)
+    tags = registry.get_version(version).tags
+    out.print(f"{name} version {version}: {tags.get(T.APPROVAL_STATUS)} by {tags.get(T.APPROVED_BY, '?')}")
+
+
+@app.command()
+def approve(name: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()],
+            note: Annotated[str | None, typer.Option(help="Why; kept with the approval.")] = None,
+            config: ConfigOption = None) -> None:
+    """Approve a version, as the signed-in user (MLFLOW_TRACKING_USERNAME), under the approval rules."""
+    from model_registry import tags as T
+
+    _decide(name, version, T.APPROVED, note, config)
+
+
+@app.command()
+def reject(name: Annotated[str, typer.Argument()], version: Annotated[str, typer.Argument()],
+           note: Annotated[str | None, typer.Option(help="Why; kept with the rejection.")] = None,
+           config: ConfigOption = None) -> None:
+    """Reject a version, as the signed-in user, under the approval rules."""
+    from model_registry import tags as T
+
+    _decide(name, version, T.REJECTED, note, config)
+
+
+@app.command()
+def audit(name: Annotated[str, typer.Argument()], config: ConfigOption = None,
+          as_json: Annotated[bool, typer.Option("--json", help="JSON Lines, one entry a line.")] = False) -> None:
+    """The append-only audit log of a model: every registry write, accepted or refused, and the watcher's decisions."""
+    settings, _ = load(config)
+    from model_registry.audit import AuditLog
+    from pipelines.backends import make_store
+
+    if as_json:
+        for entry in AuditLog(make_store(settings)).entries(name):
+            out.print(entry.model_dump_json(), soft_wrap=True)
+        return
+    table = Table(title=f"audit log: {name}")
+    for column in ("time (UTC)", "version", "user", "write", "tag or alias", "old → new", "outcome", "route"):
+        table.add_column(column)
+    for entry in AuditLog(make_store(settings)).entries(name):
+        table.add_row(entry.at[:19], entry.version, entry.user, entry.action, entry.key, f"{entry.old} → {entry.new}",
+                      entry.outcome, entry.route)
+    out.print(table)
+
+
+@approvals_app.command("watch")
+def approvals_watch(
+    config: ConfigOption = None,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    interval: Annotated[int, typer.Option(help="Seconds between passes.", min=1)] = 30,
+) -> None:
+    """Turn approvals that stand into release requests; send the others back to pending."""
+    go_offline()
+    settings, pipeline = load(config)
+    prefect_home(settings)
+    from pipelines.flows import approval_watch
+
+    while not STOPPING.is_set():
+        for decision in approval_watch(pipeline):
+            out.print(f"v{decision['version']}: {decision['action']} ({decision['detail']})")
+        if once:
+            return
+        STOPPING.wait(interval)  # a signal ends the wait at once, even if a flow run swallowed its interrupt
+    raise typer.Exit(130)
