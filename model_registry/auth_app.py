@@ -58,6 +58,11 @@ WRITES: dict[str, tuple[str, str]] = {
     "_update_webhook": ("", "webhook"),
     "_delete_webhook": ("", "webhook"),
     "_test_webhook": ("", "webhook"),
+    # Routes that register models, prompts or aliases indirectly (sample data, a prompt-optimization job that
+    # registers what it finds): they write to the registry without a caller the rules could judge.
+    "_generate_demo": ("", "indirect-write"),
+    "_delete_demo": ("", "indirect-write"),
+    "_create_prompt_optimization_job": ("", "indirect-write"),
 }
 REGISTRY_PATHS = ("/mlflow/registered-models", "/mlflow/model-versions", "/mlflow/webhooks")
 READS_BY_POST = frozenset({"_get_latest_versions"})  # registry routes that take a POST but write nothing
@@ -178,7 +183,7 @@ def _parse(kind: tuple[str, str], route: str) -> Write:
         return Write(action=action, model=f"({action})", route=route)
     message = _get_request_message(getattr(model_registry_pb2, proto_name)())
     fields = {f.name: v for f, v in message.ListFields()}
-    key, value = str(fields.get("key", fields.get("alias", ""))), fields.get("value")
+    key, value = str(fields.get("key", fields.get("alias", ""))), fields.get("value", "")  # unset: MLflow writes ""
     if action == "set-alias":
         value = str(fields.get("version", ""))
     elif action == "rename-model":
@@ -284,7 +289,7 @@ def _record(response: Any) -> Any:
         tags = _create_tags()[0]
         entry = entry.model_copy(update={"version": version, "key": "", "new": tags.get(T.APPROVAL_STATUS),
                                          "gate_digest": gate_digest(tags)})
-    elif entry.old == entry.new:
+    elif entry.action in ("set-tag", "set-alias") and entry.old == entry.new:
         return response  # writing the value that is there already changes nothing
     if entry.key == T.APPROVAL_STATUS:
         _stamp(entry)

@@ -28,7 +28,7 @@ from model_registry.approval import APPROVAL_TAGS, LINEAGE_TAGS, ApprovalConfig,
 Action = Literal[
     "create-model", "update-model", "rename-model", "delete-model", "set-model-tag", "delete-model-tag",
     "set-alias", "delete-alias", "create-version", "update-version", "transition-stage", "delete-version",
-    "set-tag", "delete-tag", "webhook", "unknown-write",
+    "set-tag", "delete-tag", "webhook", "unknown-write", "indirect-write",
 ]
 
 # What the pipeline writes when it registers a version, and nothing else.
@@ -62,7 +62,7 @@ def missing_fields(write: Write) -> list[str]:
         needed["version"] = write.version
     if write.action in ("set-tag", "delete-tag", "set-model-tag", "delete-model-tag", "set-alias", "delete-alias"):
         needed["key" if "tag" in write.action else "alias"] = write.key
-    if write.action in ("webhook", "unknown-write"):
+    if write.action in ("webhook", "unknown-write", "indirect-write"):
         needed = {}
     return [name for name, value in needed.items() if not value]
 
@@ -79,6 +79,8 @@ def refuse_write(user: str, write: Write, tags: Mapping[str, str] | None, config
     action = write.action
     if action == "unknown-write":
         return "this registry route is not one the genaiops-auth app knows; it is refused for everyone (deny by default)"
+    if action == "indirect-write":
+        return "this route writes to the registry on no account's behalf (sample data, prompt optimization); refused"
     if action == "transition-stage":
         return "stage transitions are refused: stages are replaced by the champion and challenger aliases"
     if action in ("update-model", "rename-model", "set-model-tag", "delete-model-tag"):
@@ -167,8 +169,9 @@ def refuse_registration(tags: Mapping[str, str], run_id: str, evidence: RunEvide
     claims = {T.RUN_KEY: evidence.run_key, T.TRIGGERED_BY: evidence.triggered_by,
               T.DATASET_HASH: evidence.dataset_hash, T.BASE_MODEL: evidence.base_model}
     for key, shown in claims.items():
-        if key in tags and tags[key] != shown:
-            return f"{key} is {tags[key]!r} but the source run shows {shown!r}"
+        # A tag must agree with its run; one the run shows may not be left out (triggered_by decides who may approve).
+        if (key in tags or shown is not None) and tags.get(key) != shown:
+            return f"{key} is {tags.get(key)!r} but the source run shows {shown!r}"
     gate = tags[T.GATE]
     if gate not in ("passed", "failed"):
         return f"{T.GATE} must be passed or failed, not {gate!r}"

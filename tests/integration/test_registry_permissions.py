@@ -149,6 +149,10 @@ def test_only_the_owner_of_a_write_may_make_it_through_rest_and_ajax(server: dic
         doomed = register(server)
         assert call(server, CONFIG.admin_account, "DELETE", f"{route}/model-versions/delete",
                     {"name": MODEL, "version": doomed})[0] == 200
+        deleted = [e for e in AuditLog(LocalStore(server["workspace"] / "artifacts")).entries(MODEL, doomed)
+                   if e.action == "delete-version"]
+        assert [(e.user, e.outcome, e.route) for e in deleted] == [
+            (CONFIG.admin_account, "accepted", f"DELETE {route}/model-versions/delete")]  # an accepted write is audited
     method, endpoint, body, _ = table["stage"]
     for user in ACCOUNTS:  # stage transitions are refused for everyone, the admin too
         if user != "anonymous":
@@ -168,6 +172,9 @@ def test_registered_models_belong_to_the_pipeline_and_deletes_to_the_admin(serve
         assert call(server, user, "DELETE", f"{ROUTES[0]}/registered-models/delete", {"name": MODEL})[0] == 403
         assert call(server, user, "POST", f"{ROUTES[0]}/webhooks",
                     {"name": "hook", "url": "http://127.0.0.1:9/", "events": []})[0] == 403
+    for path in ("/ajax-api/3.0/mlflow/demo/generate", "/api/3.0/mlflow/prompt-optimization/jobs"):
+        status, answer = call(server, "alice", "POST", path, {})  # routes that register on no account's behalf
+        assert status == 403 and "on no account's behalf" in answer["message"], (path, answer)
     assert as_user(server, "bob").get_registered_model(MODEL).name == MODEL
 
 
