@@ -18,7 +18,7 @@ import json
 import math
 import string
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,33 +43,55 @@ class Captured(BaseModel):
     error: bool = False
 
 
-def read_capture(store: ArtifactStore, endpoint: str, since: datetime | None = None) -> list[Captured]:
-    """Every captured invocation of `endpoint` after `since`, oldest first.
+class CaptureCursor(BaseModel):
+    """How far capture has been read: complete lines per file, and the hour before which every file is done.
 
-    `store` holds capture as SageMaker lays it out, `<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`: the
-    local endpoint's capture folder (a LocalStore) or the S3 destination of an endpoint's data capture
-    (an S3Store). Files of hours before `since` are not read.
+    Files are append-only and their records are not in time order across files (SageMaker buffers per
+    instance; the local writer per variant), so the cursor counts lines per file rather than keeping a time."""
+
+    model_config = ConfigDict(frozen=True)
+    floor: str = ""  # yyyy/mm/dd/hh: files of earlier hours are done
+    read: dict[str, int] = {}
+
+
+def read_capture(store: ArtifactStore, endpoint: str, cursor: CaptureCursor | None = None, *,
+                 now: datetime | None = None, settle_hours: int = 48) -> tuple[list[Captured], CaptureCursor]:
+    """The captured invocations of `endpoint` not read before `cursor`, oldest first, and the cursor after them.
+
+    `store` holds capture as SageMaker lays it out, `<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`: the local
+    endpoint's capture folder (a LocalStore) or the S3 destination of an endpoint's data capture (an S3Store).
+    A last line still being written is left for the next read; files older than `settle_hours` are done.
     """
+    cursor = cursor or CaptureCursor()
+    floor = ((now or datetime.now(UTC)) - timedelta(hours=settle_hours)).strftime("%Y/%m/%d/%H")
     records: list[Captured] = []
-    floor = since.strftime("%Y/%m/%d/%H") if since is not None else ""
+    read = {k: v for k, v in cursor.read.items() if "/".join(k.split("/")[2:6]) >= floor}
     for key in store.list_keys(endpoint):
         parts = key.split("/")
-        if len(parts) < 7 or not key.endswith(".jsonl") or "/".join(parts[2:6]) < floor:
+        if len(parts) < 7 or not key.endswith(".jsonl") or "/".join(parts[2:6]) < max(cursor.floor, floor):
             continue
-        for line in store.get(key).decode("utf-8", errors="replace").splitlines():
-            record = _parse(parts[1], line)
-            if record is not None and (since is None or record.at > since):
+        lines = store.get(key).decode("utf-8", errors="replace").split("\n")
+        done = read.get(key, 0)
+        for index in range(done, len(lines)):
+            line, last = lines[index], index == len(lines) - 1
+            record = _parse(parts[1], line) if line.strip() else None
+            if last and record is None:
+                break  # what follows the last newline: nothing yet, or a line still being written
+            done = index + 1
+            if record is not None:
                 records.append(record)
+        read[key] = done
     records.sort(key=lambda r: r.at)
-    return records
+    return records, CaptureCursor(floor=max(cursor.floor, floor), read=read)
 
 
 def _parse(variant: str, line: str) -> Captured | None:
     try:
         document = json.loads(line)
         metadata, data = document["eventMetadata"], document["captureData"]
-        at = datetime.strptime(metadata["inferenceTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        body = json.loads(data["endpointInput"]["data"])
+        at = datetime.fromisoformat(metadata["inferenceTime"])  # SageMaker's "...:25Z", ours "...:25.123Z"
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        body = json.loads(_payload(data["endpointInput"]))
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line of a file still being written, or a foreign record
     inputs = body.get("inputs") if isinstance(body, dict) else body
@@ -77,12 +99,21 @@ def _parse(variant: str, line: str) -> Captured | None:
     outputs: list[str] | None = None
     if not metadata.get("error"):
         try:
-            answer = json.loads(data["endpointOutput"]["data"])
+            answer = json.loads(_payload(data["endpointOutput"]))
             outputs = [str(item.get("generated_text", "")) for item in answer]
         except (ValueError, KeyError, TypeError, AttributeError):
             outputs = None
     return Captured(variant=variant, event_id=str(metadata.get("eventId", "")), inference_id=metadata.get("inferenceId"),
                     at=at, inputs=texts, outputs=outputs, error=bool(metadata.get("error")) or outputs is None)
+
+
+def _payload(part: dict[str, Any]) -> str:
+    """The captured text: SageMaker base64-encodes a payload whose content type it was not told to keep as text."""
+    if part.get("encoding") == "BASE64":
+        import base64
+
+        return base64.b64decode(part["data"]).decode("utf-8")
+    return str(part["data"])
 
 
 def raw_input(template: str, prompt: str) -> str:

@@ -108,7 +108,8 @@ DEFAULTS: dict[str, Default] = {
 
 class DriftConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    min_requests: int = Field(20, ge=1, description="live requests a drift statistic needs before it is published")
+    min_requests: int = Field(20, ge=1, description="new requests to the primary variant the monitors wait for; "
+                                                     "capture accumulates until then")
     reference_size: int = Field(400, ge=10, description="training records the live traffic is compared with")
     embedding: bool = Field(True, description="compute embedding drift (all-MiniLM-L6-v2, CPU)")
     reference_dataset: str | None = Field(None, description="hash of the prepared dataset live traffic is compared "

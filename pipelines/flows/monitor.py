@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from monitoring.alarms import AlarmAction, AlarmStore
-from monitoring.drift import Captured, minilm_encoder, raw_input, read_capture
+from monitoring.drift import CaptureCursor, Captured, minilm_encoder, raw_input, read_capture
 from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_alarms, evaluate_alarms, run_actions
 from pipelines.backends import make_metrics, make_registry, make_store
 from pipelines.offline import go_offline
@@ -151,14 +151,15 @@ def _runners(settings: Settings, store: ArtifactStore) -> dict[str, Any]:
 
 
 @task(name="read-capture", cache_policy=NO_CACHE)
-def new_capture(capture: ArtifactStore, endpoint: str, store: ArtifactStore) -> tuple[list[Captured], str]:
-    """Capture after the endpoint's cursor (kept in the artifact store, so any runner continues where the last left)."""
+def new_capture(capture: ArtifactStore, endpoint: str, store: ArtifactStore) -> tuple[list[Captured], CaptureCursor, str]:
+    """Capture not read yet, per the endpoint's cursor (kept in the artifact store, so any runner continues it)."""
     key = f"monitor/cursors/{endpoint}.json"
     try:
-        since: datetime | None = datetime.fromisoformat(json.loads(store.get(key))["until"])
+        cursor: CaptureCursor | None = CaptureCursor.model_validate_json(store.get(key))
     except ArtifactNotFoundError:
-        since = None
-    return read_capture(capture, endpoint, since), key
+        cursor = None
+    records, after = read_capture(capture, endpoint, cursor)
+    return records, after, key
 
 
 @flow(name="monitor")
@@ -176,16 +177,20 @@ def monitor(endpoint: str, config: PipelineConfig | None = None, now: datetime |
     sink, source = make_metrics(settings)
     specs = endpoint_alarms(endpoint, watched.variants, config.model_name, config.monitoring)
 
-    records, cursor = new_capture(watched.capture, endpoint, store)
+    records, after, cursor = new_capture(watched.capture, endpoint, store)
     datums = []
-    if records:
+    primary = sum(len(r.inputs) for r in records if r.variant == watched.primary)
+    if primary >= config.monitoring.drift.min_requests:
         reference = reference_of(settings, config, store, watched.model)
         encode = minilm_encoder() if config.monitoring.drift.embedding else None
         datums = drift_metrics(endpoint, records, reference, watched.primary,
                                count_tokens=_token_counter(settings, config), encode=encode,
                                config=config.monitoring.drift, when=now)
         sink.put(datums)
-        store.put(cursor, json.dumps({"until": max(r.at for r in records).isoformat()}).encode())
+        store.put(cursor, after.model_dump_json().encode())  # only capture that went into statistics is done
+    elif records:
+        logger.info("%s: %d new requests to the primary variant; the monitors wait for %d", endpoint, primary,
+                    config.monitoring.drift.min_requests)
     logger.info("%s: %d new captured invocations, %d metrics published", endpoint, len(records), len(datums))
     metrics = {f"{d.name}{'/' + d.dimensions['VariantName'] if 'VariantName' in d.dimensions else ''}": d.value
                for d in datums}

@@ -81,7 +81,7 @@ def send(lab: dict[str, Any], texts: list[str]) -> None:
 
     def written() -> tuple[float, int]:
         return sink.total(SAGEMAKER_NAMESPACE, "Invocations", dimensions), \
-            len(read_capture(LocalStore(lab["workspace"] / "capture"), NAME))
+            len(read_capture(LocalStore(lab["workspace"] / "capture"), NAME)[0])
 
     metrics, captured = written()
     for text in texts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -57,13 +58,48 @@ def check_reader(store: LocalStore | S3Store) -> None:
         write(store, "shadow", when + timedelta(seconds=1), [f"answer {i}" if i % 2 else "other"], f"e{i}")
     write(store, "champion", start + timedelta(minutes=5), None, "e9")  # a failed invocation
     store.put("summaries/champion/2026/11/30/11/torn.jsonl", b'{"captureData": {"endpointIn')  # being written
-    records = read_capture(store, "summaries")
+    now = start + timedelta(hours=1)
+    records, cursor = read_capture(store, "summaries", now=now)
     assert [r.event_id for r in records if r.variant == "champion"] == ["e0", "e1", "e2", "e3", "e9"]
     assert records[-1].error and records[-1].outputs is None
     assert records[0].inputs == ["Ana: the parcel is late."] and records[0].outputs == ["answer 0"]
     assert disagreement(records, "champion") == {"shadow": 50.0}  # e0 and e2 differ, paired by event id
-    later = read_capture(store, "summaries", since=start + timedelta(minutes=2))
-    assert sorted({r.event_id for r in later}) == ["e2", "e3", "e9"]
+    assert read_capture(store, "summaries", cursor, now=now)[0] == []  # nothing twice
+    write(store, "champion", start + timedelta(minutes=1, seconds=30), ["late"], "e5")  # arrives late, dated earlier
+    later, cursor = read_capture(store, "summaries", cursor, now=now)
+    assert [r.event_id for r in later] == ["e5"]
+    if isinstance(store, LocalStore):  # a file that grows: only its new lines are read
+        grown = store.root / "summaries/champion/2026/11/30/10/59-00-e0.jsonl"
+        with grown.open("a") as out:
+            out.write(grown.read_text().replace('"e0"', '"e6"'))
+        assert [r.event_id for r in read_capture(store, "summaries", cursor, now=now)[0]] == ["e6"]
+
+
+SAGEMAKER_LINES = [  # as SageMaker writes capture: whole seconds, and base64 when no content type was kept as text
+    {"captureData": {"endpointInput": {"observedContentType": "application/json", "mode": "INPUT",
+                                       "data": '{"inputs": "Ana: hi."}', "encoding": "JSON"},
+                     "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                                        "data": '[{"generated_text": "Ana greets."}]', "encoding": "JSON"}},
+     "eventMetadata": {"eventId": "a1", "inferenceTime": "2026-11-30T10:15:25Z"}, "eventVersion": "0"},
+    {"captureData": {"endpointInput": {"observedContentType": "application/json", "mode": "INPUT",
+                                       "data": base64.b64encode(b'{"inputs": ["Ben: bye."]}').decode(),
+                                       "encoding": "BASE64"},
+                     "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                                        "data": base64.b64encode(b'[{"generated_text": "Ben leaves."}]').decode(),
+                                        "encoding": "BASE64"}},
+     "eventMetadata": {"eventId": "a2", "inferenceId": "t-7", "inferenceTime": "2026-11-30T10:15:26Z"},
+     "eventVersion": "0"},
+]
+
+
+def test_sagemakers_own_capture_lines_are_read(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "capture")
+    store.put("summaries/champion/2026/11/30/10/15-25-abc.jsonl",
+              "\n".join(json.dumps(line) for line in SAGEMAKER_LINES).encode())
+    records, _ = read_capture(store, "summaries", now=datetime(2026, 11, 30, 11, tzinfo=UTC))
+    assert [(r.event_id, r.inputs, r.outputs, r.at.second) for r in records] == [
+        ("a1", ["Ana: hi."], ["Ana greets."], 25), ("a2", ["Ben: bye."], ["Ben leaves."], 26)]
+    assert records[1].inference_id == "t-7"
 
 
 def test_the_capture_reader_reads_a_folder(tmp_path: Path) -> None:
