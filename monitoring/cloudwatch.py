@@ -26,7 +26,13 @@ def alarm_names(client: Any, endpoint: str) -> list[str]:
 
 
 def sync_alarms(client: Any, endpoint: str, specs: Sequence[AlarmSpec]) -> dict[str, list[str]]:
-    """Put every spec's alarm (notify actions as alarm and OK actions) and delete the endpoint's stale ones."""
+    """Put every spec's alarm (notify actions as alarm and OK actions) and delete the endpoint's stale ones.
+
+    Metrics go to CloudWatch at standard resolution, so an alarm's period is at least 60 s there."""
+    short = [spec.name for spec in specs if spec.period < 60]
+    if short:
+        raise ValueError(f"alarms {', '.join(short)}: a period under 60 s needs high-resolution metrics; "
+                         "CloudWatch gets standard-resolution ones: use 60 s or more")
     for spec in specs:
         topics = [a.target for a in spec.actions if a.kind == "notify" and a.target]
         client.put_metric_alarm(**put_metric_request(spec, alarm_actions=topics, ok_actions=topics,

@@ -60,6 +60,8 @@ def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endp
     assert threshold == 2.0
     neighbour = endpoint_alarms("summaries-b", ["a"], "m", quieter)  # a name that starts like the other's
     sync_alarms(client, "summaries-b", neighbour)
+    with pytest.raises(ValueError, match="summaries/a/5xx-rate.*period under 60 s"):
+        sync_alarms(client, "summaries", endpoint_alarms("summaries", ["a"], "m", MonitoringConfig(period=10)))
     assert delete_alarms(client, "summaries") and alarm_names(client, "summaries") == []
     assert sorted(alarm_names(client, "summaries-b")) == sorted(s.name for s in neighbour)  # left alone
 
