@@ -151,7 +151,7 @@ def endpoint_alarms(endpoint: str, variants: Sequence[str], model: str, config: 
         if only is not None and key != only:
             continue
         tuning = config.alarms.get(key, AlarmTuning())
-        if not tuning.enabled:
+        if not tuning.enabled or (key == "disagreement_rate" and len(variants) < 2):  # nothing to disagree with
             continue
         scopes = [None] if default.scope == "endpoint" else list(variants)
         for variant in scopes:

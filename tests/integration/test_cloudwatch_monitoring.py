@@ -49,6 +49,8 @@ def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endp
                                                                                "VariantName": "a"}
     latency = alarms["summaries/b/model-latency-p99"]
     assert latency["ExtendedStatistic"] == "p99" and latency["MetricName"] == "ModelLatency"
+    assert "summaries/b/disagreement-rate" in alarms
+    assert not [s for s in endpoint_alarms("solo", ["a"], "m", config) if "disagreement" in s.name]  # one variant
     drift = alarms["summaries/embedding-drift"]
     assert drift["Namespace"] == "genaiops/Monitoring" and drift["TreatMissingData"] == "ignore"
 
@@ -60,7 +62,7 @@ def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endp
     assert threshold == 2.0
     neighbour = endpoint_alarms("summaries-b", ["a"], "m", quieter)  # a name that starts like the other's
     sync_alarms(client, "summaries-b", neighbour)
-    with pytest.raises(ValueError, match="summaries/a/5xx-rate.*period under 60 s"):
+    with pytest.raises(ValueError, match=r"summaries/a/5xx-rate.*period under 60 s"):
         sync_alarms(client, "summaries", endpoint_alarms("summaries", ["a"], "m", MonitoringConfig(period=10)))
     assert delete_alarms(client, "summaries") and alarm_names(client, "summaries") == []
     assert sorted(alarm_names(client, "summaries-b")) == sorted(s.name for s in neighbour)  # left alone
