@@ -58,15 +58,18 @@ def _alarm_table(endpoint: str | None, as_json: bool = False) -> None:
     if as_json:
         out.print(json.dumps([describe(r) for r in records], indent=2), soft_wrap=True)
         return
-    table = Table(title=f"alarms{' of ' + endpoint if endpoint else ''}")
-    for column in ("alarm", "state", "since", "threshold", "actions", "reason"):
-        table.add_column(column)
+    table = Table(title=f"alarms{' of ' + endpoint if endpoint else ''} (the whole reason: genaiops alarms history NAME)")
+    for column in ("alarm", "state", "since (UTC)", "rule", "actions"):
+        table.add_column(column, no_wrap=True, min_width=len(column))
+    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=36)
     colours = {"OK": "green", "ALARM": "red", "INSUFFICIENT_DATA": "yellow"}
+    symbols = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "LessThanThreshold": "<",
+               "LessThanOrEqualToThreshold": "<="}
     for record in records:
         spec = record.spec
-        table.add_row(spec.name, f"[{colours[record.state]}]{record.state}[/]", record.updated[:19],
-                      f"{spec.comparison} {spec.threshold:g}", ", ".join(a.kind for a in spec.actions),
-                      record.reason[:120])
+        rule = f"{symbols[spec.comparison]} {spec.threshold:g} ({spec.m}/{spec.evaluation_periods} x {spec.period}s)"
+        table.add_row(spec.name, f"[{colours[record.state]}]{record.state}[/]", record.updated[5:16].replace("T", " "),
+                      rule, ", ".join(a.kind for a in spec.actions), record.reason.removeprefix("Threshold Crossed: "))
     out.print(table)
 
 
