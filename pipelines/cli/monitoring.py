@@ -50,7 +50,7 @@ def monitor_run(endpoint: Annotated[str, typer.Argument(help="A local endpoint."
 
 
 def _alarm_table(endpoint: str | None, as_json: bool = False) -> None:
-    from monitoring.alarms import AlarmStore, describe
+    from monitoring.alarms import SYMBOLS, AlarmStore, describe
     from monitoring.monitor import alarm_records
     from pipelines.settings import load_settings
 
@@ -63,11 +63,9 @@ def _alarm_table(endpoint: str | None, as_json: bool = False) -> None:
         table.add_column(column, no_wrap=True, min_width=len(column))
     table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=36)
     colours = {"OK": "green", "ALARM": "red", "INSUFFICIENT_DATA": "yellow"}
-    symbols = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "LessThanThreshold": "<",
-               "LessThanOrEqualToThreshold": "<="}
     for record in records:
         spec = record.spec
-        rule = f"{symbols[spec.comparison]} {spec.threshold:g} ({spec.m}/{spec.evaluation_periods} x {spec.period}s)"
+        rule = f"{SYMBOLS[spec.comparison]} {spec.threshold:g} ({spec.m}/{spec.evaluation_periods} x {spec.period}s)"
         table.add_row(spec.name, f"[{colours[record.state]}]{record.state}[/]", record.updated[5:16].replace("T", " "),
                       rule, ", ".join(a.kind for a in spec.actions), record.reason.removeprefix("Threshold Crossed: "))
     out.print(table)
