@@ -20,7 +20,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -177,13 +177,6 @@ class MetricSource(Protocol):
     def datapoints(self, metric: MetricStat, *, period: int, start: datetime, end: datetime) -> list[float | None]:
         """One value per period from `start` to `end` (exclusive), oldest first; None for a period with no data."""
         ...
-
-
-def periods(period: int, count: int, end: datetime) -> tuple[datetime, datetime]:
-    """The start and end of the `count` whole periods that end at or before `end` (aligned as CloudWatch aligns)."""
-    stamp = int(end.timestamp()) // period * period
-    last = datetime.fromtimestamp(stamp, UTC)
-    return last - timedelta(seconds=period * count), last
 
 
 def series(source: MetricSource, metric: MetricStat | MetricMath, *, period: int, start: datetime,
