@@ -227,6 +227,17 @@ class AlarmStore:
         path.unlink()
         return True
 
+    def sync(self, endpoint: str, specs: Sequence[AlarmSpec]) -> tuple[str, ...]:
+        """Make the endpoint's alarms (`<endpoint>/...`) these specs, as `monitoring.cloudwatch.sync_alarms` does on
+        AWS: put each (its state and history kept), delete the others; returns the names deleted."""
+        for spec in specs:
+            self.put(spec)
+        wanted = {spec.name for spec in specs}
+        stale = [r.spec.name for r in self.list() if r.spec.name.startswith(f"{endpoint}/") and r.spec.name not in wanted]
+        for name in stale:
+            self.delete(name)
+        return tuple(stale)
+
     def record(self, name: str, evaluation: Evaluation) -> tuple[AlarmRecord, StateChange | None]:
         """Store an evaluation; returns the record and the state change it made (None: the state stayed)."""
         record = self.get(name)

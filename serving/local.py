@@ -125,10 +125,7 @@ class LocalEndpoints:
         self._remove(name, None)
         from monitoring.alarms import AlarmStore
 
-        alarms = AlarmStore(self.workspace / "alarms")
-        for record in alarms.list():
-            if record.spec.name.startswith(f"{name}/"):
-                alarms.delete(record.spec.name)
+        AlarmStore(self.workspace / "alarms").sync(name, [])
 
     def _remove(self, name: str, process: subprocess.Popen[bytes] | None) -> None:
         state = self.store.state(name)

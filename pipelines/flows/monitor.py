@@ -199,11 +199,7 @@ def monitor(endpoint: str, config: PipelineConfig | None = None, now: datetime |
                              actions_run=0, cloudwatch=_put_to_cloudwatch(settings, endpoint, watched, specs, config))
 
     alarms = AlarmStore(settings.root / "alarms")
-    for spec in specs:  # create or update: re-running keeps one alarm per name, with its state and history
-        alarms.put(spec)
-    for stale in alarms.list():
-        if stale.spec.name.startswith(f"{endpoint}/") and stale.spec.name not in {s.name for s in specs}:
-            alarms.delete(stale.spec.name)
+    alarms.sync(endpoint, specs)  # re-running keeps one alarm per name, with its state and history
     transitions = evaluate_alarms(alarms, source, [s.name for s in specs], now)
     ran = run_actions(transitions, _runners(settings, store))
     return MonitorResult(endpoint=endpoint, new_records=len(records), transitions=transitions, actions_run=ran,
