@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"  # SageMaker's endpoint and variant names
+FLEET = r"^([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})?$"
 EndpointStatus = Literal["Creating", "InService", "Updating", "Failed", "Deleting"]
 VariantStatus = Literal["Creating", "InService", "Restarting", "Failed", "Draining"]
 
@@ -26,6 +27,8 @@ class VariantConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str = Field(pattern=NAME)
+    fleet: str = Field("", pattern=FLEET, description="the fleet (a SageMaker endpoint config) the variant belongs "
+                                                      "to; a blue/green deployment runs two fleets side by side")
     model: str = Field(min_length=1, description="an MLflow model URI or folder, or a Hugging Face folder")
     weight: float = Field(1.0, ge=0, description="share of traffic among production variants")
     shadow: bool = Field(False, description="gets a mirrored copy of requests; its answers are captured, never returned")
@@ -35,6 +38,11 @@ class VariantConfig(BaseModel):
                                                                  "production is idle; 1: never stopped)")
     max_batch_size: int = Field(8, ge=1, le=64)
     threads: int = Field(0, ge=0, description="torch threads of the variant's process (0: torch's default)")
+
+    @property
+    def key(self) -> str:
+        """Unique within an endpoint: the name within its fleet."""
+        return f"{self.fleet}/{self.name}" if self.fleet else self.name
 
 
 class CaptureConfig(BaseModel):
@@ -54,19 +62,33 @@ class EndpointConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0, le=3600, description="per-request timeout; past it the caller gets a 424")
     port: int = Field(0, ge=0, le=65535, description="router port on 127.0.0.1 (0: a free one)")
     host: str = "127.0.0.1"
+    fleet_shares: dict[str, float] = Field(
+        default_factory=dict, description="while two fleets serve (a blue/green shift): each fleet's share of the "
+                                          "traffic; empty when the endpoint has one fleet")
 
     @model_validator(mode="after")
     def _coherent(self) -> EndpointConfig:
-        names = [v.name for v in self.variants]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        keys = [v.key for v in self.variants]
+        duplicates = sorted({n for n in keys if keys.count(n) > 1})
         if duplicates:
             raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
-        production = [v for v in self.variants if not v.shadow]
-        if not production:
-            raise ValueError("an endpoint needs at least one production (non-shadow) variant")
-        if sum(v.weight for v in production) <= 0:
-            raise ValueError("the production variants' weights must not all be 0")
+        fleets = sorted({v.fleet for v in self.variants})
+        if (len(fleets) > 1 or self.fleet_shares) and set(self.fleet_shares) != set(fleets):
+            raise ValueError(f"an endpoint with fleets {fleets} needs a traffic share for each (fleet_shares)")
+        if self.fleet_shares and (min(self.fleet_shares.values()) < 0 or sum(self.fleet_shares.values()) <= 0):
+            raise ValueError("fleet shares must be at least 0 and not all 0")
+        for fleet in fleets:
+            production = [v for v in self.variants if not v.shadow and v.fleet == fleet]
+            where = f" of fleet {fleet}" if fleet else ""
+            if not production:
+                raise ValueError(f"an endpoint needs at least one production (non-shadow) variant{where}")
+            if sum(v.weight for v in production) <= 0:
+                raise ValueError(f"the production variants' weights{where} must not all be 0")
         return self
+
+    @property
+    def fleets(self) -> list[str]:
+        return list(dict.fromkeys(v.fleet for v in self.variants))
 
     @property
     def production(self) -> list[VariantConfig]:
@@ -82,13 +104,15 @@ class EndpointConfig(BaseModel):
         unknown = sorted(set(weights) - known)
         if unknown:
             raise ValueError(f"unknown production variant(s) {unknown}; the endpoint has {sorted(known)}")
-        variants = [v.model_copy(update={"weight": weights[v.name]}) if v.name in weights else v for v in self.variants]
+        variants = [v.model_copy(update={"weight": weights[v.name]}) if v.name in weights and not v.shadow else v
+                    for v in self.variants]
         return EndpointConfig.model_validate({**self.model_dump(), "variants": [v.model_dump() for v in variants]})
 
 
 class VariantState(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
+    fleet: str = ""
     status: VariantStatus
     shadow: bool
     weight: float

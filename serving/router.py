@@ -1,4 +1,4 @@
-"""The local endpoint: a router in front of one model-server process per variant.
+"""The local endpoint's request path: a router in front of one model-server process per variant.
 
 It answers the container route `POST /invocations` and the SageMaker Runtime route
 `POST /endpoints/{name}/invocations` alike, so an unchanged boto3 `sagemaker-runtime` client (or
@@ -11,9 +11,12 @@ costs callers nothing. Shadow processes run at the lowest CPU priority and, whil
 requests in flight, are stopped but for their `share_while_busy` of the time (`serving.yielding`).
 Per-variant metrics use CloudWatch's names and units; data capture uses SageMaker's format.
 
-The host (`python -m serving.router --folder <endpoint folder>`) starts the variant processes,
-health-checks them, restarts one that crashes (and records it), applies weight and variant
-changes while serving (`POST /_genaiops/reload`, loopback only) and stops everything on SIGTERM.
+The host (`python -m serving.router --folder <endpoint folder>`) serves HTTP here; its
+`serving.supervisor` starts the variant processes, health-checks them, restarts one that crashes,
+applies weight, variant and fleet changes while serving (`POST /_genaiops/reload`, loopback only)
+and stops everything on SIGTERM. While a blue/green deployment runs two fleets, a request first
+goes to a fleet by its share of the traffic, then to a variant of it by weight; a shadow mirrors
+the requests of its own fleet.
 """
 
 from __future__ import annotations
@@ -23,24 +26,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from monitoring.metrics import SAGEMAKER_NAMESPACE, MetricDatum, MetricSink, SqliteMetricSink
 from serving.capture import CaptureWriter, capture_record
-from serving.channel import Answer, Channel, new_address
-from serving.endpoint import EndpointState, EndpointStore, VariantConfig, VariantState, now
+from serving.channel import Answer
+from serving.endpoint import EndpointStore, VariantConfig, now
 from serving.handler import MAX_BODY_BYTES
 from serving.protocol import (
     BATCH_SIZE,
@@ -54,302 +55,62 @@ from serving.protocol import (
     error_reply,
     error_response,
 )
-from serving.yielding import Board, Throttle, active_clock
+from serving.supervisor import Supervisor, Variant
+from serving.yielding import active_clock
 from steps.offline import go_offline
 
 log = logging.getLogger("serving.router")
 
-HEALTH_TIMEOUT_S = 600.0
 MAX_SHADOW_PENDING = 512  # mirrored copies waiting on shadows; past it, copies are dropped (and counted)
-SHADOW_CONNECTIONS = 64
-MAX_EVENTS = 50
 # ASGI gives header names in lower case
 TARGET_VARIANT_KEY, CUSTOM_ATTRIBUTES_KEY, INFERENCE_ID_KEY = (h.lower() for h in (TARGET_VARIANT, CUSTOM_ATTRIBUTES,
                                                                                    INFERENCE_ID))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Variant:
-    """A running variant: its config, process and traffic counters."""
-
-    config: VariantConfig
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    status: str = "Creating"
-    restarts: int = 0
-    last_error: str = ""
-    in_flight: int = 0
-    started: float = field(default_factory=time.monotonic)
-    throttle: Throttle | None = None  # a shadow's: stopped while production is busy
-    address: str = field(init=False)
-    channel: Channel = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.address = new_address(self.config.name)
-        # Shadows cap their connections: a hung shadow must not take one per mirrored request.
-        self.channel = Channel(self.address, limit=SHADOW_CONNECTIONS if self.config.shadow else None,
-                               max_body=MAX_BODY_BYTES)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-class Endpoint:
-    """The router and supervisor of one local endpoint."""
+class Endpoint(Supervisor):
+    """The request path of one local endpoint; its processes and route table are the `Supervisor`'s."""
 
     def __init__(self, folder: Path, store: EndpointStore, sink: MetricSink, capture_root: Path) -> None:
-        self.folder, self.store, self.sink = folder, store, sink
-        self.config = store.config(folder.name)
-        self.name = self.config.name
-        self.variants: dict[str, Variant] = {}
-        self.production: list[Variant] = []
-        self.weights: list[float] = []
-        self.status = "Creating"
-        self.failure_reason = ""
-        self.events: list[str] = []
-        self.created = now()
-        self.url = ""
+        super().__init__(folder, store, capture=str(capture_root / folder.name), metrics=str(getattr(sink, "path", "")))
+        self.sink = sink
         self.capture_root = capture_root
         self.capture = CaptureWriter(capture_root, self.name)
         self._metrics: list[MetricDatum] = []
         self._shadow_pending = 0
         self._busy = 0  # production requests in flight: while there are any, shadows are stopped
-        self._throttles: list[Throttle] = []
-        self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
 
-    # --- state ---------------------------------------------------------------------------
-
-    def event(self, text: str) -> None:
-        line = f"{now()} {text}"
-        log.info("%s: %s", self.name, text)
-        self.events = [*self.events, line][-MAX_EVENTS:]
-        self.publish()
-
-    def publish(self) -> None:
-        variants = [VariantState(name=v.config.name, status=v.status, shadow=v.config.shadow,
-                                 weight=v.config.weight, model=v.config.model, url=v.url,
-                                 pid=v.process.pid if v.process else None, restarts=v.restarts,
-                                 last_error=v.last_error) for v in self.variants.values()]
-        self.store.write_state(EndpointState(
-            name=self.name, status=self.status, url=self.url, host_pid=os.getpid(),
-            variants=variants, capture=str(self.capture_root / self.name), metrics=str(getattr(self.sink, "path", "")),
-            failure_reason=self.failure_reason, created=self.created, updated=now(), events=self.events))
-
-    def _route_table(self) -> None:
-        """Production variants in service, and their weights (an atomic swap for requests)."""
-        ready = [v for v in self.variants.values() if not v.config.shadow and v.status == "InService"]
-        self.production, self.weights = ready, [v.config.weight for v in ready]
-
-    # --- processes -----------------------------------------------------------------------
-
-    def _spawn(self, variant: Variant) -> None:
-        config = variant.config
-        command = [sys.executable, "-m", "serving.model_server", "--model", config.model, "--port", str(variant.port),
-                   "--channel", variant.address, "--max-batch-size", str(config.max_batch_size),
-                   "--timeout", str(self.config.timeout_s)]
-        if config.threads:
-            command += ["--threads", str(config.threads)]
-        if variant.throttle is not None:
-            command += ["--board", str(variant.throttle.board.path)]
-        logfile = (self.folder / f"variant-{config.name}.log").open("ab")
-        variant.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy(),
-                                           preexec_fn=_idle_priority if config.shadow else None)
-        logfile.close()
-        variant.started = time.monotonic()
-        if variant.throttle is not None:
-            variant.throttle.attach(variant.process.pid)
-
-    async def _healthy(self, variant: Variant, timeout: float = HEALTH_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if variant.process is not None and variant.process.poll() is not None:
-                variant.last_error = f"exited with code {variant.process.returncode} while starting; " \
-                                     f"see {self.folder / f'variant-{variant.config.name}.log'}"
-                return False
-            try:
-                if (await variant.channel.ping(timeout=2)).status == 200:
-                    return True
-            except (OSError, TimeoutError):  # not listening yet
-                pass
-            await asyncio.sleep(0.25)
-        variant.last_error = f"no answer to /ping within {timeout:.0f} s"
-        return False
-
-    async def _start_variant(self, config: VariantConfig) -> Variant:
-        variant = Variant(config=config, port=free_port())
-        if config.shadow:
-            variant.throttle = Throttle(Board(self.folder / f"variant-{config.name}.board", create=True),
-                                        share=config.share_while_busy)
-            self._throttles = [*self._throttles, variant.throttle]
-        self.variants[config.name] = variant
-        self._spawn(variant)
-        self.publish()
-        if await self._healthy(variant):
-            variant.status = "InService"
-        else:
-            variant.status = "Failed"
-        self._route_table()
-        self.publish()
-        return variant
-
-    def _unthrottle(self, variant: Variant) -> None:
-        """On the loop, before a shadow's process is stopped for good: no more holds, and it runs to act on SIGTERM."""
-        throttle = variant.throttle
-        if throttle is not None:
-            self._throttles = [t for t in self._throttles if t is not throttle]
-            throttle.close()
-
-    async def _retire(self, variant: Variant) -> None:
-        self._unthrottle(variant)
-        await asyncio.get_running_loop().run_in_executor(None, self._stop_process, variant)
-
-    def _stop_process(self, variant: Variant) -> None:
-        """Stop a variant's process (blocking; `_unthrottle` it first, on the loop)."""
-        process = variant.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
-                process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        throttle = variant.throttle
-        if throttle is not None:
-            throttle.board.close()
-            throttle.board.path.unlink(missing_ok=True)
-            variant.throttle = None
-
-    async def start(self) -> None:
-        self.publish()
-        started = await asyncio.gather(*(self._start_variant(v) for v in self.config.variants))
-        failed = [v for v in started if v.status == "Failed"]
-        if failed:
-            self.status = "Failed"
-            self.failure_reason = "; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed)
-            self.event(f"creation failed: {self.failure_reason}")
-            return
-        self.status = "InService"
-        self.event(f"in service at {self.url} with {', '.join(self.variants)}")
-        self._spawn_task(self._supervise())
+    def started(self) -> None:
         self._spawn_task(self._flush_metrics())
 
     async def stop(self) -> None:
-        self.status = "Deleting"
-        for task in list(self._tasks):  # first the supervisor, or it would restart what is being stopped
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for variant in self.variants.values():
-            variant.status = "Draining"
-        self.publish()
-        for variant in self.variants.values():
-            self._unthrottle(variant)
-            self._stop_process(variant)
+        await super().stop()
         await self._flush_once()
         self.capture.close()
-        for variant in self.variants.values():
-            variant.channel.close()
-
-    def _spawn_task(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _supervise(self) -> None:
-        """Restart a variant whose process died, and say so in the state and the events."""
-        while True:
-            await asyncio.sleep(0.5)
-            for variant in list(self.variants.values()):
-                process = variant.process
-                if variant.status != "InService" or process is None or process.poll() is None:
-                    continue
-                variant.restarts += 1
-                variant.status = "Restarting"
-                variant.last_error = f"process exited with code {process.returncode}"
-                self._route_table()
-                self.event(f"variant {variant.config.name} crashed ({variant.last_error}); restart {variant.restarts}")
-                self._spawn_task(self._restart(variant))  # the others stay watched meanwhile
-
-    async def _restart(self, variant: Variant) -> None:
-        self._spawn(variant)
-        if await self._healthy(variant):
-            variant.status = "InService"
-            self.event(f"variant {variant.config.name} back in service")
-        else:
-            variant.status = "Failed"
-            self.event(f"variant {variant.config.name} failed to restart: {variant.last_error}")
-        self._route_table()
-        self.publish()
-
-    async def reload(self) -> dict[str, Any]:
-        """Apply config.json while serving: new variants start before they get traffic, removed ones drain."""
-        async with self._lock:
-            desired = self.store.config(self.name)
-            self.status = "Updating"
-            self.publish()
-            added = [v for v in desired.variants if v.name not in self.variants]
-            removed = [self.variants[n] for n in self.variants if n not in {v.name for v in desired.variants}]
-            replaced = [v.name for v in desired.variants
-                        if v.name in self.variants and self.variants[v.name].config.model != v.model]
-            if replaced:
-                self.status = "InService"
-                self.publish()
-                raise ValueError(f"variant(s) {replaced} changed model: add a new variant and remove the old one instead")
-            new = await asyncio.gather(*(self._start_variant(v) for v in added))
-            failed = [v for v in new if v.status == "Failed"]
-            if failed:  # a variant that cannot start never takes traffic, and nothing else changes
-                for variant in failed:
-                    self.variants.pop(variant.config.name, None)
-                    await self._retire(variant)
-                self.status = "InService"
-                self._route_table()
-                self.event(f"update refused: {[v.config.name for v in failed]} failed to start")
-                raise RuntimeError("; ".join(f"variant {v.config.name}: {v.last_error}" for v in failed))
-            for config in desired.variants:  # weights, sampling and a shadow's share change in place
-                self.variants[config.name].config = config
-                throttle = self.variants[config.name].throttle
-                if throttle is not None:
-                    throttle.share = config.share_while_busy
-            for variant in removed:
-                variant.status = "Draining"
-            self.config = desired
-            self._route_table()
-            self.publish()
-            for variant in removed:  # requests already sent to it finish first; the loop keeps serving
-                deadline = time.monotonic() + self.config.timeout_s
-                while variant.in_flight and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                await self._retire(variant)
-                self.variants.pop(variant.config.name, None)
-            self.status = "InService"
-            summary = ", ".join(f"{v.config.name}={v.config.weight:g}" for v in self.production)
-            self.event(f"updated: weights {summary}" + (f"; added {[v.name for v in added]}" if added else "")
-                       + (f"; removed {[v.config.name for v in removed]}" if removed else ""))
-            return {"status": self.status, "variants": [v.config.name for v in self.variants.values()]}
 
     # --- requests ------------------------------------------------------------------------
 
     def _pick(self, target: str | None) -> Variant | str:
-        production, weights = self.production, self.weights
+        """A fleet by its share of the traffic, then a production variant of it by weight (or the target)."""
+        routes = self.routes
         if target:
-            for variant in production:
-                if variant.config.name == target:
-                    return variant
-            known = sorted(v.config.name for v in self.variants.values() if not v.config.shadow)
+            candidates = [r for r in routes if any(v.config.name == target for v in r.variants)]
+            if candidates:
+                route = candidates[0] if len(candidates) == 1 else self._random.choices(
+                    candidates, weights=[r.share for r in candidates])[0]
+                return next(v for v in route.variants if v.config.name == target)
+            known = sorted({v.config.name for v in self.variants.values() if not v.config.shadow})
             return f"target variant {target!r} is not a production variant in service of endpoint {self.name} " \
                    f"(variants: {', '.join(known)})"
-        if not production:
+        if not routes:
             return f"endpoint {self.name} has no production variant in service"
+        if len(routes) == 1:
+            route = routes[0]
+        elif sum(r.share for r in routes) <= 0:
+            route = routes[0]  # shares of fleets in service can all be 0 only briefly; the first fleet answers
+        else:
+            route = self._random.choices(routes, weights=[r.share for r in routes])[0]
+        production, weights = route.variants, route.weights
         if len(production) == 1:
             return production[0]
         if sum(weights) <= 0:
@@ -373,7 +134,7 @@ class Endpoint:
         variant.in_flight += 1
         self._busy += 1
         if self._busy == 1:  # production went busy: shadows step aside
-            for throttle in self._throttles:
+            for throttle in self.throttles():
                 throttle.busy()
         sent = time.perf_counter()
         try:
@@ -389,7 +150,7 @@ class Endpoint:
             variant.in_flight -= 1
             self._busy -= 1
             if not self._busy:
-                for throttle in self._throttles:
+                for throttle in self.throttles():
                     throttle.idle()
         model_us = (time.perf_counter() - sent) * 1e6
         reply_headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
@@ -403,7 +164,7 @@ class Endpoint:
             code = status if status in (400, 413, 424) else 424
             error_body, error_headers = error_response(code, _message(answer), original_status=status)
             reply = (code, {**reply_headers, **error_headers}, error_body)
-        return Forwarded(reply, variant=variant.config.name, model_us=model_us,
+        return Forwarded(reply, variant=variant.config.name, fleet=variant.config.fleet, model_us=model_us,
                           overhead_us=(time.perf_counter() - started) * 1e6 - model_us, request=body, answer=answer,
                           content_type=content_type, accept=accept, attributes=attributes,
                           inference_id=headers.get(INFERENCE_ID_KEY))
@@ -421,14 +182,14 @@ class Endpoint:
                 accept=headers.get("Content-Type", done.accept), inference_id=done.inference_id,
                 when=datetime.now(UTC), error=status != 200, event_id=headers.get(REQUEST_ID)))
         for shadow in self.config.shadows:
-            if self._random.random() * 100 < shadow.sampling_percentage:
+            if shadow.fleet == done.fleet and self._random.random() * 100 < shadow.sampling_percentage:
                 self._spawn_task(self._mirror(shadow, done.request, done.content_type, done.accept, done.attributes,
                                               done.inference_id, headers.get(REQUEST_ID)))
 
     async def _mirror(self, shadow: VariantConfig, body: bytes, content_type: str, accept: str,
                       attributes: str | None, inference_id: str | None, event_id: str | None = None) -> None:
         """The shadow's copy: answered or not, it only ever reaches the capture files and metrics."""
-        variant = self.variants.get(shadow.name)
+        variant = self.variants.get(shadow.key)
         if variant is None or variant.status != "InService":
             return
         if self._shadow_pending >= MAX_SHADOW_PENDING:  # a hung shadow must not pile up copies without bound
@@ -507,13 +268,6 @@ async def _within(work: Coroutine[Any, Any, Answer], timeout: float, clock: Call
     raise TimeoutError
 
 
-def _idle_priority() -> None:
-    """A shadow runs only on CPU time production leaves idle (SCHED_IDLE; at least the lowest nice level)."""
-    os.nice(19)
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
 def _message(answer: bytes) -> str:
     try:
         document = json.loads(answer)
@@ -577,6 +331,7 @@ class Forwarded:
 
     reply: Reply
     variant: str | None = None  # None: refused before any variant was asked
+    fleet: str = ""
     model_us: float = 0.0
     overhead_us: float = 0.0
     request: bytes = b""

@@ -117,3 +117,16 @@ def test_the_cloudwatch_sink_sends_the_same_datums() -> None:
             Dimensions=[{"Name": "EndpointName", "Value": "e"}, {"Name": "VariantName", "Value": "a"}],
             StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=1))
         assert sum(p["Sum"] for p in stats["Datapoints"]) == 3
+
+
+def test_two_fleets_share_the_traffic_by_their_shares_and_keep_their_own_variants() -> None:
+    blue, green = {"name": "a", "model": "/m", "fleet": "blue"}, {"name": "a", "model": "/n", "fleet": "green"}
+    config = EndpointConfig(name="e", variants=[blue, green], fleet_shares={"blue": 0.9, "green": 0.1})
+    assert [v.key for v in config.variants] == ["blue/a", "green/a"] and config.fleets == ["blue", "green"]
+    with pytest.raises(ValidationError, match="needs a traffic share for each"):
+        EndpointConfig(name="e", variants=[blue, green])
+    with pytest.raises(ValidationError, match="not all 0"):
+        EndpointConfig(name="e", variants=[blue, green], fleet_shares={"blue": 0, "green": 0})
+    with pytest.raises(ValidationError, match=r"production \(non-shadow\) variant of fleet green"):
+        EndpointConfig(name="e", variants=[blue, {**green, "shadow": True}], fleet_shares={"blue": 1, "green": 0})
+    assert [v.weight for v in config.with_weights({"a": 2}).variants] == [2, 2]
