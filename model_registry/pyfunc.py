@@ -49,8 +49,8 @@ class AdapterModel(PythonModel):
         return self._config
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
-        from steps.data import render_prompt
         from steps.generation import generate
+        from steps.prompts import render_prompt
 
         texts = _texts(model_input)
         settings = self._settings

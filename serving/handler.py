@@ -168,7 +168,7 @@ class Predictor:
 
     def prompts(self, texts: Sequence[str], settings: GenerationSettings) -> list[str]:
         """The prompts for raw inputs; raises ModelError for one the model cannot take."""
-        from steps.data import render_prompt
+        from steps.prompts import render_prompt
 
         prompts = [render_prompt(self.card.template, t) for t in texts]
         if self.context_length:

@@ -173,6 +173,6 @@ def _check_model(model: str) -> None:
     path = Path(model)
     if not path.exists():
         raise EndpointError(f"model {model!r} does not exist")
-    if not ((path / "MLmodel").exists() or (path / "config.json").exists()):
-        raise EndpointError(f"model {model!r} is neither an MLflow model (no MLmodel) nor a Hugging Face folder "
-                            "(no config.json)")
+    if not ((path / "MLmodel").exists() or (path / "config.json").exists() or (path / "code" / "inference.py").exists()):
+        raise EndpointError(f"model {model!r} is neither an MLflow model (no MLmodel), a Hugging Face folder "
+                            "(no config.json) nor a model package (no code/inference.py)")

@@ -28,10 +28,10 @@ from steps.data_contract import (
     ValidationReport,
     apply_policies,
     near_duplicate_key,
-    normalise,
     validate,
 )
 from steps.data_sources import BUILTIN_SAMPLE, DataSourceError, parse_records, read_source
+from steps.prompts import render_prompt
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,11 +137,6 @@ class PreparedDataset(BaseModel):
     @property
     def counts(self) -> dict[str, int]:
         return {name: len(rows) for name, rows in self.splits.items()}
-
-
-def render_prompt(template: str, text: str) -> str:
-    """The prompt for one raw input, the same way at training, evaluation and serving time."""
-    return template.format(input=normalise(text))
 
 
 def split_of(key: str, validation_fraction: float, test_fraction: float) -> str:

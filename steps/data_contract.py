@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from steps.data_sources import UTF8_COLUMN
 from steps.pii import PII_KINDS, PiiKind, find_pii, redact
+from steps.prompts import normalise
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,13 +142,6 @@ class DataValidationError(ValueError):
         self.report = report
         failed = "; ".join(c.describe() for c in report.failed)
         super().__init__(f"{report.source} breaks the data contract ({len(report.failed)} failed): {failed}")
-
-
-def normalise(value: object) -> object:
-    """Collapse runs of blanks inside each line and drop empty lines; non-strings pass through."""
-    if not isinstance(value, str):
-        return value
-    return "\n".join(" ".join(line.split()) for line in value.splitlines() if line.strip())
 
 
 def near_duplicate_key(text: str) -> str:

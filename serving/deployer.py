@@ -1,0 +1,387 @@
+"""The one deployer: a model version's package onto a SageMaker endpoint, with boto3's `sagemaker` client only.
+
+The same code deploys to SageMaker and to the local control plane (`serving.control_plane`);
+only the client's `endpoint_url` differs. A deployment is planned first (`plan`: the exact
+requests, named from model, version and package digest), then carried out (`apply`):
+
+- `all_at_once`: the candidate takes all traffic (a first deploy creates the endpoint);
+- `ab`: champion and candidate as production variants with weights;
+- `shadow`: the champion serves, the candidate is a shadow variant that gets a sampled copy;
+- `canary`, `linear`: the candidate replaces the champion through a blue/green deployment with
+  guardrails: traffic moves in a canary or linear steps, bakes, and rolls back on its own when one
+  of the endpoint's rollback alarms goes into ALARM.
+
+Re-running a deployment that is in place creates nothing. A deployment that fails, or that
+SageMaker rolled back, removes the models and endpoint configs it created, leaves the old config
+serving, and raises `DeploymentError` with SageMaker's reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["all_at_once", "ab", "shadow", "canary", "linear"]
+STRATEGIES: tuple[str, ...] = ("all_at_once", "ab", "shadow", "canary", "linear")
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/genaiops-local-sagemaker"
+
+
+class DeploymentError(RuntimeError):
+    """The deployment did not end with the endpoint serving what it asked for; the message says why."""
+
+
+class AutoscalingConfig(BaseModel):
+    """Target tracking on invocations per instance (application-autoscaling; aws backend)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    min_capacity: int = Field(1, ge=1)
+    max_capacity: int = Field(2, ge=1)
+    invocations_per_instance: float = Field(50.0, gt=0, description="the target of SageMakerVariantInvocationsPerInstance")
+    scale_in_cooldown_s: int = Field(300, ge=0)
+    scale_out_cooldown_s: int = Field(60, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingConfig:
+        if self.max_capacity < self.min_capacity:
+            raise ValueError(f"max_capacity {self.max_capacity} is below min_capacity {self.min_capacity}")
+        return self
+
+
+class DeploymentConfig(BaseModel):
+    """How versions go onto endpoints (the `deployment` section of a pipeline config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = Field(1, ge=1)
+    ab_candidate_weight: float = Field(0.1, gt=0, lt=1, description="ab: the candidate's share of the traffic")
+    shadow_sampling_percent: float = Field(100.0, gt=0, le=100, description="shadow: share of requests mirrored")
+    canary_percent: int = Field(10, ge=1, le=50, description="canary: the share of capacity that takes traffic first")
+    linear_step_percent: int = Field(20, ge=10, le=50, description="linear: the share moved at each step")
+    wait_seconds: int = Field(300, ge=0, le=3600, description="between traffic steps, watching the alarms")
+    bake_seconds: int = Field(600, ge=0, le=3600, description="after all traffic moved, before the old fleet goes")
+    max_execution_seconds: int = Field(7200, ge=600, le=28800)
+    capture: bool = True
+    capture_sampling_percent: int = Field(100, ge=0, le=100)
+    kms_key_id: str | None = Field(None, description="encrypts the instances' volumes and the captured data (aws)")
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    autoscaling: AutoscalingConfig | None = None
+    poll_seconds: float = Field(30.0, gt=0, description="how often to ask SageMaker while waiting")
+    timeout_seconds: int = Field(3600, gt=0, description="how long to wait for an endpoint to reach InService")
+
+
+class Version(BaseModel):
+    """A packaged model version."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str = Field(description="the registered model's name")
+    version: str
+    package_uri: str
+    digest: str
+    image: str
+
+    @property
+    def variant(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def model_name(self) -> str:
+        return _name(f"{self.model}-v{self.version}-{self.digest[:10]}")
+
+
+class Plan(BaseModel):
+    """Every request a deployment makes, before it makes them."""
+
+    model_config = ConfigDict(frozen=True)
+    endpoint: str
+    strategy: Strategy
+    models: list[dict[str, Any]]
+    endpoint_config: dict[str, Any]
+    deployment_config: dict[str, Any] | None = None
+    scaling: list[tuple[dict[str, Any], dict[str, Any]]] = Field(default_factory=list)
+
+    @property
+    def config_name(self) -> str:
+        return str(self.endpoint_config["EndpointConfigName"])
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    endpoint: str
+    strategy: Strategy
+    endpoint_config: str
+    created: list[str] = Field(default_factory=list, description="what this run created (models, configs, endpoint)")
+    changed: bool = True
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"{self.endpoint} already serves {self.endpoint_config}; nothing to do"
+        return f"{self.endpoint} serves {self.endpoint_config} ({self.strategy})"
+
+
+class SageMakerDeployer:
+    """Plans and applies deployments with a boto3 `sagemaker` client (SageMaker's or the local control plane's)."""
+
+    def __init__(self, client: Any, config: DeploymentConfig, *, role_arn: str | None = None,
+                 capture_uri: str | None = None, autoscaling_client: Any = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.client, self.config = client, config
+        self.role_arn = role_arn or LOCAL_ROLE
+        self.capture_uri = capture_uri
+        self.autoscaling = autoscaling_client
+        self.progress = progress or (lambda text: log.info("%s", text))
+
+    # --- planning --------------------------------------------------------------------------------
+
+    def plan(self, endpoint: str, candidate: Version, strategy: Strategy, *, champion: Version | None = None,
+             rollback_alarms: list[str] | None = None) -> Plan:
+        if strategy in ("ab", "shadow") and champion is None:
+            raise DeploymentError(f"{strategy} needs a champion to compare with; deploy the first version all_at_once")
+        if champion is not None and champion.model_name == candidate.model_name:
+            raise DeploymentError(f"the candidate {candidate.model_name} is the champion already")
+        cfg = self.config
+        models = [self._model(candidate)]
+        production, shadows = [self._variant(candidate, 1.0)], []
+        if strategy == "ab" and champion is not None:
+            models.insert(0, self._model(champion))
+            production = [self._variant(champion, 1.0 - cfg.ab_candidate_weight),
+                          self._variant(candidate, cfg.ab_candidate_weight)]
+        elif strategy == "shadow" and champion is not None:
+            models.insert(0, self._model(champion))
+            production = [self._variant(champion, 1.0)]
+            shadows = [self._variant(candidate, cfg.shadow_sampling_percent / 100.0)]
+        body: dict[str, Any] = {"ProductionVariants": production}
+        if shadows:
+            body["ShadowProductionVariants"] = shadows
+        if cfg.capture and self.capture_uri:
+            capture: dict[str, Any] = {"EnableCapture": True, "InitialSamplingPercentage": cfg.capture_sampling_percent,
+                                       "DestinationS3Uri": self.capture_uri,
+                                       "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                                       "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}}
+            if cfg.kms_key_id:
+                capture["KmsKeyId"] = cfg.kms_key_id
+            body["DataCaptureConfig"] = capture
+        if cfg.kms_key_id:
+            body["KmsKeyId"] = cfg.kms_key_id
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
+        config_request = {"EndpointConfigName": _name(f"{endpoint}-{strategy.replace('_', '')}-{digest}"), **body,
+                          "Tags": [{"Key": "genaiops:endpoint", "Value": endpoint},
+                                   {"Key": "genaiops:strategy", "Value": strategy}]}
+        deployment = self._deployment_config(strategy, rollback_alarms or [])
+        scaling = [self._scaling(endpoint, v["VariantName"]) for v in production] if cfg.autoscaling else []
+        return Plan(endpoint=endpoint, strategy=strategy, models=models, endpoint_config=config_request,
+                    deployment_config=deployment, scaling=scaling)
+
+    def _model(self, version: Version) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "ModelName": version.model_name,
+            "PrimaryContainer": {
+                "Image": version.image, "ModelDataUrl": version.package_uri,
+                "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "HF_HUB_OFFLINE": "1"}},
+            "ExecutionRoleArn": self.role_arn,
+            "Tags": [{"Key": "genaiops:model", "Value": version.model}, {"Key": "genaiops:version", "Value": version.version},
+                     {"Key": "genaiops:package-digest", "Value": version.digest[:64]}],
+        }
+        if self.config.subnets:
+            request["VpcConfig"] = {"Subnets": self.config.subnets, "SecurityGroupIds": self.config.security_group_ids}
+        return request
+
+    def _variant(self, version: Version, weight: float) -> dict[str, Any]:
+        return {"VariantName": version.variant, "ModelName": version.model_name,
+                "InstanceType": self.config.instance_type, "InitialInstanceCount": self.config.instance_count,
+                "InitialVariantWeight": round(weight, 6)}
+
+    def _deployment_config(self, strategy: Strategy, alarms: list[str]) -> dict[str, Any] | None:
+        cfg = self.config
+        if strategy not in ("canary", "linear"):
+            return {"AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in alarms]}} if alarms else None
+        routing: dict[str, Any] = {"Type": strategy.upper(), "WaitIntervalInSeconds": cfg.wait_seconds}
+        size = {"Type": "CAPACITY_PERCENT", "Value": cfg.canary_percent if strategy == "canary"
+                else cfg.linear_step_percent}
+        routing["CanarySize" if strategy == "canary" else "LinearStepSize"] = size
+        config: dict[str, Any] = {"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing,
+                                                            "TerminationWaitInSeconds": cfg.bake_seconds,
+                                                            "MaximumExecutionTimeoutInSeconds": cfg.max_execution_seconds}}
+        if alarms:
+            config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in alarms]}
+        return config
+
+    def _scaling(self, endpoint: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        scaling = self.config.autoscaling
+        assert scaling is not None
+        resource = f"endpoint/{endpoint}/variant/{variant}"
+        target = {"ServiceNamespace": "sagemaker", "ResourceId": resource,
+                  "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+                  "MinCapacity": scaling.min_capacity, "MaxCapacity": scaling.max_capacity}
+        policy = {"PolicyName": _name(f"{endpoint}-{variant}-invocations"), "ServiceNamespace": "sagemaker",
+                  "ResourceId": resource, "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+                  "PolicyType": "TargetTrackingScaling",
+                  "TargetTrackingScalingPolicyConfiguration": {
+                      "TargetValue": scaling.invocations_per_instance,
+                      "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                      "ScaleInCooldown": scaling.scale_in_cooldown_s, "ScaleOutCooldown": scaling.scale_out_cooldown_s}}
+        return target, policy
+
+    # --- applying --------------------------------------------------------------------------------
+
+    def apply(self, plan: Plan) -> Outcome:
+        from botocore.exceptions import ClientError, WaiterError
+
+        existing = self._endpoint(plan.endpoint)
+        if existing is not None and existing["EndpointStatus"] == "InService" \
+                and existing.get("EndpointConfigName") == plan.config_name:
+            self.progress(f"{plan.endpoint} already serves {plan.config_name}")
+            return Outcome(endpoint=plan.endpoint, strategy=plan.strategy, endpoint_config=plan.config_name,
+                           changed=False)
+        if existing is not None and existing["EndpointStatus"] not in ("InService", "Failed"):
+            raise DeploymentError(f"endpoint {plan.endpoint} is {existing['EndpointStatus']}; wait until it is "
+                                  "InService, then deploy again")
+        created: list[tuple[str, str]] = []
+        try:
+            for model in plan.models:
+                if self._exists("model", model["ModelName"]):
+                    continue
+                self.client.create_model(**model)
+                created.append(("model", model["ModelName"]))
+                self.progress(f"created model {model['ModelName']}")
+            if not self._exists("endpoint-config", plan.config_name):
+                self.client.create_endpoint_config(**plan.endpoint_config)
+                created.append(("endpoint-config", plan.config_name))
+                self.progress(f"created endpoint config {plan.config_name}")
+            if existing is not None and existing["EndpointStatus"] == "Failed":
+                self.progress(f"{plan.endpoint} is Failed ({existing.get('FailureReason', '')}); replacing it")
+                self.client.delete_endpoint(EndpointName=plan.endpoint)
+                self._wait("endpoint_deleted", plan.endpoint)
+                existing = None
+            if existing is None:
+                self.client.create_endpoint(EndpointName=plan.endpoint, EndpointConfigName=plan.config_name,
+                                            Tags=[{"Key": "genaiops:endpoint", "Value": plan.endpoint}])
+                created.append(("endpoint", plan.endpoint))
+                self.progress(f"creating endpoint {plan.endpoint} with {plan.config_name}")
+            else:
+                update: dict[str, Any] = {"EndpointName": plan.endpoint, "EndpointConfigName": plan.config_name}
+                if plan.deployment_config:
+                    update["DeploymentConfig"] = plan.deployment_config
+                self._deregister_scaling(existing)
+                self.client.update_endpoint(**update)
+                self.progress(f"updating {plan.endpoint} from {existing.get('EndpointConfigName')} to "
+                              f"{plan.config_name} ({plan.strategy})")
+            self._wait("endpoint_in_service", plan.endpoint)
+            described = self.client.describe_endpoint(EndpointName=plan.endpoint)
+            if described.get("EndpointConfigName") != plan.config_name:
+                raise DeploymentError(f"{plan.endpoint} still serves {described.get('EndpointConfigName')}: SageMaker "
+                                      f"rolled the update back: {described.get('FailureReason', 'no reason given')}")
+            for target, policy in plan.scaling:
+                self.autoscaling.register_scalable_target(**target)
+                self.autoscaling.put_scaling_policy(**policy)
+        except (ClientError, WaiterError, DeploymentError) as exc:
+            reason = _reason(exc)
+            self._undo(plan, created)
+            raise DeploymentError(f"deploying {plan.config_name} to {plan.endpoint} failed: {reason}") from None
+        self.progress(f"{plan.endpoint} serves {plan.config_name}")
+        return Outcome(endpoint=plan.endpoint, strategy=plan.strategy, endpoint_config=plan.config_name,
+                       created=[name for _, name in created])
+
+    def deploy(self, endpoint: str, candidate: Version, strategy: Strategy, *, champion: Version | None = None,
+               rollback_alarms: list[str] | None = None) -> Outcome:
+        return self.apply(self.plan(endpoint, candidate, strategy, champion=champion, rollback_alarms=rollback_alarms))
+
+    def _wait(self, waiter: str, endpoint: str) -> None:
+        delay = max(1, round(self.config.poll_seconds))
+        self.client.get_waiter(waiter).wait(EndpointName=endpoint, WaiterConfig={
+            "Delay": delay, "MaxAttempts": max(1, self.config.timeout_seconds // delay)})
+
+    def _endpoint(self, name: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(self.client.describe_endpoint(EndpointName=name))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ValidationException":
+                return None
+            raise
+
+    def _exists(self, kind: str, name: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            if kind == "model":
+                self.client.describe_model(ModelName=name)
+            else:
+                self.client.describe_endpoint_config(EndpointConfigName=name)
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ValidationException":
+                return False
+            raise
+
+    def _deregister_scaling(self, endpoint: dict[str, Any]) -> None:
+        """SageMaker refuses to update an endpoint whose variants are registered for autoscaling."""
+        if self.autoscaling is None:
+            return
+        from botocore.exceptions import ClientError
+
+        for variant in endpoint.get("ProductionVariants", []):
+            resource = f"endpoint/{endpoint['EndpointName']}/variant/{variant['VariantName']}"
+            try:
+                self.autoscaling.deregister_scalable_target(
+                    ServiceNamespace="sagemaker", ResourceId=resource,
+                    ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ObjectNotFoundException":
+                    raise
+
+    def _undo(self, plan: Plan, created: list[tuple[str, str]]) -> None:
+        """Remove what this run created; what serves stays."""
+        from botocore.exceptions import ClientError
+
+        for kind, name in reversed(created):
+            try:
+                if kind == "endpoint":
+                    self.client.delete_endpoint(EndpointName=name)
+                    self._wait("endpoint_deleted", name)
+                elif kind == "endpoint-config":
+                    if (self._endpoint(plan.endpoint) or {}).get("EndpointConfigName") != name:
+                        self.client.delete_endpoint_config(EndpointConfigName=name)
+                elif not self._in_use(plan.endpoint, name):
+                    self.client.delete_model(ModelName=name)
+                self.progress(f"removed {kind} {name}")
+            except ClientError as exc:
+                log.warning("could not remove %s %s: %s", kind, name, _reason(exc))
+
+    def _in_use(self, endpoint: str, model: str) -> bool:
+        described = self._endpoint(endpoint)
+        if described is None or "EndpointConfigName" not in described:
+            return False
+        config = self.client.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+        return any(v.get("ModelName") == model for v in [*config["ProductionVariants"],
+                                                         *config.get("ShadowProductionVariants", [])])
+
+
+def _name(text: str) -> str:
+    """A SageMaker resource name (63 characters of letters, digits and hyphens) from any text."""
+    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", text)).strip("-")
+    if len(cleaned) > 63:
+        cleaned = cleaned[:52].rstrip("-") + "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+    return cleaned
+
+
+def _reason(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or getattr(exc, "last_response", None)
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        if error:
+            return f"{error.get('Code', '')}: {error.get('Message', '')}"
+        if "FailureReason" in response:
+            return f"{response.get('EndpointStatus', '')}: {response['FailureReason']}"
+    return str(exc)
+
