@@ -141,7 +141,7 @@ def archive(model: ServedModel, config: PackageConfig) -> bytes:
         raise FileNotFoundError(f"{weights}: the version's weights are not a folder here; download them first")
     marker = "adapter_config.json" if model.kind == "adapter" else "config.json"
     if not (weights / marker).is_file():
-        raise ValueError(f"{weights}: a {model.kind} needs {marker}")
+        raise ValueError(f"{weights}: {'an adapter' if model.kind == 'adapter' else 'a full model'} needs {marker}")
     manifest = {"format": FORMAT, "kind": model.kind, "base_model": model.base_model,
                 "base_model_path": model.base_model_path, "base_model_hub_id": config.base_model_hub_id,
                 "template": model.template, "generation": model.generation}
