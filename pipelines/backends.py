@@ -69,3 +69,15 @@ def make_metrics(settings: Settings) -> tuple[MetricSink, MetricSource]:
         return CloudWatchSink(client), CloudWatchSource(client)
     sqlite = SqliteMetricSink(settings.root / "metrics.db")
     return sqlite, sqlite
+
+
+def make_sagemaker(settings: Settings) -> object:
+    """The boto3 `sagemaker` client of the deployer: SageMaker's, or the workspace's local control plane
+    (`GENAIOPS_SAGEMAKER_ENDPOINT_URL` points either at another one)."""
+    if settings.backend == "aws":
+        import boto3
+
+        return boto3.client("sagemaker", region_name=settings.region, endpoint_url=settings.sagemaker_endpoint_url)
+    from serving.control_plane import local_client
+
+    return local_client(settings.root, region=settings.region, endpoint_url=settings.sagemaker_endpoint_url)

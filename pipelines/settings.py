@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     sagemaker_role_arn: str | None = Field(None, description="execution role of SageMaker jobs (aws backend)")
     subnets: str = Field("", description="comma-separated subnet ids for SageMaker jobs (aws backend)")
     security_group_ids: str = Field("", description="comma-separated security group ids (aws backend)")
+    sagemaker_endpoint_url: str | None = Field(
+        None, description="the SageMaker API every sagemaker client talks to; unset: SageMaker on aws, the "
+                          "workspace's local control plane (started on demand) locally")
     triggered_by: str = Field(default_factory=getpass.getuser, description="who or what started the run")
     ui_passwords: SecretStr | None = Field(
         None, description="user:password,... for the local MLflow UI users; generated into the workspace when unset")

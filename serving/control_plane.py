@@ -757,12 +757,14 @@ if __name__ == "__main__":
     main()
 
 
-def local_client(workspace: Path, *, region: str = "us-east-1", service: str = "sagemaker", config: Any = None) -> Any:
-    """A boto3 client of the workspace's control plane (`GENAIOPS_SAGEMAKER_ENDPOINT_URL`, else started on demand)."""
+def local_client(workspace: Path, *, region: str = "us-east-1", service: str = "sagemaker", config: Any = None,
+                 endpoint_url: str | None = None) -> Any:
+    """A boto3 client of a local control plane: `endpoint_url` (`GENAIOPS_SAGEMAKER_ENDPOINT_URL`), else the
+    workspace's, started on demand."""
     import boto3
     from botocore.config import Config
 
-    url = os.environ.get("GENAIOPS_SAGEMAKER_ENDPOINT_URL") or ensure(workspace)
+    url = endpoint_url or os.environ.get("GENAIOPS_SAGEMAKER_ENDPOINT_URL") or ensure(workspace)
     return boto3.client(service, endpoint_url=url, region_name=region, aws_access_key_id="local",
                         aws_secret_access_key="local",
                         config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=900).merge(

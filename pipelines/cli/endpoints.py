@@ -236,3 +236,38 @@ def invoke(
         except ValueError:
             message = answer.decode(errors="replace")
         fail(f"{exc.code} {exc.headers.get('x-amzn-ErrorType', '')}: {message}", EXIT_FAILED)
+
+
+@app.command("sagemaker-api")
+def sagemaker_api(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).")] = 0,
+    stop_background: Annotated[bool, typer.Option("--stop", help="Stop the workspace's control plane instead.")] = False,
+) -> None:
+    """Run the local SageMaker control plane in the foreground and print its URL.
+
+    Any boto3 `sagemaker` client or `aws sagemaker ... --endpoint-url URL` talks to it as to SageMaker
+    (models, endpoint configs, endpoints, blue/green updates); `GENAIOPS_SAGEMAKER_ENDPOINT_URL=URL` points
+    genaiops at it. The local backend starts one on demand in the background; `--stop` stops that one.
+    Endpoints it created keep serving after it stops."""
+    from serving import control_plane
+
+    settings, _ = load(None)
+    if settings.backend != "local":
+        fail("the local SageMaker control plane is for the local backend; on aws, SageMaker answers", EXIT_USAGE)
+    if stop_background:
+        stopped = control_plane.stop_running(settings.root)
+        out.print("stopped the local SageMaker control plane" if stopped else "no local SageMaker control plane runs")
+        return
+    go_offline()
+
+    def ready(url: str) -> None:
+        out.print(f"local SageMaker control plane on {url} (workspace {settings.root}); Ctrl-C stops it")
+        out.print(f"  aws sagemaker list-endpoints --endpoint-url {url}")
+        out.print(f"  export GENAIOPS_SAGEMAKER_ENDPOINT_URL={url}")
+
+    try:
+        control_plane.serve(settings.root, port=port, region=settings.region, ready=ready)
+    except RuntimeError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", EXIT_FAILED)

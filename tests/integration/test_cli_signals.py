@@ -38,3 +38,33 @@ def test_the_approval_watcher_leaves_nothing_running(isolated_env: Path, tmp_pat
         assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
     finally:
         stop(process)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sagemaker_api_prints_its_url_serves_boto3_and_stops_cleanly(isolated_env: Path, tmp_path: Path,
+                                                                      signum: signal.Signals) -> None:
+    import re
+
+    import boto3
+
+    genaiops = str(Path(sys.executable).parent / "genaiops")
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([genaiops, "sagemaker-api"], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(r"on (http://127\.0\.0\.1:\d+)", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        url = found.group(1)
+        client = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                              aws_secret_access_key="x")
+        assert client.list_endpoints()["Endpoints"] == []
+        second = subprocess.run([genaiops, "sagemaker-api"], capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and "already runs" in second.stderr, second.stderr  # one per workspace
+        process.send_signal(signum)
+        assert process.wait(timeout=60) == 0
+        assert not (isolated_env / "sagemaker" / "server.json").exists()
+    finally:
+        stop(process)
