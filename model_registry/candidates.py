@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from model_registry import tags as T
@@ -12,7 +13,7 @@ from steps.evaluate_report import metrics_table
 
 
 def candidate_tags(*, report: GateReport, dataset: PreparedDataset, base_model: str, run_key: str,
-                   triggered_by: str, result: EvalResult) -> dict[str, str]:
+                   triggered_by: str, result: EvalResult, package: Mapping[str, str] | None = None) -> dict[str, str]:
     """The approval-protocol and lineage tags of a new version: pending if its gate passed, rejected if not."""
     tags = {
         T.APPROVAL_STATUS: T.PENDING if report.passed else T.REJECTED,
@@ -28,6 +29,9 @@ def candidate_tags(*, report: GateReport, dataset: PreparedDataset, base_model: 
     }
     if result.champion_version:
         tags[T.COMPARED_CHAMPION] = result.champion_version
+    if package:  # what a deployment serves: named at registration, so what is approved is what goes out
+        tags.update({T.PACKAGE_URI: package["uri"], T.PACKAGE_DIGEST: package["digest"],
+                     T.PACKAGE_IMAGE: package["image"]})
     return tags
 
 

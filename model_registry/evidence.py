@@ -3,7 +3,7 @@
 The retrain flow logs the dataset hash and the pipeline config as run parameters and the gate
 report (with a machine-readable `gate_report.json`) among the run's artifacts before it
 registers; the server compares the new version's tags with these, so a version cannot claim a
-passed gate, a dataset or a base model that its run does not show.
+passed gate, a dataset, a base model or a servable package that its run does not show.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ REPORT_FOLDER = "gate_report"  # where the gate report sits among the run's arti
 REPORT_JSON = "gate_report.json"
 DATASET_HASH_PARAM = "dataset.hash"  # the flow logs {"dataset": {"hash": ...}, "pipeline": {...}} flattened
 BASE_MODEL_PARAM = "pipeline.finetune.base_model"
+PACKAGE_PARAMS = {"uri": "package.uri", "digest": "package.digest", "image": "package.image"}
 
 
 class RegistryUnavailableError(RuntimeError):
@@ -48,6 +49,8 @@ def run_evidence(run_id: str) -> RunEvidence | None:
         gate_passed=None if report is None else bool(report.get("passed")),
         gate_summary=None if report is None else str(report.get("summary", "")),
         report_dataset_hash=None if report is None else str(report.get("dataset_hash", "")),
+        package_uri=params.get(PACKAGE_PARAMS["uri"]), package_digest=params.get(PACKAGE_PARAMS["digest"]),
+        package_image=params.get(PACKAGE_PARAMS["image"]),
     )
 
 

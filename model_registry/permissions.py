@@ -35,6 +35,7 @@ Action = Literal[
 REGISTRATION_TAGS = frozenset({
     T.APPROVAL_STATUS, T.GATE, T.GATE_SUMMARY, T.DATASET_HASH, T.DATASET_SOURCE, T.DATASET_ROWS,
     T.DATA_VALIDATION, T.BASE_MODEL, T.SOURCE_RUN, T.RUN_KEY, T.TRIGGERED_BY, T.COMPARED_CHAMPION,
+    T.PACKAGE_URI, T.PACKAGE_DIGEST, T.PACKAGE_IMAGE,
 })
 WATCHER_TAGS = frozenset({T.APPROVAL_INVALID, T.RELEASE_REQUEST, T.SM_MODEL_PACKAGE, T.SM_SYNCED_STATUS,
                           T.SM_STATUS_CHANGE})
@@ -143,6 +144,9 @@ class RunEvidence(BaseModel):
     gate_passed: bool | None = None  # None: the run has no gate report
     gate_summary: str | None = None
     report_dataset_hash: str | None = None
+    package_uri: str | None = None  # the package the run logged (params package.uri, .digest, .image)
+    package_digest: str | None = None
+    package_image: str | None = None
 
 
 def refuse_registration(tags: Mapping[str, str], run_id: str, evidence: RunEvidence | None) -> str | None:
@@ -167,7 +171,9 @@ def refuse_registration(tags: Mapping[str, str], run_id: str, evidence: RunEvide
     if evidence is None:
         return f"the source run {run_id!r} does not exist"
     claims = {T.RUN_KEY: evidence.run_key, T.TRIGGERED_BY: evidence.triggered_by,
-              T.DATASET_HASH: evidence.dataset_hash, T.BASE_MODEL: evidence.base_model}
+              T.DATASET_HASH: evidence.dataset_hash, T.BASE_MODEL: evidence.base_model,
+              T.PACKAGE_URI: evidence.package_uri, T.PACKAGE_DIGEST: evidence.package_digest,
+              T.PACKAGE_IMAGE: evidence.package_image}
     for key, shown in claims.items():
         # A tag must agree with its run; one the run shows may not be left out (triggered_by decides who may approve).
         if (key in tags or shown is not None) and tags.get(key) != shown:

@@ -4,7 +4,8 @@ MLflow is where approvers work and where identity is enforced (the genaiops-auth
 the source of approvals. Each pass of the approval watcher:
 
 - mirrors every version that is not mirrored yet as a model package in the group (status, lineage
-  as customer metadata, the version's artifact as the inference container's model data);
+  as customer metadata, and the version's servable package with its image as the inference
+  specification, so that a package approved in MLflow is the one a deployment serves);
 - pushes MLflow's status to the package, with an approval description that names the approver,
   when it was decided and the note;
 - brings changes made in SageMaker back: a package rejected (or sent back to pending) in Studio or
@@ -177,11 +178,16 @@ class ModelPackageMirror:
         }
         if status != T.PENDING:
             request["ApprovalDescription"] = self._description(version.tags, status)
-        if self.config.inference_image_uri:
-            container: dict[str, Any] = {"Image": self.config.inference_image_uri}
+        container: dict[str, Any] | None = None
+        package, image = version.tags.get(T.PACKAGE_URI), version.tags.get(T.PACKAGE_IMAGE)
+        if package and image:  # the servable package registered with the version: what a deployment serves
+            container = {"Image": image, **model_data(package)}
+        elif self.config.inference_image_uri:  # a version registered before it had a package: its MLflow folder
+            container = {"Image": self.config.inference_image_uri}
             if location.startswith("s3://"):
                 container["ModelDataSource"] = {"S3DataSource": {
                     "S3Uri": location.rstrip("/") + "/", "S3DataType": "S3Prefix", "CompressionType": "None"}}
+        if container is not None:
             request["InferenceSpecification"] = {
                 "Containers": [container],
                 "SupportedContentTypes": self.config.content_types,
@@ -204,6 +210,7 @@ class ModelPackageMirror:
             "genaiops.client_token": _client_token(version), "genaiops.gate": tags.get(T.GATE, ""),
             "genaiops.gate_digest": gate_digest(tags), "genaiops.dataset_hash": tags.get(T.DATASET_HASH, ""),
             "genaiops.base_model": tags.get(T.BASE_MODEL, ""), "genaiops.artifacts": location,
+            "genaiops.package_digest": tags.get(T.PACKAGE_DIGEST, ""),
         }
         return {k: v[:MAX_METADATA_VALUE] for k, v in values.items() if v}
 
@@ -214,6 +221,15 @@ class ModelPackageMirror:
         who, when = tags.get(T.APPROVED_BY, "unknown"), tags.get(T.APPROVED_AT, "")
         note = tags.get(T.APPROVAL_NOTE, "")
         return f"{status} by {who} in MLflow" + (f" at {when}" if when else "") + (f". Note: {note}" if note else ".")
+
+
+def model_data(uri: str) -> dict[str, Any]:
+    """A container's model data: a `model.tar.gz` by URL, an uncompressed artifact (a prefix, as JumpStart's
+    fine-tuned LLMs are) as an S3 prefix."""
+    if uri.endswith("/"):
+        return {"ModelDataSource": {"S3DataSource": {"S3Uri": uri, "S3DataType": "S3Prefix",
+                                                     "CompressionType": "None"}}}
+    return {"ModelDataUrl": uri}
 
 
 def _client_token(version: RegisteredVersion) -> str:

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model_registry.approval import ApprovalConfig
 from model_registry.sagemaker_mirror import ModelPackageConfig
 from monitoring.monitor import MonitoringConfig
+from serving.deployer import DeploymentConfig
+from serving.package import PackageConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
@@ -102,6 +104,8 @@ class PipelineConfig(BaseModel):
     approval: ApprovalConfig = ApprovalConfig()
     model_packages: ModelPackageConfig = ModelPackageConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    package: PackageConfig = PackageConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
 
 
 def load_settings() -> Settings:

@@ -27,6 +27,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model_registry import tags as T
+from model_registry.sagemaker_mirror import model_data
+
 log = logging.getLogger(__name__)
 
 Strategy = Literal["all_at_once", "ab", "shadow", "canary", "linear"]
@@ -87,6 +90,16 @@ class Version(BaseModel):
     package_uri: str
     digest: str
     image: str
+
+    @classmethod
+    def of_registered(cls, model: str, version: str, tags: dict[str, str]) -> Version:
+        """A registered version's package, from the tags it was registered with."""
+        missing = [k for k in (T.PACKAGE_URI, T.PACKAGE_DIGEST, T.PACKAGE_IMAGE) if not tags.get(k)]
+        if missing:
+            raise DeploymentError(f"{model} version {version} has no servable package ({', '.join(missing)} unset): "
+                                  "it was registered before packaging, or its gate failed")
+        return cls(model=model, version=version, package_uri=tags[T.PACKAGE_URI], digest=tags[T.PACKAGE_DIGEST],
+                   image=tags[T.PACKAGE_IMAGE])
 
     @property
     def variant(self) -> str:
@@ -184,7 +197,7 @@ class SageMakerDeployer:
         request: dict[str, Any] = {
             "ModelName": version.model_name,
             "PrimaryContainer": {
-                "Image": version.image, "ModelDataUrl": version.package_uri,
+                "Image": version.image, **model_data(version.package_uri),
                 "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                                 "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "HF_HUB_OFFLINE": "1"}},
             "ExecutionRoleArn": self.role_arn,

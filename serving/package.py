@@ -182,3 +182,20 @@ def build(model: ServedModel, store: ArtifactStore, *, region: str, config: Pack
     created = store.put_new(key, data)
     return Package(uri=store.uri(key), digest=digest, image=image_uri(region, config.instance_type), reused=not created)
 
+
+
+def of_candidate(trained: Any, *, template: str, generation: dict[str, Any], store: ArtifactStore, region: str,
+                 config: PackageConfig | None = None) -> Package:
+    """The package of a fine-tuned candidate (`steps.finetune.TrainedModel`).
+
+    A local one is packaged here. A JumpStart one is already servable: its training job's own
+    artifact with JumpStart's inference image for the model (never the base model's artifact)."""
+    if str(trained.path).startswith("s3://"):
+        image = trained.lineage.get("inference_image", "")
+        if not image:
+            raise ValueError(f"{trained.path}: the training job did not record JumpStart's inference image")
+        identity = f"{trained.path}|{trained.lineage.get('training_job_arn', '')}"
+        return Package(uri=str(trained.path), digest=hashlib.sha256(identity.encode()).hexdigest(), image=image)
+    served = ServedModel(weights=str(trained.path), kind=trained.kind, base_model=trained.base_model,
+                         base_model_path=trained.base_model_path, template=template, generation=generation)
+    return build(served, store, region=region, config=config)

@@ -4,7 +4,7 @@ The prepared splits go to S3 in the layout JumpStart's instruction-tuning script
 channel folder with a JSON Lines file of `prompt`/`completion` records and a `template.json`
 that maps them. Hyperparameters are mapped from the same `FinetuneConfig` the local trainer
 uses, by the names the model's JumpStart spec declares. The result is the fine-tuned job's
-model artifact, never the base model's.
+model artifact, never the base model's, with the JumpStart inference image that serves it.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class JumpStartTrainer:
                                            accept_eula=js.accept_eula)
         _, spec = get_hub_content_and_document(jumpstart_config=jumpstart_config, sagemaker_session=self.session)
         self._check_against_spec(spec, config)
+        image = _regional(str(spec.HostingEcrUri or ""), self.session.boto_region_name)
         hyperparameters = map_hyperparameters(config, [h.Name for h in spec.Hyperparameters or []])
 
         prefix = f"jumpstart/{dataset.hash[:16]}"
@@ -72,7 +73,7 @@ class JumpStartTrainer:
                  f", {self._max_wait(config)} s of wait" if js.spot else "")
         trainer = self._model_trainer(jumpstart_config, config, channels, hyperparameters, dataset.hash)
         trainer.train(wait=self.wait, logs=False)
-        return self._result(trainer, config, dataset, channels)
+        return self._result(trainer, config, dataset, channels, image)
 
     def _check_against_spec(self, spec: Any, config: FinetuneConfig) -> None:
         js = config.jumpstart
@@ -143,7 +144,7 @@ class JumpStartTrainer:
         )
 
     def _result(self, trainer: Any, config: FinetuneConfig, dataset: PreparedDataset,
-                channels: dict[str, str]) -> TrainedModel:
+                channels: dict[str, str], image: str) -> TrainedModel:
         js = config.jumpstart
         job = trainer._latest_training_job  # the SDK's handle on the job it just ran
         name = job.training_job_name
@@ -164,8 +165,16 @@ class JumpStartTrainer:
             path=artifact, kind="full", base_model=f"jumpstart:{js.model_id}", base_model_path="", metrics=metrics,
             lineage={"training_job": name, "training_job_arn": described.get("TrainingJobArn", ""),
                      "instance_type": js.instance_type, "dataset_hash": dataset.hash, "trainer": "jumpstart",
+                     "inference_image": image,
                      **{f"channel_{k}": v for k, v in channels.items()}},
         )
+
+
+def _regional(image: str, region: str) -> str:
+    """JumpStart's hosting image for `region` (the spec names it in the region it was read from)."""
+    import re
+
+    return re.sub(r"\.dkr\.ecr\.[a-z0-9-]+\.", f".dkr.ecr.{region}.", image) if image and region else image
 
 
 def map_hyperparameters(config: FinetuneConfig, declared: Sequence[str]) -> dict[str, str]:

@@ -22,7 +22,8 @@ def as_user(server: dict[str, Any], user: str) -> MlflowClient:
 
 
 def register(server: dict[str, Any], model: str, *, gate: str = "passed", triggered_by: str = "ml-engineer",
-             source: str | None = None, claim: dict[str, str] | None = None, as_account: str | None = None) -> str:
+             source: str | None = None, claim: dict[str, str] | None = None, as_account: str | None = None,
+             package: dict[str, str] | None = None) -> str:
     """A version registered the way the pipeline registers one, as the pipeline account: a run that logs the
     dataset hash, the base model and the gate report, then the version with the tags that run shows
     (`claim` overrides some of them, to claim what the run does not show; `as_account` registers it instead)."""
@@ -39,11 +40,14 @@ def register(server: dict[str, Any], model: str, *, gate: str = "passed", trigge
     client.log_param(run.info.run_id, BASE_MODEL_PARAM, "builtin:tiny")
     report = GateReport(passed=gate == "passed", checks=[])
     client.log_text(run.info.run_id, report.to_json(dataset), f"{REPORT_FOLDER}/{REPORT_JSON}")
+    for key, value in (package or {}).items():  # uri, digest, image: logged as the retrain flow logs them
+        client.log_param(run.info.run_id, f"package.{key}", value)
     if not client.search_registered_models(f"name = '{model}'"):
         client.create_registered_model(model)
     tags = {T.APPROVAL_STATUS: T.PENDING if gate == "passed" else T.REJECTED, T.GATE: gate,
             T.GATE_SUMMARY: report.summary(), T.DATASET_HASH: dataset, T.BASE_MODEL: "builtin:tiny",
-            T.SOURCE_RUN: run.info.run_id, T.RUN_KEY: "key-1", T.TRIGGERED_BY: triggered_by, **(claim or {})}
+            T.SOURCE_RUN: run.info.run_id, T.RUN_KEY: "key-1", T.TRIGGERED_BY: triggered_by,
+            **{f"genaiops.package_{k}": v for k, v in (package or {}).items()}, **(claim or {})}
     if as_account is not None:
         client = as_user(server, as_account)
     return str(client.create_model_version(model, source=source or f"{run.info.artifact_uri}/model", run_id=run.info.run_id,

@@ -24,6 +24,7 @@ from model_registry.watcher import watch_approvals
 from pipelines.backends import make_mirror, make_registry, make_store, make_trainer
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
+from serving import package
 from steps.artifacts import ArtifactStore
 from steps.base_model import resolve_base_model, token_counter
 from steps.data import PreparedDataset, prepare_dataset
@@ -72,6 +73,7 @@ train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
 champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
+build_package = task(name="package", cache_policy=NO_CACHE)(package.of_candidate)
 @task(name="sync-sagemaker-registry", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def sync_sagemaker(mirror: ModelPackageMirror, registry: MlflowRegistry, audit: AuditLog,
                    approval: ApprovalConfig) -> list[MirrorDecision]:
@@ -143,12 +145,21 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
                                       if model is not None for k, v in model.metrics.items()})
         write_report(registry, store, run_id, result, report, dataset_hash=dataset.hash,
                      bootstrap=config.evaluate.bootstrap)
+        built = None
+        if report.passed:  # what a deployment of this version serves, logged with the run it came from
+            built = build_package(trained, template=config.data.template,
+                                  generation=config.evaluate.generation.model_dump(), store=store,
+                                  region=settings.region, config=config.package)
+            registry.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image}})
+            logger.info("packaged the candidate: %s (%s)", built.uri, "reused" if built.reused else "new")
         version = register(
             registry, run_id,
             weights_path=trained.path,
             model_config=model_config(trained, config.data.template, config.evaluate.generation.model_dump()),
             tags=candidate_tags(report=report, dataset=dataset, base_model=config.finetune.base_model,
-                                run_key=key, triggered_by=settings.triggered_by, result=result),
+                                run_key=key, triggered_by=settings.triggered_by, result=result,
+                                package=None if built is None else {"uri": built.uri, "digest": built.digest,
+                                                                    "image": built.image}),
             description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
         )
     return _finish(_result(settings, registry, store, version, dataset.hash, result))

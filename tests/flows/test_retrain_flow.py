@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from model_registry import tags as T
 from pipelines.flows import GateFailedError, retrain
 from pipelines.settings import PipelineConfig, load_settings
+from serving.deployer import Version
 
 
 def _config(data: Path, model: Path, gates: list[dict[str, object]]) -> PipelineConfig:
@@ -30,6 +31,31 @@ def _client() -> MlflowClient:
 
 def _versions(name: str) -> list[object]:
     return list(_client().search_model_versions(f"name = '{name}'"))
+
+
+def _deploy_and_invoke(version: Version) -> None:
+    """The registered package on a local endpoint through the deployer and the local control plane."""
+    import json
+    import urllib.request
+
+    from serving.control_plane import local_client, stop_running
+    from serving.deployer import DeploymentConfig, SageMakerDeployer
+    from serving.local import LocalEndpoints
+
+    workspace = load_settings().root
+    try:
+        SageMakerDeployer(local_client(workspace), DeploymentConfig(instance_type="ml.m5.large", poll_seconds=1)).deploy(
+            "tiny", version, "all_at_once")
+        url = LocalEndpoints(workspace).describe("tiny").url
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": "Ana: hi. Ben: hello."}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            assert response.headers["X-Amzn-Invoked-Production-Variant"] == version.variant
+            assert len(json.loads(response.read())) == 1
+    finally:
+        for name in LocalEndpoints(workspace).store.names():
+            LocalEndpoints(workspace).delete(name)
+        stop_running(workspace)
 
 
 def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
@@ -60,6 +86,13 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
                                                     "metrics.png", "deltas.png", "lengths.png")}
     assert result.report_uri.endswith(f"reports/{result.run_id}/gate_report.html")
     assert Path(result.report_uri.removeprefix("file://")).read_text().startswith("<!doctype html>")
+
+    # The servable package is named at registration, logged with the run, and deploys as it is.
+    package = Path(version.tags[T.PACKAGE_URI].removeprefix("file://"))
+    assert package.name == "model.tar.gz" and version.tags[T.PACKAGE_DIGEST][:32] in str(package)
+    assert run.data.params["package.digest"] == version.tags[T.PACKAGE_DIGEST]
+    assert "huggingface-pytorch-inference" in version.tags[T.PACKAGE_IMAGE]
+    _deploy_and_invoke(Version.of_registered("tiny-summarizer", version.version, dict(version.tags)))
 
     again = retrain(config)
     assert again.reused and again.version == result.version

@@ -30,6 +30,8 @@ BUCKET = "genaiops-artifacts"
 REGION = "us-east-1"
 IMAGE = ("763104351884.dkr.ecr.us-east-1.amazonaws.com/"
          "huggingface-pytorch-tgi-inference:2.4.0-tgi3.0.1-gpu-py311-cu124-ubuntu22.04")
+PACKAGE_IMAGE = ("763104351884.dkr.ecr.us-east-1.amazonaws.com/"
+                 "huggingface-pytorch-inference:2.6.0-transformers4.51.3-gpu-py312-cu124-ubuntu22.04")
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,8 @@ def tags_of(server: dict[str, Any], version: str) -> dict[str, str]:
 def test_packages_follow_mlflow_approvals_and_carry_approver_and_note(
         server: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     approved = register(server, MODEL, source=f"s3://{BUCKET}/genaiops/mlflow/1/model")
+    packaged = register(server, MODEL, package={"uri": f"s3://{BUCKET}/genaiops/packages/abc/model.tar.gz",
+                                                "digest": "a" * 64, "image": PACKAGE_IMAGE})
     rejected = register(server, MODEL)
     pending = register(server, MODEL)
     output = watch_by_cli(server, tmp_path)
@@ -122,6 +126,10 @@ def test_packages_follow_mlflow_approvals_and_carry_approver_and_note(
     container = first["InferenceSpecification"]["Containers"][0]
     assert container["Image"] == IMAGE
     assert container["ModelDataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/genaiops/mlflow/1/model/"
+    # A version registered with its servable package names the package and its image, not the MLflow folder.
+    served = package(server, packaged)["InferenceSpecification"]["Containers"][0]
+    assert (served["Image"], served["ModelDataUrl"]) == (PACKAGE_IMAGE, f"s3://{BUCKET}/genaiops/packages/abc/model.tar.gz")
+    assert package(server, packaged)["CustomerMetadataProperties"]["genaiops.package_digest"] == "a" * 64
 
     assert cli(server, "alice", "approve", MODEL, approved, "--note", "clear ROUGE-L gain").returncode == 0
     assert cli(server, "alice", "reject", MODEL, rejected, "--note", "summaries too short").returncode == 0
@@ -139,7 +147,7 @@ def test_packages_follow_mlflow_approvals_and_carry_approver_and_note(
 
     watch(server, tmp_path, monkeypatch, caplog)  # a second pass changes nothing and mirrors nothing twice
     summaries = sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]
-    assert len(summaries) == 3
+    assert len(summaries) == 4
 
 
 def test_changes_made_in_sagemaker_come_back_and_approvals_there_do_not_count(

@@ -80,6 +80,11 @@ EVIDENCE = RunEvidence(run_id="run-1", run_key="key-1", triggered_by="ml-enginee
     ({T.BASE_MODEL: ""}, EVIDENCE, "missing genaiops.base_model"),
     ({T.APPROVAL_STATUS: T.APPROVED}, EVIDENCE, "starts PendingManualApproval"),
     ({T.RELEASE_REQUEST: "x"}, EVIDENCE, "cannot be set at registration"),
+    ({T.PACKAGE_URI: "s3://elsewhere/model.tar.gz"}, EVIDENCE, "genaiops.package_uri is 's3://elsewhere"),
+    ({T.PACKAGE_URI: "s3://b/p/model.tar.gz", T.PACKAGE_DIGEST: "f" * 64, T.PACKAGE_IMAGE: "img"},
+     EVIDENCE.model_copy(update={"package_uri": "s3://b/p/model.tar.gz", "package_digest": "f" * 64,
+                                 "package_image": "img"}), None),
+    ({}, EVIDENCE.model_copy(update={"package_digest": "f" * 64}), "genaiops.package_digest is None"),
 ])
 def test_a_new_version_claims_no_more_than_its_run_shows(claim: dict[str, str], evidence: RunEvidence | None,
                                                           reason: str | None) -> None:
