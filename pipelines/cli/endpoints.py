@@ -66,7 +66,8 @@ def _state_table(states: list[Any]) -> Table:
                 table.add_row(*head, "", "", "", "", "")
                 continue
             share = f"{variant.weight:g}" if not variant.shadow else "shadow"
-            table.add_row(*head, variant.name, "shadow" if variant.shadow else "production", share,
+            name = f"{variant.name} ({variant.fleet})" if variant.fleet else variant.name  # a blue/green fleet
+            table.add_row(*head, name, "shadow" if variant.shadow else "production", share,
                           variant.status, str(variant.restarts))
     return table
 

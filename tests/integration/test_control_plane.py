@@ -119,6 +119,15 @@ def test_an_ab_update_serves_both_versions_by_weight(plane: dict[str, Any]) -> N
     answered = Counter(invoke(plane)[1] for _ in range(30))
     assert set(answered) == {"v1", "v2"}, answered  # 30 fair coin flips all alike: about 1 in 500 million
     assert invoke(plane, target="v2") == (200, "v2")
+    client = plane["client"]
+    client.update_endpoint_weights_and_capacities(EndpointName=ENDPOINT, DesiredWeightsAndCapacities=[
+        {"VariantName": "v2", "DesiredWeight": 0.0}])
+    described = client.describe_endpoint(EndpointName=ENDPOINT)
+    assert {v["VariantName"]: v["CurrentWeight"] for v in described["ProductionVariants"]} == {"v1": 0.5, "v2": 0.0}
+    assert {invoke(plane)[1] for _ in range(10)} == {"v1"}
+    with pytest.raises(ClientError, match="must be greater than 0"):
+        client.update_endpoint_weights_and_capacities(EndpointName=ENDPOINT, DesiredWeightsAndCapacities=[
+            {"VariantName": "v1", "DesiredWeight": 0.0}])
 
 
 def test_a_shadow_gets_copies_and_answers_no_caller(plane: dict[str, Any]) -> None:
@@ -192,6 +201,53 @@ def test_a_linear_shift_completes_and_describe_shows_the_deployment(plane: dict[
     assert invoke(plane) == (200, "v2")
     live = LocalEndpoints(plane["workspace"]).describe(ENDPOINT)
     assert {v.fleet for v in live.variants} == {outcome.endpoint_config}  # the old fleet is gone
+
+
+def test_a_first_deploy_that_cannot_load_leaves_no_endpoint_config_or_model(plane: dict[str, Any]) -> None:
+    before = (names(plane, "models"), names(plane, "endpoint-configs"), names(plane, "endpoints"))
+    with pytest.raises(DeploymentError, match="failed"):
+        deployer(plane).deploy("fresh", plane["broken"], "all_at_once")
+    assert (names(plane, "models"), names(plane, "endpoint-configs"), names(plane, "endpoints")) == before
+    assert "fresh" not in LocalEndpoints(plane["workspace"]).store.names()
+
+
+def test_an_update_cut_short_by_a_killed_control_plane_is_rolled_back_when_it_starts_again(
+        plane: dict[str, Any]) -> None:
+    import signal
+    import time
+
+    serving = deployer(plane).deploy(ENDPOINT, plane["v1"], "all_at_once")
+    slow = deployer(plane, wait_seconds=3600, bake_seconds=3600, canary_percent=50)
+    plan = slow.plan(ENDPOINT, plane["v2"], "canary")
+    client = plane["client"]
+    for model in plan.models:
+        if model["ModelName"] not in names(plane, "models"):
+            client.create_model(**model)
+    if plan.config_name not in names(plane, "endpoint-configs"):
+        client.create_endpoint_config(**plan.endpoint_config)
+    client.update_endpoint(EndpointName=ENDPOINT, EndpointConfigName=plan.config_name,
+                           DeploymentConfig=plan.deployment_config)
+    deadline = time.monotonic() + 300  # until the canary takes traffic (an event), bounded for a broken run
+    while client.describe_endpoint(EndpointName=ENDPOINT).get("PendingDeploymentSummary", {}).get(
+            "ProductionVariants", [{}])[0].get("VariantStatus", [{}])[0].get("Status") != "ActivatingTraffic":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    server = json.loads((plane["workspace"] / "sagemaker" / "server.json").read_text())
+    os.kill(server["pid"], signal.SIGKILL)
+    while True:  # the killed process is gone once its lock is free
+        try:
+            os.kill(server["pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    url = ensure(plane["workspace"])  # a new control plane, which first recovers what the killed one left
+    client = local_client(plane["workspace"])
+    plane["client"], plane["url"] = client, url
+    described = client.describe_endpoint(EndpointName=ENDPOINT)
+    assert described["EndpointStatus"] == "InService" and described["EndpointConfigName"] == serving.endpoint_config
+    assert "stopped during the update" in described["FailureReason"]
+    assert {v.fleet for v in LocalEndpoints(plane["workspace"]).describe(ENDPOINT).variants} == {serving.endpoint_config}
+    assert invoke(plane) == (200, "v1")
 
 
 def test_a_package_that_cannot_load_leaves_the_old_config_serving_and_nothing_orphaned(plane: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
+from serving import package
+from serving.deployer import DeploymentConfig, SageMakerDeployer, Version
 from steps.artifacts import S3Store
 from steps.data import DataConfig, PreparedDataset, prepare_dataset
 from steps.finetune import FinetuneConfig, FinetuneError
@@ -108,6 +110,13 @@ def test_distributed_spot_job_is_requested_exactly_and_returns_the_fine_tuned_ar
     assert trained.path != document["TrainingArtifactUri"]  # the fine-tuned output, not the base model
     assert trained.kind == "full" and trained.base_model == f"jumpstart:{MODEL}"
     assert trained.metrics["instance_count"] == 2 and trained.metrics["spot"] == 1
+    # What a deployment serves: the job's own artifact, with JumpStart's inference image for the model.
+    assert trained.lineage["inference_image"] == document["HostingEcrUri"]
+    served = package.of_candidate(trained, template="{input}", generation={}, store=store, region="us-east-1")
+    version = Version(model="m", version="1", package_uri=served.uri, digest=served.digest, image=served.image)
+    container = SageMakerDeployer(None, DeploymentConfig()).plan("e", version, "all_at_once").models[0]["PrimaryContainer"]
+    assert container["ModelDataUrl"] == described["ModelArtifacts"]["S3ModelArtifacts"] != document["TrainingArtifactUri"]
+    assert container["Image"] == document["HostingEcrUri"]
 
 
 def test_on_demand_single_instance_defaults(aws: dict[str, Any], sample_jsonl: Path) -> None:
