@@ -416,9 +416,8 @@ class ControlPlane:
         for index, share in enumerate(plan.steps):
             self._pending_status(name, "ActivatingTraffic")
             self._shares(name, current, green, {blue: 1.0 - share, fleet: share})
-            last = index == len(plan.steps) - 1
-            if last:
-                self._pending_status(name, "Baking")
+            self._pending_status(name, "Baking")  # each step bakes for WaitIntervalInSeconds, the last one for
+            last = index == len(plan.steps) - 1  # TerminationWaitInSeconds before the old fleet goes
             reason = self._watch(plan, plan.bake if last else plan.wait, started)
             if reason:
                 break

@@ -152,7 +152,7 @@ def wait_for_lines(folder: Path, count: int) -> None:
     raise AssertionError(f"{folder} did not get {count} captured records")
 
 
-def test_a_canary_whose_alarm_fires_during_the_shift_rolls_back_with_no_error_beyond_its_share(
+def test_a_canary_whose_alarm_fires_while_it_bakes_rolls_back_with_no_error_beyond_its_share(
         plane: dict[str, Any]) -> None:
     client = plane["client"]
     first = deployer(plane).deploy(ENDPOINT, plane["v1"], "all_at_once")
@@ -227,9 +227,9 @@ def test_an_update_cut_short_by_a_killed_control_plane_is_rolled_back_when_it_st
         client.create_endpoint_config(**plan.endpoint_config)
     client.update_endpoint(EndpointName=ENDPOINT, EndpointConfigName=plan.config_name,
                            DeploymentConfig=plan.deployment_config)
-    deadline = time.monotonic() + 300  # until the canary takes traffic (an event), bounded for a broken run
+    deadline = time.monotonic() + 300  # until the canary took its traffic and bakes (an event), bounded
     while client.describe_endpoint(EndpointName=ENDPOINT).get("PendingDeploymentSummary", {}).get(
-            "ProductionVariants", [{}])[0].get("VariantStatus", [{}])[0].get("Status") != "ActivatingTraffic":
+            "ProductionVariants", [{}])[0].get("VariantStatus", [{}])[0].get("Status") != "Baking":
         assert time.monotonic() < deadline
         time.sleep(0.2)
     server = json.loads((plane["workspace"] / "sagemaker" / "server.json").read_text())
