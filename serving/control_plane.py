@@ -102,19 +102,18 @@ class ControlPlane:
 
     def create_model(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["ModelName"]
+        containers = [params["PrimaryContainer"]] if "PrimaryContainer" in params else params.get("Containers", [])
+        if len(containers) != 1:
+            raise validation("The local control plane serves models with exactly one container "
+                             "(PrimaryContainer, or Containers with one item).")
+        url = _model_data_url(containers[0])
+        if url is None:
+            raise validation("The container needs ModelDataUrl (or ModelDataSource.S3DataSource.S3Uri): the "
+                             "local control plane serves a model package, not an image.")
+        self._model_data(url)  # SageMaker checks that it can read the model data when the model is created
         with self._lock:
             if self._read("models", name) is not None:
                 raise validation(f'Cannot create already existing model "{arn(self.region, "model", name)}".')
-            containers = [params["PrimaryContainer"]] if "PrimaryContainer" in params else params.get("Containers", [])
-            if len(containers) != 1:
-                raise validation("The local control plane serves models with exactly one container "
-                                 "(PrimaryContainer, or Containers with one item).")
-            container = containers[0]
-            url = _model_data_url(container)
-            if url is None:
-                raise validation("The container needs ModelDataUrl (or ModelDataSource.S3DataSource.S3Uri): the "
-                                 "local control plane serves a model package, not an image.")
-            self._model_data(url)  # SageMaker checks that it can read the model data when the model is created
             record = {**params, "ModelArn": arn(self.region, "model", name), "CreationTime": timestamp()}
             record.pop("Tags", None)
             self._write("models", record, name)
@@ -134,7 +133,7 @@ class ControlPlane:
         if not url.startswith("file://"):
             raise validation(f"Could not access model data at {url}: the local control plane reads file:// URIs "
                              "(the local artifact store); s3:// needs SageMaker.")
-        source = Path(url.removeprefix("file://"))
+        source = _local_path(url)
         if source.is_dir():
             return source
         if not source.is_file():
@@ -230,18 +229,20 @@ class ControlPlane:
             return CaptureConfig(enabled=False)
         destination = capture["DestinationS3Uri"]
         return CaptureConfig(enabled=True, sampling_percentage=float(capture["InitialSamplingPercentage"]),
-                             destination=destination.removeprefix("file://") if destination.startswith("file://")
+                             destination=str(_local_path(destination)) if destination.startswith("file://")
                              else None)
 
     # --- endpoints -------------------------------------------------------------------------
 
     def create_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name, config_name = params["EndpointName"], params["EndpointConfigName"]
+        if self._read("endpoints", name) is not None:  # checked again under the lock; this spares the unpacking
+            raise validation(f'Cannot create already existing endpoint "{arn(self.region, "endpoint", name)}".')
+        config = self._need("endpoint-configs", config_name)
+        local = EndpointConfig(name=name, variants=self._fleet(config), capture=self._capture(config))
         with self._lock:
             if self._read("endpoints", name) is not None:
                 raise validation(f'Cannot create already existing endpoint "{arn(self.region, "endpoint", name)}".')
-            config = self._need("endpoint-configs", config_name)
-            local = EndpointConfig(name=name, variants=self._fleet(config), capture=self._capture(config))
             now = timestamp()
             record = {"EndpointName": name, "EndpointArn": arn(self.region, "endpoint", name),
                       "EndpointConfigName": config_name, "EndpointStatus": "Creating", "CreationTime": now,
@@ -306,19 +307,31 @@ class ControlPlane:
         return summary
 
     def list_endpoints(self, params: dict[str, Any]) -> dict[str, Any]:
+        token = params.get("NextToken") or "0"
+        if not token.isdigit():
+            raise validation(f"Invalid pagination token {token!r}.")
+        bounds = {key: float(params[key]) for key in ("CreationTimeBefore", "CreationTimeAfter",
+                                                      "LastModifiedTimeBefore", "LastModifiedTimeAfter") if key in params}
         summaries = []
         for name in self._names("endpoints"):
-            described = self.describe_endpoint({"EndpointName": name})
             if params.get("NameContains", "").lower() not in name.lower():
                 continue
+            try:
+                described = self.describe_endpoint({"EndpointName": name})
+            except ApiError:  # deleted meanwhile
+                continue
             if params.get("StatusEquals") and described["EndpointStatus"] != params["StatusEquals"]:
+                continue
+            if any((key.endswith("Before") and described[key.replace("Before", "")] >= bound)
+                   or (key.endswith("After") and described[key.replace("After", "")] <= bound)
+                   for key, bound in bounds.items()):
                 continue
             summaries.append({k: described[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
                                                          "LastModifiedTime", "EndpointStatus")})
         key = {"Name": "EndpointName", "Status": "EndpointStatus"}.get(params.get("SortBy", "CreationTime"),
                                                                         "CreationTime")
         summaries.sort(key=lambda s: s[key], reverse=params.get("SortOrder", "Descending") == "Descending")
-        start = int(params.get("NextToken") or 0)
+        start = int(token)
         size = int(params.get("MaxResults", 10))
         answer: dict[str, Any] = {"Endpoints": summaries[start:start + size]}
         if start + size < len(summaries):
@@ -333,8 +346,12 @@ class ControlPlane:
                 raise validation(f'Cannot delete in-progress endpoint "{record["EndpointArn"]}" '
                                  f"({record['EndpointStatus']}).")
             self._update_record(name, EndpointStatus="Deleting")
-        with contextlib.suppress(EndpointError):  # a Failed endpoint may have no local endpoint left
-            self.endpoints.delete(name)
+        try:
+            with contextlib.suppress(EndpointError):  # a Failed endpoint may have no local endpoint left
+                self.endpoints.delete(name)
+        except Exception as exc:
+            self._update_record(name, EndpointStatus="Failed", FailureReason=f"DeleteEndpoint failed: {exc}"[:1024])
+            raise
         with self._lock:
             self._path("endpoints", name).unlink(missing_ok=True)
         return {}
@@ -365,27 +382,32 @@ class ControlPlane:
         except EndpointError as exc:
             self._update_record(name, EndpointStatus="InService")
             raise validation(str(exc)) from None
+        except BaseException:
+            self._update_record(name, EndpointStatus="InService")
+            raise
         self._update_record(name, EndpointStatus="InService", _weights=weights)
         return {"EndpointArn": record["EndpointArn"]}
 
     def update_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name, config_name = params["EndpointName"], params["EndpointConfigName"]
+        config = self._need("endpoint-configs", config_name)
+        deployment = params.get("DeploymentConfig") or {}
+        plan = Shift.of(deployment, sum(int(v["InitialInstanceCount"]) for v in config["ProductionVariants"]))
+        missing = [a for a in plan.alarms if self._alarm(a) is None]
+        if missing:
+            raise validation(f"AutoRollbackConfiguration names alarm(s) that do not exist: {', '.join(missing)}.")
+        self._need("endpoints", name)
+        green = self._fleet(config)  # unpacked before the lock: a large package takes a while
         with self._lock:
             record = self._need("endpoints", name)
             if record["EndpointStatus"] != "InService":
                 raise validation(f'Cannot update in-progress endpoint "{record["EndpointArn"]}".')
-            config = self._need("endpoint-configs", config_name)
             if config_name == record["EndpointConfigName"]:
                 raise validation(f"The endpoint {name} already serves endpoint configuration {config_name}; "
                                  "create a new endpoint configuration to update it.")
-            deployment = params.get("DeploymentConfig") or {}
-            plan = Shift.of(deployment, sum(int(v["InitialInstanceCount"]) for v in config["ProductionVariants"]))
-            missing = [a for a in plan.alarms if self._alarm(a) is None]
-            if missing:
-                raise validation(f"AutoRollbackConfiguration names alarm(s) that do not exist: {', '.join(missing)}.")
-            green = self._fleet(config)
             now = timestamp()
             self._update_record(name, EndpointStatus="Updating", LastModifiedTime=now, FailureReason=None,
+                                _deployment=deployment,
                                 PendingDeploymentSummary={
                                     "EndpointConfigName": config_name, "StartTime": now,
                                     "ProductionVariants": [{"VariantName": v["VariantName"],
@@ -412,18 +434,29 @@ class ControlPlane:
         except EndpointError as exc:  # the new fleet never took traffic
             self._finish(name, blue, failure=f"The new fleet of {fleet} failed to start: {exc}")
             return
-        reason = None
-        for index, share in enumerate(plan.steps):
-            self._pending_status(name, "ActivatingTraffic")
-            self._shares(name, current, green, {blue: 1.0 - share, fleet: share})
-            self._pending_status(name, "Baking")  # each step bakes for WaitIntervalInSeconds, the last one for
-            last = index == len(plan.steps) - 1  # TerminationWaitInSeconds before the old fleet goes
-            reason = self._watch(plan, plan.bake if last else plan.wait, started)
-            if reason:
-                break
+        try:
+            reason = None
+            for share in plan.steps:  # each step bakes for WaitIntervalInSeconds, watched by the rollback alarms
+                self._pending_status(name, "ActivatingTraffic")
+                self._shares(name, current, green, {blue: 1.0 - share, fleet: share})
+                self._pending_status(name, "Baking")
+                reason = self._watch(plan, plan.wait, started)
+                if reason:
+                    break
+            if reason is None:  # then TerminationWaitInSeconds before the old fleet goes, still watched
+                reason = self._watch(plan, plan.bake, started)
+        except Exception as exc:  # a failure half-way is rolled back as an alarm would be
+            log.exception("endpoint %s: the update to %s failed", name, fleet)
+            reason = f"the update failed: {type(exc).__name__}: {exc}"
         if reason:
             self._update_record(name, EndpointStatus="RollingBack")
-            self._shares(name, current, [], {})  # all traffic back to the old fleet, the new one drains and stops
+            try:
+                self._shares(name, current, [], {})  # all traffic back to the old fleet; the new one drains, stops
+            except Exception as exc:
+                self._update_record(name, EndpointStatus="UpdateRollbackFailed", PendingDeploymentSummary=None,
+                                    FailureReason=f"The update to {fleet} failed ({reason}) and so did its rollback: "
+                                                  f"{exc}"[:1024])
+                return
             self._finish(name, blue, failure=f"The update to {fleet} was rolled back: {reason}")
             return
         self._shares(name, current.model_copy(update={"variants": []}), green, {})  # the old fleet drains and stops
@@ -465,7 +498,7 @@ class ControlPlane:
                 self.endpoints.update(live.model_copy(update={"capture": capture}))
         changes: dict[str, Any] = {"EndpointStatus": "InService", "EndpointConfigName": config_name,
                                    "LastModifiedTime": timestamp(), "PendingDeploymentSummary": None,
-                                   "FailureReason": failure[:1024] if failure else None}
+                                   "_deployment": None, "FailureReason": failure[:1024] if failure else None}
         if failure is None:
             changes["_weights"] = None
             if deployment:
@@ -541,11 +574,16 @@ class ControlPlane:
                 live = None
             if status in ("Updating", "RollingBack") and live is not None and live.status in ("InService", "Updating"):
                 current = self.endpoints.store.config(name)
-                keep = [v for v in current.variants if v.fleet == record["EndpointConfigName"]]
-                if keep and len(keep) != len(current.variants):
-                    self.endpoints.update(current.model_copy(update={"variants": keep, "fleet_shares": {}}))
-                self._finish(name, record["EndpointConfigName"],
-                             failure="The control plane stopped during the update; it was rolled back.")
+                pending = (record.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+                if pending and {v.fleet for v in current.variants} == {pending} and status == "Updating":
+                    # the old fleet was already gone: the update had finished but for its record
+                    self._finish(name, pending, deployment=record.get("_deployment") or None)
+                else:
+                    keep = [v for v in current.variants if v.fleet == record["EndpointConfigName"]]
+                    if keep and len(keep) != len(current.variants):
+                        self.endpoints.update(current.model_copy(update={"variants": keep, "fleet_shares": {}}))
+                    self._finish(name, record["EndpointConfigName"],
+                                 failure="The control plane stopped during the update; it was rolled back.")
             elif live is not None and live.status == "InService":
                 self._update_record(name, EndpointStatus="InService", PendingDeploymentSummary=None)
             else:
@@ -599,6 +637,14 @@ class Shift:
             share = min(1.0, share + fraction)
             steps.append(round(share, 6))
         return cls(steps, wait, bake, timeout, alarms)
+
+
+def _local_path(url: str) -> Path:
+    """The path of a file:// URI (percent-decoded, as `Path.as_uri` encodes it)."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    return Path(url2pathname(urlparse(url).path))
 
 
 def _container(model: dict[str, Any]) -> dict[str, Any]:

@@ -253,12 +253,14 @@ class SageMakerDeployer:
         if existing is not None and existing["EndpointStatus"] == "InService" \
                 and existing.get("EndpointConfigName") == plan.config_name:
             self.progress(f"{plan.endpoint} already serves {plan.config_name}")
+            self._scale(plan)  # a run that stopped before its autoscaling gets it now (the calls are idempotent)
             return Outcome(endpoint=plan.endpoint, strategy=plan.strategy, endpoint_config=plan.config_name,
                            changed=False)
         if existing is not None and existing["EndpointStatus"] not in ("InService", "Failed"):
             raise DeploymentError(f"endpoint {plan.endpoint} is {existing['EndpointStatus']}; wait until it is "
                                   "InService, then deploy again")
         created: list[tuple[str, str]] = []
+        scaling: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         try:
             for model in plan.models:
                 if self._exists("model", model["ModelName"]):
@@ -284,21 +286,20 @@ class SageMakerDeployer:
                 update: dict[str, Any] = {"EndpointName": plan.endpoint, "EndpointConfigName": plan.config_name}
                 if plan.deployment_config:
                     update["DeploymentConfig"] = plan.deployment_config
-                self._deregister_scaling(existing)
+                scaling = self._deregister_scaling(existing)
                 self.client.update_endpoint(**update)
                 self.progress(f"updating {plan.endpoint} from {existing.get('EndpointConfigName')} to "
                               f"{plan.config_name} ({plan.strategy})")
-            self._wait("endpoint_in_service", plan.endpoint)
+            self._wait("endpoint_in_service", plan.endpoint, self._budget(plan))
             described = self.client.describe_endpoint(EndpointName=plan.endpoint)
             if described.get("EndpointConfigName") != plan.config_name:
                 raise DeploymentError(f"{plan.endpoint} still serves {described.get('EndpointConfigName')}: SageMaker "
                                       f"rolled the update back: {described.get('FailureReason', 'no reason given')}")
-            for target, policy in plan.scaling:
-                self.autoscaling.register_scalable_target(**target)
-                self.autoscaling.put_scaling_policy(**policy)
+            self._scale(plan)
         except (ClientError, WaiterError, DeploymentError) as exc:
             reason = _reason(exc)
             self._undo(plan, created)
+            self._restore_scaling(scaling)
             raise DeploymentError(f"deploying {plan.config_name} to {plan.endpoint} failed: {reason}") from None
         self.progress(f"{plan.endpoint} serves {plan.config_name}")
         return Outcome(endpoint=plan.endpoint, strategy=plan.strategy, endpoint_config=plan.config_name,
@@ -308,10 +309,26 @@ class SageMakerDeployer:
                rollback_alarms: list[str] | None = None) -> Outcome:
         return self.apply(self.plan(endpoint, candidate, strategy, champion=champion, rollback_alarms=rollback_alarms))
 
-    def _wait(self, waiter: str, endpoint: str) -> None:
+    def _wait(self, waiter: str, endpoint: str, seconds: float | None = None) -> None:
         delay = max(1, round(self.config.poll_seconds))
+        budget = seconds or self.config.timeout_seconds
         self.client.get_waiter(waiter).wait(EndpointName=endpoint, WaiterConfig={
-            "Delay": delay, "MaxAttempts": max(1, self.config.timeout_seconds // delay)})
+            "Delay": delay, "MaxAttempts": max(1, int(budget // delay))})
+
+    def _budget(self, plan: Plan) -> float:
+        """How long an update may take: starting the new fleet, then every traffic step and the baking."""
+        policy = (plan.deployment_config or {}).get("BlueGreenUpdatePolicy")
+        if not policy:
+            return float(self.config.timeout_seconds)
+        return float(self.config.timeout_seconds + policy.get("MaximumExecutionTimeoutInSeconds",
+                                                              self.config.max_execution_seconds))
+
+    def _scale(self, plan: Plan) -> None:
+        if self.autoscaling is None:
+            return
+        for target, policy in plan.scaling:
+            self.autoscaling.register_scalable_target(**target)
+            self.autoscaling.put_scaling_policy(**policy)
 
     def _endpoint(self, name: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
@@ -337,26 +354,56 @@ class SageMakerDeployer:
                 return False
             raise
 
-    def _deregister_scaling(self, endpoint: dict[str, Any]) -> None:
-        """SageMaker refuses to update an endpoint whose variants are registered for autoscaling."""
+    def _deregister_scaling(self, endpoint: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """SageMaker refuses to update an endpoint whose variants are registered for autoscaling: take them off,
+        and return what was registered (targets and their policies) so that a failed update can put it back."""
         if self.autoscaling is None:
-            return
+            return []
+        resources = [f"endpoint/{endpoint['EndpointName']}/variant/{v['VariantName']}"
+                     for v in endpoint.get("ProductionVariants", [])]
+        if not resources:
+            return []
+        found = self.autoscaling.describe_scalable_targets(
+            ServiceNamespace="sagemaker", ResourceIds=resources,
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount").get("ScalableTargets", [])
+        saved = []
+        for target in found:
+            policies = self.autoscaling.describe_scaling_policies(
+                ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount").get("ScalingPolicies", [])
+            saved.append(({k: target[k] for k in ("ServiceNamespace", "ResourceId", "ScalableDimension", "MinCapacity",
+                                                  "MaxCapacity")},
+                          [{k: p[k] for k in ("PolicyName", "ServiceNamespace", "ResourceId", "ScalableDimension",
+                                              "PolicyType", "TargetTrackingScalingPolicyConfiguration") if k in p}
+                           for p in policies]))
+            self.autoscaling.deregister_scalable_target(
+                ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+        return saved
+
+    def _restore_scaling(self, saved: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Put back the autoscaling of the variants that still serve after a failed or rolled-back update."""
         from botocore.exceptions import ClientError
 
-        for variant in endpoint.get("ProductionVariants", []):
-            resource = f"endpoint/{endpoint['EndpointName']}/variant/{variant['VariantName']}"
+        for target, policies in saved:
             try:
-                self.autoscaling.deregister_scalable_target(
-                    ServiceNamespace="sagemaker", ResourceId=resource,
-                    ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+                self.autoscaling.register_scalable_target(**target)
+                for policy in policies:
+                    self.autoscaling.put_scaling_policy(**policy)
+                self.progress(f"restored autoscaling of {target['ResourceId']}")
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ObjectNotFoundException":
-                    raise
+                log.warning("could not restore autoscaling of %s: %s", target["ResourceId"], _reason(exc))
 
     def _undo(self, plan: Plan, created: list[tuple[str, str]]) -> None:
         """Remove what this run created; what serves stays."""
         from botocore.exceptions import ClientError
 
+        described = self._endpoint(plan.endpoint) or {}
+        if described.get("EndpointStatus") in ("Updating", "RollingBack", "SystemUpdating"):
+            pending = (described.get("PendingDeploymentSummary") or {}).get("EndpointConfigName", "")
+            log.warning("%s is still %s (to %s): its models and configs stay; run the deployment again once it ends",
+                        plan.endpoint, described["EndpointStatus"], pending)
+            return
         for kind, name in reversed(created):
             try:
                 if kind == "endpoint":

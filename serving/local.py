@@ -7,6 +7,7 @@ can describe, update or delete it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -107,6 +108,9 @@ class LocalEndpoints:
             self.store.write_config(previous)  # the endpoint keeps serving what it had
             raise EndpointError(f"endpoint {config.name} refused the update: "
                                 f"{json.loads(exc.read() or b'{}').get('message', exc.reason)}") from None
+        except (OSError, http.client.HTTPException) as exc:  # the host died or hung up during the reload
+            self.store.write_config(previous)
+            raise EndpointError(f"endpoint {config.name}: the update did not complete: {exc}") from None
         return self.describe(config.name)
 
     def update_weights(self, name: str, weights: dict[str, float]) -> EndpointState:

@@ -83,6 +83,15 @@ class Endpoint(Supervisor):
     def started(self) -> None:
         self._spawn_task(self._flush_metrics())
 
+    def reconfigured(self) -> None:
+        """A changed capture destination takes effect with the reload (as SageMaker's DataCaptureConfig does)."""
+        destination = self.config.capture.destination
+        root = Path(destination) if destination else self.folder.parent.parent / "capture"
+        if root != self.capture_root:
+            previous, self.capture = self.capture, CaptureWriter(root, self.name)
+            self.capture_root, self.capture_path = root, str(root / self.name)
+            previous.close()
+
     async def stop(self) -> None:
         await super().stop()
         await self._flush_once()

@@ -235,6 +235,9 @@ class Supervisor:
     def started(self) -> None:
         """Called once the endpoint is in service (the request path starts its own tasks here)."""
 
+    def reconfigured(self) -> None:
+        """Called on the loop when a reload applied a new config (the request path follows its capture settings)."""
+
     async def stop(self) -> None:
         self.status = "Deleting"
         for task in list(self._tasks):  # first the supervisor, or it would restart what is being stopped
@@ -296,8 +299,8 @@ class Supervisor:
                 raise ValueError(f"variant(s) {replaced} changed model: add a new variant and remove the old one instead")
             new = await asyncio.gather(*(self._start_variant(v) for v in added))
             failed = [v for v in new if v.status == "Failed"]
-            if failed:  # a variant that cannot start never takes traffic, and nothing else changes
-                for variant in failed:
+            if failed:  # no new variant takes traffic when one cannot start, and nothing else changes
+                for variant in new:
                     self.variants.pop(variant.config.key, None)
                     await self._retire(variant)
                 self.status = "InService"
@@ -312,6 +315,7 @@ class Supervisor:
             for variant in removed:
                 variant.status = "Draining"
             self.config = desired
+            self.reconfigured()
             self._route_table()
             self.publish()
             for variant in removed:  # requests already sent to it finish first; the loop keeps serving

@@ -66,6 +66,30 @@ def endpoint(config: str, status: str = "InService", variants: tuple[str, ...] =
     return answer
 
 
+TARGET = {"ServiceNamespace": "sagemaker", "ResourceId": "endpoint/summaries/variant/v1",
+          "ScalableDimension": "sagemaker:variant:DesiredInstanceCount", "MinCapacity": 2, "MaxCapacity": 4}
+POLICY = {"PolicyName": "summaries-v1-invocations", "ServiceNamespace": "sagemaker",
+          "ResourceId": "endpoint/summaries/variant/v1", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+          "PolicyType": "TargetTrackingScaling", "TargetTrackingScalingPolicyConfiguration": {
+              "TargetValue": 50.0,
+              "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}}
+
+
+def deregistration(stub: Stubber) -> None:
+    """What an update does first: read the champion's autoscaling (to put it back on failure), then remove it."""
+    stub.add_response("describe_scalable_targets", {"ScalableTargets": [
+        {**TARGET, "RoleARN": "arn:aws:iam::123456789012:role/scaling", "CreationTime": NOW}]}, {
+        "ServiceNamespace": "sagemaker", "ResourceIds": ["endpoint/summaries/variant/v1"],
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
+    stub.add_response("describe_scaling_policies", {"ScalingPolicies": [
+        {**POLICY, "PolicyARN": "arn:aws:autoscaling:policy/p", "CreationTime": NOW}]}, {
+        "ServiceNamespace": "sagemaker", "ResourceId": "endpoint/summaries/variant/v1",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
+    stub.add_response("deregister_scalable_target", {}, {
+        "ServiceNamespace": "sagemaker", "ResourceId": "endpoint/summaries/variant/v1",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
+
+
 def scaling_requests(stub: Stubber, variants: list[str]) -> None:
     for name in variants:
         resource = f"endpoint/summaries/variant/{name}"
@@ -145,9 +169,7 @@ def test_an_update_sends_the_strategys_exact_config_and_deployment(
         {"Key": "genaiops:endpoint", "Value": "summaries"}, {"Key": "genaiops:strategy", "Value": strategy}]})
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/c"},
                       config)
-    scaling_stub.add_response("deregister_scalable_target", {}, {
-        "ServiceNamespace": "sagemaker", "ResourceId": "endpoint/summaries/variant/v1",
-        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"})
+    deregistration(scaling_stub)
     update: dict[str, Any] = {"EndpointName": "summaries", "EndpointConfigName": plan.config_name,
                               "DeploymentConfig": deployment or {
                                   "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "summaries/errors"}]}}}
@@ -162,10 +184,9 @@ def test_an_update_sends_the_strategys_exact_config_and_deployment(
     assert outcome.endpoint_config == plan.config_name
 
 
-def test_an_update_sagemaker_rolled_back_fails_and_removes_what_it_created() -> None:
-    sagemaker, _, stub, _ = clients()
-    deployer = SageMakerDeployer(sagemaker, CONFIG.model_copy(update={"autoscaling": None}), role_arn=ROLE,
-                                 capture_uri=CAPTURE)
+def test_an_update_sagemaker_rolled_back_fails_removes_what_it_created_and_restores_autoscaling() -> None:
+    sagemaker, scaling, stub, scaling_stub = clients()
+    deployer = SageMakerDeployer(sagemaker, CONFIG, role_arn=ROLE, capture_uri=CAPTURE, autoscaling_client=scaling)
     plan = deployer.plan("summaries", V2, "canary", rollback_alarms=["summaries/errors"])
     stub.add_response("describe_endpoint", endpoint("summaries-old"), {"EndpointName": "summaries"})
     stub.add_client_error("describe_model", NOT_FOUND, expected_params={"ModelName": V2.model_name})
@@ -173,11 +194,13 @@ def test_an_update_sagemaker_rolled_back_fails_and_removes_what_it_created() -> 
     stub.add_client_error("describe_endpoint_config", NOT_FOUND, expected_params={"EndpointConfigName": plan.config_name})
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/c"},
                       expected_params=None)  # checked exactly above
+    deregistration(scaling_stub)
     stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:1:endpoint/summaries"},
                       expected_params=None)  # checked exactly above
     rolled_back = endpoint("summaries-old", reason="Alarm summaries/errors went into ALARM during baking")
     stub.add_response("describe_endpoint", rolled_back, {"EndpointName": "summaries"})  # the waiter: InService
     stub.add_response("describe_endpoint", rolled_back, {"EndpointName": "summaries"})
+    stub.add_response("describe_endpoint", rolled_back, {"EndpointName": "summaries"})  # undo: no update runs
     stub.add_response("describe_endpoint", rolled_back, {"EndpointName": "summaries"})  # undo: the config is unused
     stub.add_response("delete_endpoint_config", {}, {"EndpointConfigName": plan.config_name})
     stub.add_response("describe_endpoint", rolled_back, {"EndpointName": "summaries"})  # undo: is the model in use?
@@ -185,9 +208,35 @@ def test_an_update_sagemaker_rolled_back_fails_and_removes_what_it_created() -> 
         "EndpointConfigName": "summaries-old", "EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/o",
         "ProductionVariants": [variant(V1, 1.0)], "CreationTime": NOW}, {"EndpointConfigName": "summaries-old"})
     stub.add_response("delete_model", {}, {"ModelName": V2.model_name})
-    with stub, pytest.raises(DeploymentError, match="rolled the update back: Alarm summaries/errors went into ALARM"):
+    scaling_stub.add_response("register_scalable_target", {}, TARGET)  # the champion scales again
+    scaling_stub.add_response("put_scaling_policy", {"PolicyARN": "arn:aws:autoscaling:policy/p"}, POLICY)
+    with stub, scaling_stub, pytest.raises(DeploymentError,
+                                           match="rolled the update back: Alarm summaries/errors went into ALARM"):
         deployer.apply(plan)
     stub.assert_no_pending_responses()
+    scaling_stub.assert_no_pending_responses()
+
+
+def test_an_update_still_running_when_the_wait_ends_keeps_its_models_and_configs() -> None:
+    sagemaker, _, stub, _ = clients()
+    deployer = SageMakerDeployer(sagemaker, CONFIG.model_copy(update={"autoscaling": None, "timeout_seconds": 1}),
+                                 role_arn=ROLE, capture_uri=CAPTURE)
+    plan = deployer.plan("summaries", V2, "all_at_once")
+    stub.add_response("describe_endpoint", endpoint("summaries-old"), {"EndpointName": "summaries"})
+    stub.add_client_error("describe_model", NOT_FOUND, expected_params={"ModelName": V2.model_name})
+    stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:eu-west-1:1:model/m2"}, expected_params=None)
+    stub.add_client_error("describe_endpoint_config", NOT_FOUND, expected_params={"EndpointConfigName": plan.config_name})
+    stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/c"},
+                      expected_params=None)
+    stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:1:endpoint/summaries"},
+                      expected_params=None)
+    updating = {**endpoint("summaries-old", "Updating"), "PendingDeploymentSummary": {
+        "EndpointConfigName": plan.config_name}}
+    stub.add_response("describe_endpoint", updating, {"EndpointName": "summaries"})  # the waiter gives up
+    stub.add_response("describe_endpoint", updating, {"EndpointName": "summaries"})  # undo sees it still running
+    with stub, pytest.raises(DeploymentError, match="Max attempts exceeded"):
+        deployer.apply(plan)
+    stub.assert_no_pending_responses()  # no delete of the config or the model the update is moving to
 
 
 def test_ab_and_shadow_need_a_champion_and_names_fit_sagemaker() -> None:
