@@ -8,6 +8,7 @@ as the event it is, with a baking period far longer than the test needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from serving.deployer import DeploymentConfig, DeploymentError, SageMakerDeploye
 from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from tests.conftest import make_tiny_model
+from tests.servers import running
 
 ENDPOINT = "summaries"
 BODY = json.dumps({"inputs": "Ana: the parcel is late. Ben: I will call the courier.",
@@ -234,11 +236,9 @@ def test_an_update_cut_short_by_a_killed_control_plane_is_rolled_back_when_it_st
         time.sleep(0.2)
     server = json.loads((plane["workspace"] / "sagemaker" / "server.json").read_text())
     os.kill(server["pid"], signal.SIGKILL)
-    while True:  # the killed process is gone once its lock is free
-        try:
-            os.kill(server["pid"], 0)
-        except ProcessLookupError:
-            break
+    with contextlib.suppress(ChildProcessError):  # this process started it (ensure): reap it
+        os.waitpid(server["pid"], 0)
+    while running(server["pid"]):
         time.sleep(0.1)
     url = ensure(plane["workspace"])  # a new control plane, which first recovers what the killed one left
     client = local_client(plane["workspace"])
