@@ -92,13 +92,13 @@ class Version(BaseModel):
     image: str
 
     @classmethod
-    def of_registered(cls, model: str, version: str, tags: dict[str, str]) -> Version:
+    def of_registered(cls, model: str, version: str | int, tags: dict[str, str]) -> Version:
         """A registered version's package, from the tags it was registered with."""
         missing = [k for k in (T.PACKAGE_URI, T.PACKAGE_DIGEST, T.PACKAGE_IMAGE) if not tags.get(k)]
         if missing:
             raise DeploymentError(f"{model} version {version} has no servable package ({', '.join(missing)} unset): "
                                   "it was registered before packaging, or its gate failed")
-        return cls(model=model, version=version, package_uri=tags[T.PACKAGE_URI], digest=tags[T.PACKAGE_DIGEST],
+        return cls(model=model, version=str(version), package_uri=tags[T.PACKAGE_URI], digest=tags[T.PACKAGE_DIGEST],
                    image=tags[T.PACKAGE_IMAGE])
 
     @property
