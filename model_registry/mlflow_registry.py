@@ -158,6 +158,18 @@ class MlflowRegistry:
         found = self.client.search_model_versions(f"name = '{self.model_name}'", max_results=10_000)
         return sorted((self._as_registered(v) for v in found), key=lambda v: int(v.version))
 
+    def alias_version(self, alias: str) -> RegisteredVersion | None:
+        """The version an alias points at, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._as_registered(self.client.get_model_version_by_alias(self.model_name, alias))
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, alias, version)
+
     def set_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from steps.artifacts import ArtifactStore, LocalStore, S3Store
@@ -10,6 +11,7 @@ from steps.finetune import LocalLoraTrainer, Trainer
 if TYPE_CHECKING:
     from model_registry.mlflow_registry import MlflowRegistry
     from model_registry.sagemaker_mirror import ModelPackageMirror
+    from monitoring.alarms import AlarmSpec
     from monitoring.metrics import MetricSink, MetricSource
     from pipelines.settings import PipelineConfig, Settings
 
@@ -81,3 +83,24 @@ def make_sagemaker(settings: Settings) -> object:
     from serving.control_plane import local_client
 
     return local_client(settings.root, region=settings.region, endpoint_url=settings.sagemaker_endpoint_url)
+
+
+def make_alarm_sync(settings: Settings) -> Callable[[str, Sequence[AlarmSpec]], object]:
+    """Keeps an endpoint's alarms equal to its specs: the local alarm store, or CloudWatch."""
+    if settings.backend == "aws":
+        from monitoring.cloudwatch import sync_alarms
+        from monitoring.metrics import cloudwatch_client
+
+        client = cloudwatch_client(settings.region)
+        return lambda endpoint, specs: sync_alarms(client, endpoint, specs)
+    from monitoring.alarms import AlarmStore
+
+    store = AlarmStore(settings.root / "alarms")
+    return store.sync
+
+
+def capture_uri(settings: Settings, store: ArtifactStore) -> str:
+    """Where endpoints capture requests: the workspace's capture folder, or the artifact bucket's capture prefix."""
+    if settings.backend == "aws":
+        return store.uri("capture")
+    return (settings.root / "capture").as_uri()

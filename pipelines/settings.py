@@ -21,6 +21,7 @@ from model_registry.sagemaker_mirror import ModelPackageConfig
 from monitoring.monitor import MonitoringConfig
 from serving.deployer import DeploymentConfig
 from serving.package import PackageConfig
+from serving.release import ReleaseConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
@@ -106,6 +107,7 @@ class PipelineConfig(BaseModel):
     monitoring: MonitoringConfig = MonitoringConfig()
     package: PackageConfig = PackageConfig()
     deployment: DeploymentConfig = DeploymentConfig()
+    release: ReleaseConfig = ReleaseConfig()
 
 
 def load_settings() -> Settings:

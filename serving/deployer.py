@@ -77,7 +77,8 @@ class DeploymentConfig(BaseModel):
     subnets: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     autoscaling: AutoscalingConfig | None = None
-    poll_seconds: float = Field(30.0, gt=0, description="how often to ask SageMaker while waiting")
+    poll_seconds: float | None = Field(None, gt=0, description="how often to ask SageMaker while waiting "
+                                                              "(default: 30 s on AWS, 1 s locally)")
     timeout_seconds: int = Field(3600, gt=0, description="how long to wait for an endpoint to reach InService")
 
 
@@ -310,7 +311,7 @@ class SageMakerDeployer:
         return self.apply(self.plan(endpoint, candidate, strategy, champion=champion, rollback_alarms=rollback_alarms))
 
     def _wait(self, waiter: str, endpoint: str, seconds: float | None = None) -> None:
-        delay = max(1, round(self.config.poll_seconds))
+        delay = max(1, round(self.config.poll_seconds or 30))
         budget = seconds or self.config.timeout_seconds
         self.client.get_waiter(waiter).wait(EndpointName=endpoint, WaiterConfig={
             "Delay": delay, "MaxAttempts": max(1, int(budget // delay))})
@@ -329,6 +330,10 @@ class SageMakerDeployer:
         for target, policy in plan.scaling:
             self.autoscaling.register_scalable_target(**target)
             self.autoscaling.put_scaling_policy(**policy)
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        """DescribeEndpoint's answer, or None when there is no such endpoint."""
+        return self._endpoint(name)
 
     def _endpoint(self, name: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError

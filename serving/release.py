@@ -1,0 +1,200 @@
+"""The release stage: an approved version's release request becomes a deployment, exactly once.
+
+For each request the approval watcher wrote (`releases/requests/<model>/v<version>.json`):
+
+1. it is claimed with a create-only write (`releases/claims/...`); a claim without a finished
+   record is a release that stopped half-way, and is resumed, never started twice: every step
+   after it is idempotent (the deployer's names, the alarm sync, tags, aliases, and audit
+   entries stamped with the claim's time, which the append-only log keeps once);
+2. the version must still be `Approved`; one that is not is not released, and says why;
+3. the version's package is deployed with the configured strategy (`all_at_once` when the
+   endpoint has no champion yet), after the endpoint's alarms exist for its variants (a canary's
+   rollback alarms among them);
+4. the `challenger` alias moves to the version (`champion` for a first deploy, which serves alone),
+   the version is tagged `genaiops.release.*` (endpoint, strategy, state, started, finished), the
+   audit log says what happened, and a finished record closes the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_registry import tags as T
+from model_registry.approval import ApprovalConfig, AuditEntry, gate_digest
+from model_registry.audit import AuditLog, now
+from model_registry.mlflow_registry import MlflowRegistry
+from model_registry.watcher import ReleaseRequest, request_key
+from monitoring.alarms import AlarmSpec
+from monitoring.monitor import MonitoringConfig, endpoint_alarms
+from serving.deployer import DeploymentError, SageMakerDeployer, Strategy, Version
+from steps.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+RELEASE_ENDPOINT = "genaiops.release.endpoint"
+RELEASE_STRATEGY = "genaiops.release.strategy"
+RELEASE_STATE = "genaiops.release.state"
+RELEASE_STARTED = "genaiops.release.started"
+RELEASE_FINISHED = "genaiops.release.finished"
+RELEASE_REASON = "genaiops.release.reason"
+
+
+class ReleaseConfig(BaseModel):
+    """How approved versions go out (the `release` section of a pipeline config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    endpoint: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+                                 description="the endpoint the model serves on; default: from the model name")
+    strategy: Literal["shadow", "ab", "canary", "linear", "all_at_once"] = Field(
+        "shadow", description="how a candidate meets traffic while a champion serves")
+
+    def endpoint_of(self, model: str) -> str:
+        return self.endpoint or re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", model)).strip("-")[:63]
+
+
+class ReleaseOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    model: str
+    version: str
+    endpoint: str
+    strategy: str
+    state: Literal["released", "skipped", "failed"]
+    detail: str
+    resumed: bool = False
+
+
+class Releaser:
+    """Carries out the release requests of one registered model."""
+
+    def __init__(self, registry: MlflowRegistry, store: ArtifactStore, deployer: SageMakerDeployer, *,
+                 config: ReleaseConfig, monitoring: MonitoringConfig, approval: ApprovalConfig,
+                 sync_alarms: Callable[[str, Sequence[AlarmSpec]], Any]) -> None:
+        self.registry, self.store, self.deployer = registry, store, deployer
+        self.audit = AuditLog(store)
+        self.config, self.monitoring, self.approval = config, monitoring, approval
+        self.sync_alarms = sync_alarms
+        self.model = registry.model_name
+        self.endpoint = config.endpoint_of(self.model)
+
+    # --- requests --------------------------------------------------------------------------------
+
+    def pending(self) -> list[ReleaseRequest]:
+        """Requests without a finished record, oldest version first."""
+        prefix = request_key(self.model, "0").rsplit("/", 1)[0]
+        requests = []
+        for key in self.store.list_keys(prefix):
+            request = ReleaseRequest.model_validate_json(self.store.get(key))
+            if not self.store.exists(self._key("done", request.version)):
+                requests.append(request)
+        return sorted(requests, key=lambda r: int(r.version))
+
+    def run(self) -> list[ReleaseOutcome]:
+        return [self.release(request) for request in self.pending()]
+
+    def _key(self, kind: str, version: str) -> str:
+        return f"releases/{kind}/{self.model}/v{version}.json"
+
+    def _claim(self, request: ReleaseRequest) -> tuple[str, bool]:
+        """The claim's time, and whether this run resumes an earlier one."""
+        key = self._key("claims", request.version)
+        stamp = now()
+        if self.store.put_new(key, json.dumps({"claimed_at": stamp, "request": request.model_dump()}).encode()):
+            return stamp, False
+        return str(json.loads(self.store.get(key))["claimed_at"]), True
+
+    # --- one release -----------------------------------------------------------------------------
+
+    def release(self, request: ReleaseRequest) -> ReleaseOutcome:
+        started, resumed = self._claim(request)
+        if resumed:
+            log.warning("%s v%s: resuming the release claimed at %s", self.model, request.version, started)
+        version = self.registry.get_version(request.version)
+        tags = version.tags
+        strategy: str = self.config.strategy
+        status = tags.get(T.APPROVAL_STATUS)
+        if status != T.APPROVED:
+            return self._close(request, started, resumed, "skipped", strategy,
+                               f"not released: the version is {status} now, not {T.APPROVED}")
+        try:
+            candidate = Version.of_registered(self.model, request.version, tags)
+        except DeploymentError as exc:
+            return self._close(request, started, resumed, "failed", strategy, str(exc))
+        if resumed and tags.get(RELEASE_STRATEGY):  # finish what the stopped run started, the way it started it
+            strategy = tags[RELEASE_STRATEGY]
+        champion = self._champion()
+        if champion is not None and champion.version == candidate.version:
+            if not (resumed and strategy == "all_at_once"):
+                return self._close(request, started, resumed, "skipped", strategy,
+                                   "the version is the champion already")
+            champion = None  # the stopped run had made it champion
+        if champion is None or self.deployer.describe(self.endpoint) is None:
+            strategy, champion = "all_at_once", None
+        variants = [candidate.variant] if champion is None else [champion.variant, candidate.variant]
+        specs = endpoint_alarms(self.endpoint, variants, self.model, self.monitoring)
+        self.sync_alarms(self.endpoint, specs)
+        rollback = [s.name for s in specs if any(a.kind == "rollback" for a in s.actions)
+                    and s.name.startswith(f"{self.endpoint}/{candidate.variant}/")]
+        self._tags(request.version, {RELEASE_ENDPOINT: self.endpoint, RELEASE_STRATEGY: strategy,
+                                     RELEASE_STATE: "deploying", RELEASE_STARTED: started})
+        try:
+            outcome = self.deployer.deploy(self.endpoint, candidate, _strategy(strategy), champion=champion,
+                                           rollback_alarms=rollback if strategy in ("canary", "linear") else None)
+        except DeploymentError as exc:
+            if champion is not None:  # the endpoint's alarms follow what serves again
+                self.sync_alarms(self.endpoint, endpoint_alarms(self.endpoint, [champion.variant], self.model,
+                                                                self.monitoring))
+            return self._close(request, started, resumed, "failed", strategy, str(exc))
+        alias = T.CHAMPION if strategy == "all_at_once" else T.CHALLENGER
+        self.registry.set_alias(alias, request.version)
+        serving = "serves all traffic" if strategy in ("all_at_once", "canary", "linear") else f"is in {strategy} test"
+        return self._close(request, started, resumed, "released", strategy,
+                           f"{self.endpoint} {serving} ({outcome.endpoint_config}); alias {alias}")
+
+    def _champion(self) -> Version | None:
+        found = self.registry.alias_version(T.CHAMPION)
+        if found is None:
+            return None
+        try:
+            return Version.of_registered(self.model, found.version, found.tags)
+        except DeploymentError:
+            log.warning("%s: the champion v%s has no package; deploying the candidate alone", self.model, found.version)
+            return None
+
+    def _tags(self, version: str, values: dict[str, str]) -> None:
+        current = self.registry.get_version(version).tags
+        for key, value in values.items():
+            if current.get(key) != value:
+                self.registry.set_tag(version, key, value[:5000])
+
+    def _close(self, request: ReleaseRequest, started: str, resumed: bool, state: Literal["released", "skipped", "failed"],
+               strategy: str, detail: str) -> ReleaseOutcome:
+        tags = self.registry.get_version(request.version).tags
+        values = {RELEASE_STATE: state, RELEASE_STARTED: started, RELEASE_REASON: detail}
+        if state != "skipped":
+            values.update({RELEASE_ENDPOINT: self.endpoint, RELEASE_STRATEGY: strategy})
+        finished = tags.get(RELEASE_FINISHED) if tags.get(RELEASE_STATE) == state else None
+        values[RELEASE_FINISHED] = finished or now()
+        self._tags(request.version, values)
+        # Stamped with the claim's time: a resumed release appends the identical entry, which the log keeps once.
+        self.audit.append(AuditEntry(model=self.model, version=request.version, user=self.approval.release_account,
+                                     at=started, key=RELEASE_STATE, old=None, new=state, action="release",
+                                     outcome=f"{state}: {detail}"[:2000], gate_digest=gate_digest(tags),
+                                     note=f"strategy {strategy}, endpoint {self.endpoint}"))
+        outcome = ReleaseOutcome(model=self.model, version=request.version, endpoint=self.endpoint, strategy=strategy,
+                                 state=state, detail=detail, resumed=resumed)
+        self.store.put_new(self._key("done", request.version), outcome.model_dump_json(indent=2).encode())
+        (log.info if state == "released" else log.warning)("%s v%s: %s: %s", self.model, request.version, state, detail)
+        return outcome
+
+
+
+def _strategy(name: str) -> Strategy:
+    if name not in ("all_at_once", "ab", "shadow", "canary", "linear"):
+        raise ValueError(f"unknown strategy {name!r}")
+    return name  # type: ignore[return-value]

@@ -1,0 +1,123 @@
+"""The release flow on the local backend: release requests become deployments through the deployer and the
+local SageMaker control plane, exactly once, with aliases, tags, alarms and the audit log to show for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from model_registry import tags as T
+from model_registry.audit import AuditLog
+from model_registry.watcher import ReleaseRequest, request_key
+from monitoring.alarms import AlarmStore
+from pipelines.flows.release import release
+from pipelines.settings import PipelineConfig, load_settings
+from serving import package
+from serving.control_plane import local_client, stop_running
+from serving.local import LocalEndpoints
+from serving.release import RELEASE_REASON, RELEASE_STATE, RELEASE_STRATEGY
+from steps.artifacts import LocalStore
+from tests.conftest import make_tiny_model
+
+MODEL = "tiny-summarizer"
+ENDPOINT = "tiny-summarizer"
+CONFIG = PipelineConfig.model_validate({"model_name": MODEL, "deployment": {"instance_type": "ml.m5.large"}})
+
+
+@pytest.fixture
+def workspace(isolated_env: Path) -> Iterator[Path]:
+    root = load_settings().root
+    try:
+        yield root
+    finally:
+        for name in LocalEndpoints(root).store.names():
+            LocalEndpoints(root).delete(name)
+        stop_running(root)
+
+
+def client() -> MlflowClient:
+    uri = load_settings().tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def approved_version(model_dir: Path, status: str = T.APPROVED) -> str:
+    """A registered version with a real package, approved, and the release request the watcher would write."""
+    settings = load_settings()
+    store = LocalStore(settings.root / "artifacts")
+    built = package.build(package.ServedModel(weights=str(model_dir), kind="full", base_model="tiny",
+                                              generation={"max_new_tokens": 2}), store, region="us-east-1")
+    mlflow = client()
+    if not mlflow.search_registered_models(f"name = '{MODEL}'"):
+        mlflow.create_registered_model(MODEL)
+    version = str(mlflow.create_model_version(MODEL, source=str(model_dir), tags={
+        T.APPROVAL_STATUS: status, T.GATE: "passed", T.APPROVED_BY: "alice", T.PACKAGE_URI: built.uri,
+        T.PACKAGE_DIGEST: built.digest, T.PACKAGE_IMAGE: built.image}).version)
+    request = ReleaseRequest(model=MODEL, version=version, source_run="run", approved_by="alice", approved_at="now",
+                             note="", gate_digest="", requested_at="now")
+    store.put_new(request_key(MODEL, version), request.model_dump_json().encode())
+    return version
+
+
+def releases(workspace: Path, version: str) -> list[Any]:
+    return [e for e in AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, version) if e.action == "release"]
+
+
+def test_a_first_release_serves_alone_then_a_second_goes_into_shadow_exactly_once(
+        workspace: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    first = approved_version(tiny_model_dir)
+    [outcome] = release(CONFIG)
+    assert (outcome.state, outcome.strategy, outcome.version) == ("released", "all_at_once", first)
+    mlflow = client()
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == first
+    sagemaker = local_client(workspace)
+    described = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert described["EndpointStatus"] == "InService"
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{first}"]
+    assert [e.new for e in releases(workspace, first)] == ["released"]
+    assert mlflow.get_model_version(MODEL, first).tags[RELEASE_STATE] == "released"
+
+    second = approved_version(make_tiny_model(smollm2_tokenizer_dir, tmp_path / "second", seed=3))
+    [outcome] = release(CONFIG)
+    assert (outcome.state, outcome.strategy, outcome.version) == ("released", "shadow", second)
+    described = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{first}"]
+    assert [v["VariantName"] for v in described["ShadowProductionVariants"]] == [f"v{second}"]
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHALLENGER).version) == second
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == first
+    assert mlflow.get_model_version(MODEL, second).tags[RELEASE_STRATEGY] == "shadow"
+    alarms = {a.spec.name for a in AlarmStore(workspace / "alarms").list()}
+    assert {f"{ENDPOINT}/v{first}/5xx-rate", f"{ENDPOINT}/v{second}/5xx-rate"} <= alarms
+
+    configs = sorted(p.name for p in (workspace / "sagemaker" / "endpoint-configs").iterdir())
+    assert release(CONFIG) == []  # nothing waits: no second deployment, audit entry or config
+    assert sorted(p.name for p in (workspace / "sagemaker" / "endpoint-configs").iterdir()) == configs
+    assert len(releases(workspace, second)) == 1
+
+
+def test_a_release_that_stopped_half_way_is_resumed_not_repeated(workspace: Path, tiny_model_dir: Path) -> None:
+    version = approved_version(tiny_model_dir)
+    release(CONFIG)
+    store = LocalStore(workspace / "artifacts")
+    # As if the run had died after deploying, before it closed the request.
+    (store.root / f"releases/done/{MODEL}/v{version}.json").unlink()
+    [outcome] = release(CONFIG)
+    assert outcome.resumed and outcome.state == "released"
+    assert len(releases(workspace, version)) == 1  # the resumed run's entry is the first one, kept once
+    assert [e["EndpointName"] for e in local_client(workspace).list_endpoints()["Endpoints"]] == [ENDPOINT]
+    assert len(list((workspace / "sagemaker" / "endpoint-configs").iterdir())) == 1
+
+
+def test_a_version_no_longer_approved_is_not_released_and_says_why(workspace: Path, tiny_model_dir: Path) -> None:
+    version = approved_version(tiny_model_dir, status=T.PENDING)
+    [outcome] = release(CONFIG)
+    assert outcome.state == "skipped" and "PendingManualApproval" in outcome.detail
+    tags = client().get_model_version(MODEL, version).tags
+    assert tags[RELEASE_STATE] == "skipped" and "not released" in tags[RELEASE_REASON]
+    assert local_client(workspace).list_endpoints()["Endpoints"] == []
+    assert json.loads((workspace / "artifacts" / f"releases/done/{MODEL}/v{version}.json").read_text())["state"] == \
+        "skipped"
