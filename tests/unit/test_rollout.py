@@ -1,0 +1,58 @@
+"""The rollout decision on live evidence: each comparison's test can say worse, and waits are bounded."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from serving.rollout import RolloutConfig, VariantEvidence, decide
+
+START = datetime(2026, 11, 30, 12, tzinfo=UTC)
+CONFIG = RolloutConfig(min_duration_s=600, min_requests=50, max_duration_s=3600)
+
+
+def variant(name: str, n: int = 200, *, errors: int = 0, latency: float = 100_000, empty: int = 0,
+            text: str = "a summary", seed: int = 0) -> VariantEvidence:
+    rng = random.Random(seed)
+    outputs = {f"e{i}": ("" if i < empty else text) for i in range(n)}
+    return VariantEvidence(name=name, requests=n, errors_5xx=errors, latencies_us=[latency * rng.uniform(0.8, 1.2)
+                                                                                    for _ in range(n)], outputs=outputs)
+
+
+def test_a_candidate_like_its_champion_is_promoted_after_the_minimum_period() -> None:
+    decision = decide(variant("v1"), variant("v2", seed=1), started=START, now=START + timedelta(seconds=900),
+                      config=CONFIG, paired=True)
+    assert decision.action == "promote" and decision.requests == 200, decision.reason
+    assert {e.name for e in decision.evidence} >= {"5XX rate", "4XX rate", "empty-output rate", "ModelLatency p99",
+                                                   "agreement"}
+
+
+def test_too_little_evidence_waits_then_rolls_back_at_the_maximum() -> None:
+    early = decide(variant("v1", 20), variant("v2", 20), started=START, now=START + timedelta(seconds=60),
+                   config=CONFIG, paired=True)
+    assert early.action == "wait" and "60 s of 600 s" in early.reason and "20 of 50 pairs" in early.reason
+    late = decide(variant("v1", 20), variant("v2", 20), started=START, now=START + timedelta(seconds=4000),
+                  config=CONFIG, paired=True)
+    assert late.action == "rollback" and "not enough evidence within 3600 s" in late.reason
+
+
+def test_errors_empty_outputs_slowness_and_worse_summaries_each_roll_back_and_are_named() -> None:
+    later = START + timedelta(seconds=900)
+    cases = {
+        "5XX rate": variant("v2", errors=20),
+        "empty-output rate": variant("v2", empty=30),
+        "ModelLatency p99": variant("v2", latency=300_000),  # p50 with it
+    }
+    for name, candidate in cases.items():
+        decision = decide(variant("v1"), candidate, started=START, now=later, config=CONFIG, paired=True)
+        assert decision.action == "rollback" and name in decision.reason, (name, decision.reason)
+    references = {f"e{i}": "a summary" for i in range(200)}
+    rouge = decide(variant("v1"), variant("v2", text="something else"), started=START, now=later, config=CONFIG,
+                   paired=True, references=references, rouge=lambda out, ref: float(out == ref))
+    assert rouge.action == "rollback" and "ROUGE-L" in rouge.reason
+
+
+def test_a_small_difference_within_the_margin_is_not_called_worse() -> None:
+    decision = decide(variant("v1", 400, errors=2), variant("v2", 400, errors=4), started=START,
+                      now=START + timedelta(seconds=900), config=CONFIG, paired=False)
+    assert decision.action == "promote", decision.reason
