@@ -170,6 +170,14 @@ class MlflowRegistry:
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, alias, version)
 
+    def delete_alias(self, alias: str) -> None:
+        import contextlib
+
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # not set: nothing to delete
+            self.client.delete_registered_model_alias(self.model_name, alias)
+
     def set_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)
 

@@ -22,6 +22,7 @@ from monitoring.monitor import MonitoringConfig
 from serving.deployer import DeploymentConfig
 from serving.package import PackageConfig
 from serving.release import ReleaseConfig
+from serving.rollout import RolloutConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
@@ -108,6 +109,7 @@ class PipelineConfig(BaseModel):
     package: PackageConfig = PackageConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     release: ReleaseConfig = ReleaseConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
 
 def load_settings() -> Settings:

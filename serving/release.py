@@ -21,6 +21,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,11 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from model_registry import tags as T
 from model_registry.approval import ApprovalConfig, AuditEntry, gate_digest
 from model_registry.audit import AuditLog, now
-from model_registry.mlflow_registry import MlflowRegistry
+from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmSpec
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
 from serving.deployer import DeploymentError, SageMakerDeployer, Strategy, Version
+from serving.rollout import Decision, RolloutConfig, VariantEvidence, decide
 from steps.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ RELEASE_STATE = "genaiops.release.state"
 RELEASE_STARTED = "genaiops.release.started"
 RELEASE_FINISHED = "genaiops.release.finished"
 RELEASE_REASON = "genaiops.release.reason"
+RELEASE_PREVIOUS = "genaiops.release.previous"  # the champion a promoted version replaced: the rollback target
 
 
 class ReleaseConfig(BaseModel):
@@ -192,6 +195,100 @@ class Releaser:
         (log.info if state == "released" else log.warning)("%s v%s: %s: %s", self.model, request.version, state, detail)
         return outcome
 
+
+
+class RolloutStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    endpoint: str
+    champion: str | None
+    challenger: str | None
+    strategy: str | None
+    started: str | None
+    decision: Decision | None = None
+
+
+class Rollout:
+    """The end of a shadow or A/B test: decide on live evidence, then promote or roll back (or a person overrides)."""
+
+    def __init__(self, releaser: Releaser, config: RolloutConfig,
+                 evidence: Callable[[str, str, datetime], VariantEvidence], *,
+                 rouge: Callable[[str, str], float] | None = None, shared_host: bool = False) -> None:
+        self.releaser, self.config, self.evidence, self.rouge = releaser, config, evidence, rouge
+        self.shared_host = shared_host  # local endpoints: a shadow's latency is not comparable
+        self.registry = releaser.registry
+
+    def status(self, now: datetime | None = None) -> RolloutStatus:
+        endpoint = self.releaser.endpoint
+        champion, challenger = self.registry.alias_version(T.CHAMPION), self.registry.alias_version(T.CHALLENGER)
+        if champion is None or challenger is None:
+            return RolloutStatus(endpoint=endpoint, champion=champion.version if champion else None,
+                                 challenger=challenger.version if challenger else None, strategy=None, started=None)
+        strategy, started = challenger.tags.get(RELEASE_STRATEGY), challenger.tags.get(RELEASE_FINISHED)
+        decision = None
+        if started:
+            since = datetime.fromisoformat(started)
+            decision = decide(self.evidence(endpoint, f"v{champion.version}", since),
+                              self.evidence(endpoint, f"v{challenger.version}", since), started=since,
+                              now=now or datetime.now(UTC), config=self.config, paired=strategy == "shadow",
+                              rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"))
+        return RolloutStatus(endpoint=endpoint, champion=champion.version, challenger=challenger.version,
+                             strategy=strategy, started=started, decision=decision)
+
+    def act(self, now: datetime | None = None) -> RolloutStatus:
+        """What a schedule runs: decide, and promote or roll back when the evidence says so."""
+        status = self.status(now)
+        if status.decision is None:
+            return status
+        if status.decision.action == "promote":
+            self.promote(self.releaser.approval.release_account, status.decision.reason)
+        elif status.decision.action == "rollback":
+            self.rollback(self.releaser.approval.release_account, status.decision.reason)
+        return status
+
+    def promote(self, by: str, why: str) -> str:
+        """All traffic to the challenger: it becomes champion; the old champion's variant drains and goes."""
+        champion, challenger = self._pair()
+        candidate = Version.of_registered(self.registry.model_name, challenger.version, challenger.tags)
+        releaser = self.releaser
+        releaser.sync_alarms(releaser.endpoint, endpoint_alarms(releaser.endpoint, [candidate.variant],
+                                                                releaser.model, releaser.monitoring))
+        outcome = releaser.deployer.deploy(releaser.endpoint, candidate, "all_at_once")
+        self.registry.set_alias(T.CHAMPION, challenger.version)
+        self.registry.delete_alias(T.CHALLENGER)
+        releaser._tags(challenger.version, {RELEASE_STATE: "promoted", RELEASE_PREVIOUS: champion.version,
+                                            RELEASE_REASON: why[:5000]})
+        self._audit(challenger.version, by, "promoted", why, f"champion was v{champion.version}")
+        return f"v{challenger.version} is champion on {releaser.endpoint} ({outcome.endpoint_config}); " \
+               f"v{champion.version} stays the rollback target"
+
+    def rollback(self, by: str, why: str) -> str:
+        """All traffic back to the champion: the challenger's variant goes, and its version says why."""
+        champion, challenger = self._pair()
+        target = Version.of_registered(self.registry.model_name, champion.version, champion.tags)
+        releaser = self.releaser
+        outcome = releaser.deployer.deploy(releaser.endpoint, target, "all_at_once")
+        releaser.sync_alarms(releaser.endpoint, endpoint_alarms(releaser.endpoint, [target.variant],
+                                                                releaser.model, releaser.monitoring))
+        self.registry.delete_alias(T.CHALLENGER)
+        releaser._tags(challenger.version, {RELEASE_STATE: "rolled back", RELEASE_REASON: why[:5000]})
+        self._audit(challenger.version, by, "rolled back", why, f"champion v{champion.version} serves alone")
+        return f"v{challenger.version} rolled back; v{champion.version} serves {releaser.endpoint} alone " \
+               f"({outcome.endpoint_config})"
+
+    def _pair(self) -> tuple[RegisteredVersion, RegisteredVersion]:
+        champion, challenger = self.registry.alias_version(T.CHAMPION), self.registry.alias_version(T.CHALLENGER)
+        if champion is None or challenger is None:
+            raise DeploymentError(f"{self.releaser.endpoint}: no rollout under way (champion "
+                                  f"{champion.version if champion else 'unset'}, challenger "
+                                  f"{challenger.version if challenger else 'unset'})")
+        return champion, challenger
+
+    def _audit(self, version: str, by: str, state: str, why: str, note: str) -> None:
+        tags = self.registry.get_version(version).tags
+        self.releaser.audit.append(AuditEntry(model=self.registry.model_name, version=version, user=by, at=now(),
+                                              key=RELEASE_STATE, old=None, new=state, action="rollout",
+                                              outcome=f"{state}: {why}"[:2000], gate_digest=gate_digest(tags),
+                                              note=note))
 
 
 def _strategy(name: str) -> Strategy:

@@ -80,8 +80,11 @@ class Decision(BaseModel):
 
 def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: datetime, now: datetime,
            config: RolloutConfig, paired: bool, references: Mapping[str, str] | None = None,
-           rouge: Callable[[str, str], float] | None = None) -> Decision:
-    """Promote, roll back or wait. `paired`: the candidate answered copies of the champion's requests (a shadow)."""
+           rouge: Callable[[str, str], float] | None = None, latency_comparable: bool = True) -> Decision:
+    """Promote, roll back or wait. `paired`: the candidate answered copies of the champion's requests (a shadow).
+
+    `latency_comparable` is False for a shadow that shares its machine with production (the local endpoint
+    stops it while production works, so its ModelLatency counts the stops): latency is then shown, not judged."""
     rng = random.Random(config.seed)
     evidence = [
         _rate("5XX rate", champion.errors_5xx, champion.requests, candidate.errors_5xx, candidate.requests,
@@ -93,6 +96,10 @@ def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: da
         _latency("ModelLatency p50", champion.latencies_us, candidate.latencies_us, 50, config, rng),
         _latency("ModelLatency p99", champion.latencies_us, candidate.latencies_us, 99, config, rng),
     ]
+    if not latency_comparable:
+        evidence = [e.model_copy(update={"verdict": "unknown", "test": "not judged: the shadow shares the machine and "
+                                         "steps aside while production works"}) if e.name.startswith("ModelLatency")
+                    else e for e in evidence]
     pairs = sorted(set(champion.outputs) & set(candidate.outputs)) if paired else []
     if paired:
         evidence.append(_agreement(pairs, champion, candidate, config, rng))
@@ -197,3 +204,23 @@ def _rouge(champion: VariantEvidence, candidate: VariantEvidence, references: Ma
     verdict: Verdict = "worse" if high < -config.rouge_margin else "ok"
     return Evidence(name="ROUGE-L", champion=a, candidate=b, verdict=verdict,
                     test=f"bootstrap of the difference, upper bound {high:.3g} vs -{config.rouge_margin:g}")
+
+
+def local_evidence(capture: object, metrics: object, endpoint: str, variant: str, since: datetime) -> VariantEvidence:
+    """What one variant of a local endpoint recorded since `since`: its capture (a store over the capture folder)
+    and its per-request metrics (the workspace's SQLite series)."""
+    from monitoring.drift import read_capture
+    from monitoring.metrics import SAGEMAKER_NAMESPACE
+
+    records, _ = read_capture(capture, endpoint)  # type: ignore[arg-type]
+    outputs = {r.event_id: r.outputs[0] for r in records
+               if r.variant == variant and r.at >= since and r.outputs and not r.error}
+    dimensions = {"EndpointName": endpoint, "VariantName": variant}
+
+    def values(name: str) -> list[float]:
+        return [d.value for d in metrics.query(SAGEMAKER_NAMESPACE, name, dimensions, start=since)]  # type: ignore[attr-defined]
+
+    return VariantEvidence(name=variant, requests=len(values("Invocations")),
+                           errors_4xx=int(sum(values("Invocation4XXErrors"))),
+                           errors_5xx=int(sum(values("Invocation5XXErrors"))), latencies_us=values("ModelLatency"),
+                           outputs=outputs)

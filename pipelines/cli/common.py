@@ -33,6 +33,9 @@ monitor_app = typer.Typer(help="Drift and quality monitors of an endpoint, and i
 alarms_app = typer.Typer(help="Alarms: their state and history.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(alarms_app, name="alarms")
+rollout_app = typer.Typer(help="A running shadow or A/B test: its evidence, and a person's promote or rollback.",
+                          no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
 
 # soft_wrap: never break a URL or a path across lines, whatever the terminal width.
 # Piped output (CI logs, `| tee`) gets room for the tables instead of the 80 columns rich assumes.

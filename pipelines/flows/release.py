@@ -1,4 +1,5 @@
-"""The release flow: approved versions' release requests become deployments, exactly once (`serving.release`)."""
+"""The release and rollout flows: approved versions go out exactly once (`serving.release`), and a shadow or
+A/B test ends in a promotion or a rollback on live evidence (`serving.rollout`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,34 @@ from prefect import flow, get_run_logger
 
 from pipelines.backends import capture_uri, make_alarm_sync, make_registry, make_sagemaker, make_store
 from pipelines.offline import go_offline
-from pipelines.settings import PipelineConfig, load_settings
+from pipelines.settings import PipelineConfig, Settings, load_settings
 from serving.deployer import SageMakerDeployer
-from serving.release import ReleaseOutcome, Releaser
+from serving.release import ReleaseOutcome, Releaser, Rollout, RolloutStatus
+
+
+def make_releaser(settings: Settings, config: PipelineConfig, progress: object = None) -> Releaser:
+    store, registry = make_store(settings), make_registry(settings, config)
+    deployment = config.deployment
+    if deployment.poll_seconds is None and settings.backend == "local":  # the local control plane answers at once
+        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
+    deployer = SageMakerDeployer(make_sagemaker(settings), deployment, role_arn=settings.sagemaker_role_arn,
+                                 capture_uri=capture_uri(settings, store), progress=progress)  # type: ignore[arg-type]
+    return Releaser(registry, store, deployer, config=config.release, monitoring=config.monitoring,
+                    approval=config.approval, sync_alarms=make_alarm_sync(settings))
+
+
+def make_rollout(settings: Settings, config: PipelineConfig, progress: object = None) -> Rollout:
+    if settings.backend != "local":
+        raise NotImplementedError("the rollout decision reads the local endpoint's capture and metrics; on aws it "
+                                  "needs the S3 capture and CloudWatch readers")
+    from monitoring.metrics import SqliteMetricSink
+    from serving.rollout import local_evidence
+    from steps.artifacts import LocalStore
+
+    capture, metrics = LocalStore(settings.root / "capture"), SqliteMetricSink(settings.root / "metrics.db")
+    return Rollout(make_releaser(settings, config, progress), config.rollout,
+                   lambda endpoint, variant, since: local_evidence(capture, metrics, endpoint, variant, since),
+                   shared_host=True)
 
 
 @flow(name="release")
@@ -16,17 +42,20 @@ def release(config: PipelineConfig | None = None) -> list[ReleaseOutcome]:
     """Deploy every approved version whose release request is not finished; resume one that stopped half-way."""
     go_offline()
     config = config or PipelineConfig()
-    settings = load_settings()
     logger = get_run_logger()
-    store, registry = make_store(settings), make_registry(settings, config)
-    deployment = config.deployment
-    if deployment.poll_seconds is None and settings.backend == "local":  # the local control plane answers at once
-        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
-    deployer = SageMakerDeployer(make_sagemaker(settings), deployment, role_arn=settings.sagemaker_role_arn,
-                                 capture_uri=capture_uri(settings, store), progress=logger.info)
-    releaser = Releaser(registry, store, deployer, config=config.release, monitoring=config.monitoring,
-                        approval=config.approval, sync_alarms=make_alarm_sync(settings))
-    outcomes = releaser.run()
+    outcomes = make_releaser(load_settings(), config, logger.info).run()
     if not outcomes:
         logger.info("%s: no release request waiting", config.model_name)
     return outcomes
+
+
+@flow(name="rollout")
+def rollout(config: PipelineConfig | None = None) -> RolloutStatus:
+    """Decide a running shadow or A/B test on its evidence: promote, roll back, or wait."""
+    go_offline()
+    config = config or PipelineConfig()
+    logger = get_run_logger()
+    status = make_rollout(load_settings(), config, logger.info).act()
+    if status.decision is not None:
+        logger.info("%s: %s: %s", status.endpoint, status.decision.action, status.decision.reason)
+    return status

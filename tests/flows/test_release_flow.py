@@ -121,3 +121,68 @@ def test_a_version_no_longer_approved_is_not_released_and_says_why(workspace: Pa
     assert local_client(workspace).list_endpoints()["Endpoints"] == []
     assert json.loads((workspace / "artifacts" / f"releases/done/{MODEL}/v{version}.json").read_text())["state"] == \
         "skipped"
+
+
+def traffic(workspace: Path, shadow: str, count: int) -> None:
+    """`count` requests to the endpoint, then until the shadow's copies are all counted (an event, not a race)."""
+    import time
+    import urllib.request
+
+    from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
+
+    url = LocalEndpoints(workspace).describe(ENDPOINT).url
+    for index in range(count):
+        body = json.dumps({"inputs": f"Ana: parcel {index} is late. Ben: I will call."}).encode()
+        request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+    metrics = SqliteMetricSink(workspace / "metrics.db")
+    deadline = time.monotonic() + 300
+    while metrics.total(SAGEMAKER_NAMESPACE, "Invocations", {"EndpointName": ENDPOINT, "VariantName": shadow}) < count:
+        assert time.monotonic() < deadline, "the shadow's copies were not all answered"
+        time.sleep(0.2)
+    time.sleep(1.5)  # the capture and metric writers flush every second
+
+
+QUICK = CONFIG.model_copy(update={"rollout": CONFIG.rollout.model_copy(update={"min_duration_s": 0, "min_requests": 8})})
+
+
+def test_a_good_shadow_is_promoted_and_a_failing_one_rolled_back(
+        workspace: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipelines.flows.release import rollout
+
+    first = approved_version(tiny_model_dir)
+    second = approved_version(make_tiny_model(smollm2_tokenizer_dir, tmp_path / "second", seed=3))
+    release(QUICK)
+    release(QUICK)  # the second request: into shadow
+    assert rollout(QUICK).decision.action == "wait"  # no traffic yet
+    traffic(workspace, f"v{second}", 10)
+    status = rollout(QUICK)
+    assert status.decision.action == "promote", status.decision.reason
+    mlflow = client()
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == second
+    assert not [a for a in mlflow.get_registered_model(MODEL).aliases if a == T.CHALLENGER]
+    described = local_client(workspace).describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{second}"]
+    assert "ShadowProductionVariants" not in described  # the old champion's variant is gone
+    assert mlflow.get_model_version(MODEL, second).tags["genaiops.release.previous"] == first
+    audit = AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, second)
+    assert [e.new for e in audit if e.action == "rollout"] == ["promoted"]
+
+    failing = tmp_path / "failing"  # loads, then refuses every request: its copies are all 5XX
+    shutil.copytree(tiny_model_dir, failing)
+    settings = json.loads((failing / "config.json").read_text())
+    (failing / "config.json").write_text(json.dumps({**settings, "max_position_embeddings": 4}))
+    third = approved_version(failing)
+    release(QUICK)
+    traffic(workspace, f"v{third}", 10)
+    status = rollout(QUICK)
+    assert status.decision.action == "rollback" and "5XX rate" in status.decision.reason
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == second
+    tags = mlflow.get_model_version(MODEL, third).tags
+    assert tags[RELEASE_STATE] == "rolled back" and "5XX rate" in tags[RELEASE_REASON]
+    described = local_client(workspace).describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{second}"]
+    assert "ShadowProductionVariants" not in described

@@ -56,3 +56,11 @@ def test_a_small_difference_within_the_margin_is_not_called_worse() -> None:
     decision = decide(variant("v1", 400, errors=2), variant("v2", 400, errors=4), started=START,
                       now=START + timedelta(seconds=900), config=CONFIG, paired=False)
     assert decision.action == "promote", decision.reason
+
+
+def test_a_shadow_sharing_the_machine_is_not_judged_on_latency() -> None:
+    slow = variant("v2", latency=300_000)
+    decision = decide(variant("v1"), slow, started=START, now=START + timedelta(seconds=900), config=CONFIG,
+                      paired=True, latency_comparable=False)
+    assert decision.action == "promote", decision.reason
+    assert {e.verdict for e in decision.evidence if e.name.startswith("ModelLatency")} == {"unknown"}
