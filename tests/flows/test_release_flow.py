@@ -186,3 +186,57 @@ def test_a_good_shadow_is_promoted_and_a_failing_one_rolled_back(
     described = local_client(workspace).describe_endpoint(EndpointName=ENDPOINT)
     assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{second}"]
     assert "ShadowProductionVariants" not in described
+
+
+def test_a_canary_whose_rollback_alarm_fires_returns_all_traffic_to_the_champion(
+        workspace: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+    import threading
+    import urllib.error
+    import urllib.request
+
+    first = approved_version(tiny_model_dir)
+    release(CONFIG)
+    failing = tmp_path / "failing"
+    shutil.copytree(tiny_model_dir, failing)
+    settings = json.loads((failing / "config.json").read_text())
+    (failing / "config.json").write_text(json.dumps({**settings, "max_position_embeddings": 4}))
+    second = approved_version(failing)
+    canary = CONFIG.model_copy(update={
+        "release": CONFIG.release.model_copy(update={"strategy": "canary"}),
+        # The waits are far longer than the test: only the rollback alarm can end this release soon.
+        "deployment": CONFIG.deployment.model_copy(update={"canary_percent": 50, "wait_seconds": 3600,
+                                                           "bake_seconds": 3600}),
+        "monitoring": CONFIG.monitoring.model_validate({"period": 10, "alarms": {"5xx_rate": {
+            "evaluation_periods": 1, "datapoints_to_alarm": 1}}})})
+    url = LocalEndpoints(workspace).describe(ENDPOINT).url
+    seen: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            request = urllib.request.Request(f"{url}/invocations", data=b'{"inputs": "Ana: hi. Ben: hello."}',
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    seen.append((response.status, response.headers["X-Amzn-Invoked-Production-Variant"]))
+            except urllib.error.HTTPError as exc:
+                seen.append((exc.code, exc.headers.get("X-Amzn-Invoked-Production-Variant", "")))
+
+    caller = threading.Thread(target=load)
+    caller.start()
+    try:
+        [outcome] = release(canary)
+    finally:
+        done.set()
+        caller.join()
+    assert outcome.state == "failed" and "rolled the update back" in outcome.detail
+    assert f"{ENDPOINT}/v{second}/5xx-rate is in ALARM" in outcome.detail
+    described = local_client(workspace).describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{first}"]
+    assert {variant for status, variant in seen if status != 200} <= {f"v{second}"}  # only the canary's share failed
+    mlflow = client()
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == first
+    assert mlflow.get_model_version(MODEL, second).tags[RELEASE_STATE] == "failed"
+    alarms = {a.spec.name for a in AlarmStore(workspace / "alarms").list()}
+    assert not [a for a in alarms if f"/v{second}/" in a]  # the endpoint's alarms follow what serves again
