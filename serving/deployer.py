@@ -18,6 +18,7 @@ serving, and raises `DeploymentError` with SageMaker's reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 Strategy = Literal["all_at_once", "ab", "shadow", "canary", "linear"]
 STRATEGIES: tuple[str, ...] = ("all_at_once", "ab", "shadow", "canary", "linear")
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/genaiops-local-sagemaker"
+IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 
 
 class DeploymentError(RuntimeError):
@@ -251,6 +253,12 @@ class SageMakerDeployer:
         from botocore.exceptions import ClientError, WaiterError
 
         existing = self._endpoint(plan.endpoint)
+        if existing is not None and existing["EndpointStatus"] in IN_PROGRESS:
+            # Another run's operation (or this deployment's, resumed after a crash): let it end, then decide.
+            self.progress(f"{plan.endpoint} is {existing['EndpointStatus']}; waiting for it to end first")
+            with contextlib.suppress(WaiterError):  # it may end Failed: that is decided below
+                self._wait("endpoint_in_service", plan.endpoint, self._budget(plan))
+            existing = self._endpoint(plan.endpoint)
         if existing is not None and existing["EndpointStatus"] == "InService" \
                 and existing.get("EndpointConfigName") == plan.config_name:
             self.progress(f"{plan.endpoint} already serves {plan.config_name}")

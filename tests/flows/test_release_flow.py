@@ -15,6 +15,7 @@ from model_registry import tags as T
 from model_registry.audit import AuditLog
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmStore
+from monitoring.monitor import endpoint_alarms
 from pipelines.flows.release import release
 from pipelines.settings import PipelineConfig, load_settings
 from serving import package
@@ -240,3 +241,36 @@ def test_a_canary_whose_rollback_alarm_fires_returns_all_traffic_to_the_champion
     assert mlflow.get_model_version(MODEL, second).tags[RELEASE_STATE] == "failed"
     alarms = {a.spec.name for a in AlarmStore(workspace / "alarms").list()}
     assert not [a for a in alarms if f"/v{second}/" in a]  # the endpoint's alarms follow what serves again
+
+
+def test_a_release_killed_mid_deployment_finishes_on_the_next_run_without_doing_anything_twice(
+        workspace: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    version = approved_version(tiny_model_dir)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model_name: {MODEL}\ndeployment: {{instance_type: ml.m5.large}}\n")
+    log = tmp_path / "release.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "genaiops"), "release", "--config", str(config)],
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")})
+    record = workspace / "sagemaker" / "endpoints" / f"{ENDPOINT}.json"
+    deadline = time.monotonic() + 300
+    while not (record.exists() and json.loads(record.read_text())["EndpointStatus"] == "Creating"):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # a crash, half-way through the deployment
+    process.wait()
+    [outcome] = release(CONFIG)
+    assert outcome.resumed and outcome.state == "released", outcome
+    assert [e["EndpointName"] for e in local_client(workspace).list_endpoints()["Endpoints"]] == [ENDPOINT]
+    assert len(list((workspace / "sagemaker" / "endpoint-configs").iterdir())) == 1
+    assert len(list((workspace / "sagemaker" / "models").iterdir())) == 1
+    assert len(releases(workspace, version)) == 1
+    assert {a.spec.name for a in AlarmStore(workspace / "alarms").list()} == {
+        s.name for s in endpoint_alarms(ENDPOINT, [f"v{version}"], MODEL, CONFIG.monitoring)}  # one set
