@@ -249,3 +249,17 @@ def test_ab_and_shadow_need_a_champion_and_names_fit_sagemaker() -> None:
     assert len(long.model_name) <= 63
     assert len(deployer.plan("an-endpoint-with-a-long-name-of-fifty-characters-x", long, "all_at_once")
                .config_name) <= 63
+
+
+def test_a_deployment_that_finds_its_endpoint_mid_operation_waits_for_it_then_does_nothing_twice() -> None:
+    sagemaker, _, stub, _ = clients()
+    deployer = SageMakerDeployer(sagemaker, CONFIG.model_copy(update={"autoscaling": None}), role_arn=ROLE,
+                                 capture_uri=CAPTURE)
+    plan = deployer.plan("summaries", V1, "all_at_once")
+    stub.add_response("describe_endpoint", endpoint(plan.config_name, "Creating"), {"EndpointName": "summaries"})
+    stub.add_response("describe_endpoint", endpoint(plan.config_name), {"EndpointName": "summaries"})  # the waiter
+    stub.add_response("describe_endpoint", endpoint(plan.config_name), {"EndpointName": "summaries"})
+    with stub:
+        outcome = deployer.apply(plan)  # a crashed run's creation, now in service: nothing is created again
+        stub.assert_no_pending_responses()
+    assert not outcome.changed and outcome.created == []
