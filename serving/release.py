@@ -10,7 +10,8 @@ For each request the approval watcher wrote (`releases/requests/<model>/v<versio
 3. the version's package is deployed with the configured strategy (`all_at_once` when the
    endpoint has no champion yet), after the endpoint's alarms exist for its variants (a canary's
    rollback alarms among them);
-4. the `challenger` alias moves to the version (`champion` for a first deploy, which serves alone),
+4. the `challenger` alias moves to the version (`champion` when it serves all traffic: a first deploy, or a
+   canary or linear shift that completed, after which the replaced champion is `genaiops.release.previous`),
    the version is tagged `genaiops.release.*` (endpoint, strategy, state, started, finished), the
    audit log says what happened, and a finished record closes the request.
 """
@@ -153,9 +154,15 @@ class Releaser:
                 self.sync_alarms(self.endpoint, endpoint_alarms(self.endpoint, [champion.variant], self.model,
                                                                 self.monitoring))
             return self._close(request, started, resumed, "failed", strategy, str(exc))
-        alias = T.CHAMPION if strategy == "all_at_once" else T.CHALLENGER
+        replaces = strategy in ("all_at_once", "canary", "linear")  # it serves all traffic now: it is the champion
+        alias = T.CHAMPION if replaces else T.CHALLENGER
         self.registry.set_alias(alias, request.version)
-        serving = "serves all traffic" if strategy in ("all_at_once", "canary", "linear") else f"is in {strategy} test"
+        if replaces and champion is not None:  # a canary or linear shift replaced the champion
+            self.registry.delete_alias(T.CHALLENGER)
+            self._tags(request.version, {RELEASE_PREVIOUS: champion.version})
+            self.sync_alarms(self.endpoint, endpoint_alarms(self.endpoint, [candidate.variant], self.model,
+                                                            self.monitoring))
+        serving = "serves all traffic" if replaces else f"is in {strategy} test"
         return self._close(request, started, resumed, "released", strategy,
                            f"{self.endpoint} {serving} ({outcome.endpoint_config}); alias {alias}")
 

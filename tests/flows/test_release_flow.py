@@ -274,3 +274,24 @@ def test_a_release_killed_mid_deployment_finishes_on_the_next_run_without_doing_
     assert len(releases(workspace, version)) == 1
     assert {a.spec.name for a in AlarmStore(workspace / "alarms").list()} == {
         s.name for s in endpoint_alarms(ENDPOINT, [f"v{version}"], MODEL, CONFIG.monitoring)}  # one set
+
+
+def test_a_linear_release_that_completes_makes_the_version_champion(
+        workspace: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    first = approved_version(tiny_model_dir)
+    release(CONFIG)
+    second = approved_version(make_tiny_model(smollm2_tokenizer_dir, tmp_path / "second", seed=5))
+    linear = CONFIG.model_copy(update={
+        "release": CONFIG.release.model_copy(update={"strategy": "linear"}),
+        "deployment": CONFIG.deployment.model_copy(update={"linear_step_percent": 50, "wait_seconds": 1,
+                                                           "bake_seconds": 1})})
+    [outcome] = release(linear)
+    assert (outcome.state, outcome.strategy) == ("released", "linear"), outcome
+    mlflow = client()
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == second
+    assert mlflow.get_model_version(MODEL, second).tags["genaiops.release.previous"] == first
+    described = local_client(workspace).describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{second}"]
+    assert described["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "LINEAR"
+    alarms = {a.spec.name for a in AlarmStore(workspace / "alarms").list()}
+    assert not [a for a in alarms if f"/v{first}/" in a]  # the replaced champion's alarms went with its variant
