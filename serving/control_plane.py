@@ -110,23 +110,37 @@ class ControlPlane:
         if url is None:
             raise validation("The container needs ModelDataUrl (or ModelDataSource.S3DataSource.S3Uri): the "
                              "local control plane serves a model package, not an image.")
-        self._model_data(url)  # SageMaker checks that it can read the model data when the model is created
+        unpacked = self._model_data(url)  # SageMaker checks that it can read the model data at creation
         with self._lock:
             if self._read("models", name) is not None:
                 raise validation(f'Cannot create already existing model "{arn(self.region, "model", name)}".')
-            record = {**params, "ModelArn": arn(self.region, "model", name), "CreationTime": timestamp()}
+            record = {**params, "ModelArn": arn(self.region, "model", name), "CreationTime": timestamp(),
+                      "_unpacked": str(unpacked)}
             record.pop("Tags", None)
             self._write("models", record, name)
         return {"ModelArn": record["ModelArn"]}
 
     def describe_model(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._need("models", params["ModelName"])
+        return {k: v for k, v in self._need("models", params["ModelName"]).items() if not k.startswith("_")}
 
     def delete_model(self, params: dict[str, Any]) -> dict[str, Any]:
+        """As SageMaker: the model goes, endpoints serving it keep serving. Its unpacked package goes too once
+        no other model and no endpoint uses it."""
         with self._lock:
-            self._need("models", params["ModelName"])
+            record = self._need("models", params["ModelName"])
             self._path("models", params["ModelName"]).unlink()
+            unpacked = record.get("_unpacked", "")
+            cache = self.root / "model-data"
+            if unpacked and Path(unpacked).parent == cache and not self._uses(unpacked):
+                shutil.rmtree(unpacked, ignore_errors=True)
         return {}
+
+    def _uses(self, folder: str) -> bool:
+        """Whether a model or an endpoint's variant still uses an unpacked package."""
+        if any((self._read("models", name) or {}).get("_unpacked") == folder for name in self._names("models")):
+            return True
+        store = self.endpoints.store
+        return any(v.model == folder for name in store.names() for v in store.config(name).variants)
 
     def _model_data(self, url: str) -> Path:
         """The unpacked package of a model (cached by the archive's digest), as the container sees /opt/ml/model."""

@@ -259,6 +259,9 @@ def test_a_package_that_cannot_load_leaves_the_old_config_serving_and_nothing_or
     assert described["EndpointConfigName"] == serving.endpoint_config and described["EndpointStatus"] == "InService"
     assert (names(plane, "models"), names(plane, "endpoint-configs")) == before
     assert invoke(plane) == (200, "v1")
+    # The broken package's unpacked copy went with its model; the serving one stays.
+    unpacked = {p.name for p in (plane["workspace"] / "sagemaker" / "model-data").iterdir()}
+    assert plane["broken"].digest[:32] not in unpacked and plane["v1"].digest[:32] in unpacked
 
 
 @pytest.mark.parametrize(("case", "request_", "reason"), [
