@@ -70,12 +70,7 @@ def rollout_promote(
     config: ConfigOption = None,
 ) -> None:
     """Send all traffic to the challenger and make it champion (audited with who and why)."""
-    from serving.deployer import DeploymentError
-
-    try:
-        out.print(_rollout(config).promote(_who(), reason))
-    except DeploymentError as exc:
-        fail(str(exc), EXIT_FAILED)
+    _act(config, "promote", reason)
 
 
 @rollout_app.command("rollback")
@@ -84,9 +79,14 @@ def rollout_rollback(
     config: ConfigOption = None,
 ) -> None:
     """Send all traffic back to the champion and remove the challenger (audited with who and why)."""
+    _act(config, "rollback", reason)
+
+
+def _act(config: Any, action: str, reason: str) -> None:
+    """A person's promote or rollback, as the user running the command."""
     from serving.deployer import DeploymentError
 
     try:
-        out.print(_rollout(config).rollback(_who(), reason))
+        out.print(getattr(_rollout(config), action)(_who(), reason))
     except DeploymentError as exc:
         fail(str(exc), EXIT_FAILED)

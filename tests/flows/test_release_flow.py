@@ -129,6 +129,7 @@ def traffic(workspace: Path, shadow: str, count: int) -> None:
     import time
     import urllib.request
 
+    from monitoring.drift import read_capture
     from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
 
     url = LocalEndpoints(workspace).describe(ENDPOINT).url
@@ -137,12 +138,17 @@ def traffic(workspace: Path, shadow: str, count: int) -> None:
         request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=300) as response:
             response.read()
-    metrics = SqliteMetricSink(workspace / "metrics.db")
-    deadline = time.monotonic() + 300
-    while metrics.total(SAGEMAKER_NAMESPACE, "Invocations", {"EndpointName": ENDPOINT, "VariantName": shadow}) < count:
-        assert time.monotonic() < deadline, "the shadow's copies were not all answered"
+    metrics, capture = SqliteMetricSink(workspace / "metrics.db"), LocalStore(workspace / "capture")
+
+    def recorded() -> bool:  # the champion's records and datums are written before the shadow's copies'
+        counted = metrics.total(SAGEMAKER_NAMESPACE, "Invocations", {"EndpointName": ENDPOINT, "VariantName": shadow})
+        captured = sum(r.variant == shadow for r in read_capture(capture, ENDPOINT)[0])
+        return counted >= count and captured >= count
+
+    deadline = time.monotonic() + 300  # an upper bound on a few tiny-model answers, not a race
+    while not recorded():
+        assert time.monotonic() < deadline, "the shadow's copies were not all answered and recorded"
         time.sleep(0.2)
-    time.sleep(1.5)  # the capture and metric writers flush every second
 
 
 QUICK = CONFIG.model_copy(update={"rollout": CONFIG.rollout.model_copy(update={"min_duration_s": 0, "min_requests": 8})})
