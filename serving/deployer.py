@@ -84,6 +84,9 @@ class DeploymentConfig(BaseModel):
     timeout_seconds: int = Field(3600, gt=0, description="how long to wait for an endpoint to reach InService")
 
 
+BASELINE = "base"  # the version (and variant) name of the base model served as it is, before any champion
+
+
 class Version(BaseModel):
     """A packaged model version."""
 
@@ -106,7 +109,7 @@ class Version(BaseModel):
 
     @property
     def variant(self) -> str:
-        return f"v{self.version}"
+        return BASELINE if self.version == BASELINE else f"v{self.version}"
 
     @property
     def model_name(self) -> str:

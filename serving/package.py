@@ -1,8 +1,8 @@
 """The servable package of a model version: a `model.tar.gz` that SageMaker's Hugging Face PyTorch
 inference container serves, and that the local control plane serves the same way.
 
-    genaiops-model.json   what to load: kind (adapter | full), base-model reference, template, decoding
-    weights/              the LoRA adapter, or the full weights
+    genaiops-model.json   what to load: kind (adapter | full | base), base-model reference, template, decoding
+    weights/              the LoRA adapter, or the full weights (none for the base model served as it is)
     base/                 the base model itself, when bundled (an endpoint without internet needs it)
     code/inference.py     SageMaker's hooks: model_fn loads the above; input_fn, predict_fn, output_fn
     code/requirements.txt what the container installs beside its own transformers and torch
@@ -53,6 +53,9 @@ def model_fn(model_dir, context=None):
     if manifest["kind"] == "adapter":
         base = _base(root, manifest)
         loaded, adapter = load_model(base, weights, name="served"), str(weights)
+    elif manifest["kind"] == "base":  # the foundation model itself, as served before any fine-tuning
+        base, adapter = _base(root, manifest), None
+        loaded = load_model(base, None, name="served")
     else:
         base, adapter = str(weights), None
         loaded = load_model(weights, None, name="served")
@@ -63,7 +66,7 @@ def model_fn(model_dir, context=None):
 
 
 def _base(root, manifest):
-    """The base model of an adapter: bundled, named by the environment, recorded locally, or its hub id."""
+    """The base model: bundled, named by the environment, recorded locally, or its hub id."""
     for candidate in (root / "base", os.environ.get("GENAIOPS_BASE_MODEL_DIR"), manifest.get("base_model_path")):
         if candidate and (Path(candidate) / "config.json").is_file():
             return str(candidate)
@@ -86,8 +89,8 @@ class ServedModel(BaseModel):
     """What a version serves: its weights and how to prompt them (from the version's model config)."""
 
     model_config = ConfigDict(frozen=True)
-    weights: str
-    kind: Literal["adapter", "full"]
+    weights: str = Field(description="the adapter or full weights' folder; unused for kind base")
+    kind: Literal["adapter", "full", "base"]
     base_model: str
     base_model_path: str = ""
     template: str = "{input}"
@@ -137,11 +140,12 @@ def image_uri(region: str, instance_type: str) -> str:
 def archive(model: ServedModel, config: PackageConfig) -> bytes:
     """The package's bytes; equal inputs give equal bytes."""
     weights = Path(model.weights)
-    if not weights.is_dir():
-        raise FileNotFoundError(f"{weights}: the version's weights are not a folder here; download them first")
-    marker = "adapter_config.json" if model.kind == "adapter" else "config.json"
-    if not (weights / marker).is_file():
-        raise ValueError(f"{weights}: {'an adapter' if model.kind == 'adapter' else 'a full model'} needs {marker}")
+    if model.kind != "base":
+        if not weights.is_dir():
+            raise FileNotFoundError(f"{weights}: the version's weights are not a folder here; download them first")
+        marker = "adapter_config.json" if model.kind == "adapter" else "config.json"
+        if not (weights / marker).is_file():
+            raise ValueError(f"{weights}: {'an adapter' if model.kind == 'adapter' else 'a full model'} needs {marker}")
     manifest = {"format": FORMAT, "kind": model.kind, "base_model": model.base_model,
                 "base_model_path": model.base_model_path, "base_model_hub_id": config.base_model_hub_id,
                 "template": model.template, "generation": model.generation}
@@ -151,8 +155,9 @@ def archive(model: ServedModel, config: PackageConfig) -> bytes:
     project = Path(__file__).resolve().parent.parent
     for relative in SHIPPED:
         files[f"code/{relative}"] = project / relative
-    files.update(_tree(weights, "weights"))
-    if config.bundle_base_model and model.kind == "adapter":
+    if model.kind != "base":
+        files.update(_tree(weights, "weights"))
+    if config.bundle_base_model and model.kind in ("adapter", "base"):
         if not (Path(model.base_model_path) / "config.json").is_file():
             raise ValueError(f"bundle_base_model: the base model {model.base_model_path!r} is not a local folder")
         files.update(_tree(Path(model.base_model_path), "base"))
@@ -198,4 +203,13 @@ def of_candidate(trained: Any, *, template: str, generation: dict[str, Any], sto
         return Package(uri=str(trained.path), digest=hashlib.sha256(identity.encode()).hexdigest(), image=image)
     served = ServedModel(weights=str(trained.path), kind=trained.kind, base_model=trained.base_model,
                          base_model_path=trained.base_model_path, template=template, generation=generation)
+    return build(served, store, region=region, config=config)
+
+
+def of_base(base_model: str, base_model_path: str, *, template: str, generation: dict[str, Any], store: ArtifactStore,
+            region: str, config: PackageConfig | None = None) -> Package:
+    """The base model served as it is, with the same template and decoding as its fine-tuned versions: what an
+    endpoint serves before any version is champion, and what the first candidate must beat live."""
+    served = ServedModel(weights="", kind="base", base_model=base_model, base_model_path=base_model_path,
+                         template=template, generation=generation)
     return build(served, store, region=region, config=config)

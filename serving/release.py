@@ -7,9 +7,10 @@ For each request the approval watcher wrote (`releases/requests/<model>/v<versio
    after it is idempotent (the deployer's names, the alarm sync, tags, aliases, and audit
    entries stamped with the claim's time, which the append-only log keeps once);
 2. the version must still be `Approved`; one that is not is not released, and says why;
-3. the version's package is deployed with the configured strategy (`all_at_once` when the
-   endpoint has no champion yet), after the endpoint's alarms exist for its variants (a canary's
-   rollback alarms among them);
+3. the version's package is deployed with the configured strategy, after the endpoint's alarms exist for its
+   variants (a canary's rollback alarms among them). With no champion yet, the base model serves the endpoint
+   first (`release.baseline`) and the first candidate meets it exactly as a later one meets a champion; without
+   a baseline, the first candidate is deployed `all_at_once`;
 4. the `challenger` alias moves to the version (`champion` when it serves all traffic: a first deploy, or a
    canary or linear shift that completed, after which the replaced champion is `genaiops.release.previous`),
    the version is tagged `genaiops.release.*` (endpoint, strategy, state, started, finished), the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmSpec
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
-from serving.deployer import DeploymentError, SageMakerDeployer, Strategy, Version
+from serving.deployer import BASELINE, DeploymentError, SageMakerDeployer, Strategy, Version
 from serving.rollout import Decision, RolloutConfig, VariantEvidence, decide
 from steps.artifacts import ArtifactStore
 
@@ -47,6 +48,7 @@ RELEASE_STARTED = "genaiops.release.started"
 RELEASE_FINISHED = "genaiops.release.finished"
 RELEASE_REASON = "genaiops.release.reason"
 RELEASE_PREVIOUS = "genaiops.release.previous"  # the champion a promoted version replaced: the rollback target
+RELEASE_AGAINST = "genaiops.release.against"  # the variant the release met: the champion's (vN), or the base model's
 
 
 class ReleaseConfig(BaseModel):
@@ -57,6 +59,9 @@ class ReleaseConfig(BaseModel):
                                  description="the endpoint the model serves on; default: from the model name")
     strategy: Literal["shadow", "ab", "canary", "linear", "all_at_once"] = Field(
         "shadow", description="how a candidate meets traffic while a champion serves")
+    baseline: bool = Field(True, description="with no champion yet, the base model (as it is, with the same template "
+                                             "and decoding) serves the endpoint first, and the first candidate meets it "
+                                             "with the strategy above; false: the first candidate goes all_at_once")
 
     def endpoint_of(self, model: str) -> str:
         return self.endpoint or re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", model)).strip("-")[:63]
@@ -78,8 +83,10 @@ class Releaser:
 
     def __init__(self, registry: MlflowRegistry, store: ArtifactStore, deployer: SageMakerDeployer, *,
                  config: ReleaseConfig, monitoring: MonitoringConfig, approval: ApprovalConfig,
-                 sync_alarms: Callable[[str, Sequence[AlarmSpec]], Any]) -> None:
+                 sync_alarms: Callable[[str, Sequence[AlarmSpec]], Any],
+                 baseline: Callable[[], Version] | None = None) -> None:
         self.registry, self.store, self.deployer = registry, store, deployer
+        self.baseline = baseline if config.baseline else None  # the base model's package, built on first use
         self.audit = AuditLog(store)
         self.config, self.monitoring, self.approval = config, monitoring, approval
         self.sync_alarms = sync_alarms
@@ -131,13 +138,25 @@ class Releaser:
             return self._close(request, started, resumed, "failed", strategy, str(exc))
         if resumed and tags.get(RELEASE_STRATEGY):  # finish what the stopped run started, the way it started it
             strategy = tags[RELEASE_STRATEGY]
-        champion = self._champion()
+        try:
+            champion = self.champion()
+        except (OSError, ValueError) as exc:  # the base model cannot be packaged here
+            return self._close(request, started, resumed, "failed", strategy, f"the base model: {exc}")
         if champion is not None and champion.version == candidate.version:
             if not (resumed and strategy == "all_at_once"):
                 return self._close(request, started, resumed, "skipped", strategy,
                                    "the version is the champion already")
             champion = None  # the stopped run had made it champion
-        if champion is None or self.deployer.describe(self.endpoint) is None:
+        serving = self.deployer.describe(self.endpoint) is not None
+        if champion is not None and champion.version == BASELINE and not serving and strategy != "all_at_once":
+            # The base model serves first; the candidate then meets live traffic as it would meet a champion.
+            self.sync_alarms(self.endpoint, endpoint_alarms(self.endpoint, [BASELINE], self.model, self.monitoring))
+            try:
+                self.deployer.deploy(self.endpoint, champion, "all_at_once")
+            except DeploymentError as exc:
+                return self._close(request, started, resumed, "failed", strategy, f"serving the base model: {exc}")
+            serving = True
+        if champion is None or not serving:
             strategy, champion = "all_at_once", None
         variants = [candidate.variant] if champion is None else [champion.variant, candidate.variant]
         specs = endpoint_alarms(self.endpoint, variants, self.model, self.monitoring)
@@ -145,7 +164,8 @@ class Releaser:
         rollback = [s.name for s in specs if any(a.kind == "rollback" for a in s.actions)
                     and s.name.startswith(f"{self.endpoint}/{candidate.variant}/")]
         self._tags(request.version, {RELEASE_ENDPOINT: self.endpoint, RELEASE_STRATEGY: strategy,
-                                     RELEASE_STATE: "deploying", RELEASE_STARTED: started})
+                                     RELEASE_STATE: "deploying", RELEASE_STARTED: started,
+                                     **({RELEASE_AGAINST: champion.variant} if champion is not None else {})})
         try:
             outcome = self.deployer.deploy(self.endpoint, candidate, _strategy(strategy), champion=champion,
                                            rollback_alarms=rollback if strategy in ("canary", "linear") else None)
@@ -162,9 +182,17 @@ class Releaser:
             self._tags(request.version, {RELEASE_PREVIOUS: champion.version})
             self.sync_alarms(self.endpoint, endpoint_alarms(self.endpoint, [candidate.variant], self.model,
                                                             self.monitoring))
-        serving = "serves all traffic" if replaces else f"is in {strategy} test"
+        how = "serves all traffic" if replaces else f"is in {strategy} test against {champion.variant if champion else '-'}"
         return self._close(request, started, resumed, "released", strategy,
-                           f"{self.endpoint} {serving} ({outcome.endpoint_config}); alias {alias}")
+                           f"{self.endpoint} {how} ({outcome.endpoint_config}); alias {alias}")
+
+    def champion(self) -> Version | None:
+        """What serves the endpoint's traffic: the champion version, or the base model while no version is champion
+        (with `release.baseline`)."""
+        found = self._champion()
+        if found is None and self.baseline is not None and self.registry.alias_version(T.CHAMPION) is None:
+            return self.baseline()
+        return found
 
     def _champion(self) -> Version | None:
         found = self.registry.alias_version(T.CHAMPION)
@@ -207,8 +235,8 @@ class Releaser:
 class RolloutStatus(BaseModel):
     model_config = ConfigDict(frozen=True)
     endpoint: str
-    champion: str | None
-    challenger: str | None
+    champion: str | None = Field(description="the champion's variant: vN, or base for the base model")
+    challenger: str | None = Field(description="the challenger's variant, vN")
     strategy: str | None
     started: str | None
     decision: Decision | None = None
@@ -219,27 +247,44 @@ class Rollout:
 
     def __init__(self, releaser: Releaser, config: RolloutConfig,
                  evidence: Callable[[str, str, datetime], VariantEvidence], *,
-                 rouge: Callable[[str, str], float] | None = None, shared_host: bool = False) -> None:
+                 rouge: Callable[[str, str], float] | None = None,
+                 references: Callable[[RegisteredVersion], Mapping[str, str]] | None = None,
+                 shared_host: bool = False) -> None:
         self.releaser, self.config, self.evidence, self.rouge = releaser, config, evidence, rouge
+        self.references = references  # inference id -> reference text, for requests that name one
         self.shared_host = shared_host  # local endpoints: a shadow's latency is not comparable
         self.registry = releaser.registry
 
     def status(self, now: datetime | None = None) -> RolloutStatus:
         endpoint = self.releaser.endpoint
-        champion, challenger = self.registry.alias_version(T.CHAMPION), self.registry.alias_version(T.CHALLENGER)
+        challenger = self.registry.alias_version(T.CHALLENGER)
+        champion = self.releaser.champion() if challenger is not None else self._champion_only()
         if champion is None or challenger is None:
-            return RolloutStatus(endpoint=endpoint, champion=champion.version if champion else None,
-                                 challenger=challenger.version if challenger else None, strategy=None, started=None)
+            return RolloutStatus(endpoint=endpoint, champion=champion.variant if champion else None,
+                                 challenger=f"v{challenger.version}" if challenger else None, strategy=None, started=None)
         strategy, started = challenger.tags.get(RELEASE_STRATEGY), challenger.tags.get(RELEASE_FINISHED)
         decision = None
         if started:
             since = datetime.fromisoformat(started)
-            decision = decide(self.evidence(endpoint, f"v{champion.version}", since),
-                              self.evidence(endpoint, f"v{challenger.version}", since), started=since,
-                              now=now or datetime.now(UTC), config=self.config, paired=strategy == "shadow",
+            mine, theirs = self.evidence(endpoint, f"v{challenger.version}", since), \
+                self.evidence(endpoint, champion.variant, since)
+            decision = decide(theirs, mine, started=since, now=now or datetime.now(UTC), config=self.config,
+                              paired=strategy == "shadow", references=self._references(challenger, theirs, mine),
                               rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"))
-        return RolloutStatus(endpoint=endpoint, champion=champion.version, challenger=challenger.version,
+        return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
                              strategy=strategy, started=started, decision=decision)
+
+    def _champion_only(self) -> Version | None:
+        found = self.registry.alias_version(T.CHAMPION)
+        return None if found is None else Version.of_registered(self.registry.model_name, found.version, found.tags)
+
+    def _references(self, challenger: RegisteredVersion, *variants: VariantEvidence) -> dict[str, str]:
+        """Event id -> reference text, for the requests that named a reference (by their inference id)."""
+        if self.references is None:
+            return {}
+        texts = self.references(challenger)
+        return {event: texts[inference] for variant in variants for event, inference in variant.inference_ids.items()
+                if inference in texts}
 
     def act(self, now: datetime | None = None) -> RolloutStatus:
         """What a schedule runs: decide, and promote or roll back when the evidence says so."""
@@ -264,30 +309,31 @@ class Rollout:
         self.registry.delete_alias(T.CHALLENGER)
         releaser._tags(challenger.version, {RELEASE_STATE: "promoted", RELEASE_PREVIOUS: champion.version,
                                             RELEASE_REASON: why[:5000]})
-        self._audit(challenger.version, by, "promoted", why, f"champion was v{champion.version}")
+        self._audit(challenger.version, by, "promoted", why, f"champion was {_named(champion)}")
         return f"v{challenger.version} is champion on {releaser.endpoint} ({outcome.endpoint_config}); " \
-               f"v{champion.version} stays the rollback target"
+               f"{_named(champion)} stays the rollback target"
 
     def rollback(self, by: str, why: str) -> str:
         """All traffic back to the champion: the challenger's variant goes, and its version says why."""
-        champion, challenger = self._pair()
-        target = Version.of_registered(self.registry.model_name, champion.version, champion.tags)
+        target, challenger = self._pair()
         releaser = self.releaser
         outcome = releaser.deployer.deploy(releaser.endpoint, target, "all_at_once")
         releaser.sync_alarms(releaser.endpoint, endpoint_alarms(releaser.endpoint, [target.variant],
                                                                 releaser.model, releaser.monitoring))
         self.registry.delete_alias(T.CHALLENGER)
         releaser._tags(challenger.version, {RELEASE_STATE: "rolled back", RELEASE_REASON: why[:5000]})
-        self._audit(challenger.version, by, "rolled back", why, f"champion v{champion.version} serves alone")
-        return f"v{challenger.version} rolled back; v{champion.version} serves {releaser.endpoint} alone " \
+        self._audit(challenger.version, by, "rolled back", why, f"{_named(target)} serves alone")
+        return f"v{challenger.version} rolled back; {_named(target)} serves {releaser.endpoint} alone " \
                f"({outcome.endpoint_config})"
 
-    def _pair(self) -> tuple[RegisteredVersion, RegisteredVersion]:
-        champion, challenger = self.registry.alias_version(T.CHAMPION), self.registry.alias_version(T.CHALLENGER)
+    def _pair(self) -> tuple[Version, RegisteredVersion]:
+        challenger = self.registry.alias_version(T.CHALLENGER)
+        champion = self.releaser.champion() if challenger is not None else None
         if champion is None or challenger is None:
+            found = self.registry.alias_version(T.CHAMPION)
             raise DeploymentError(f"{self.releaser.endpoint}: no rollout under way (champion "
-                                  f"{champion.version if champion else 'unset'}, challenger "
-                                  f"{challenger.version if challenger else 'unset'})")
+                                  f"{'v' + found.version if found else 'unset'}, challenger "
+                                  f"{'v' + challenger.version if challenger else 'unset'})")
         return champion, challenger
 
     def _audit(self, version: str, by: str, state: str, why: str, note: str) -> None:
@@ -296,6 +342,10 @@ class Rollout:
                                               key=RELEASE_STATE, old=None, new=state, action="rollout",
                                               outcome=f"{state}: {why}"[:2000], gate_digest=gate_digest(tags),
                                               note=note))
+
+
+def _named(version: Version) -> str:
+    return "the base model" if version.version == BASELINE else f"v{version.version}"
 
 
 def _strategy(name: str) -> Strategy:

@@ -52,6 +52,8 @@ class VariantEvidence(BaseModel):
     errors_5xx: int = 0
     latencies_us: list[float] = Field(default_factory=list)
     outputs: dict[str, str] = Field(default_factory=dict, description="event id -> output text (answered requests)")
+    inference_ids: dict[str, str] = Field(default_factory=dict, description="event id -> the request's inference id, "
+                                                                           "which names its reference when it has one")
 
 
 class Evidence(BaseModel):
@@ -220,7 +222,8 @@ def local_evidence(capture: object, metrics: object, endpoint: str, variant: str
     def values(name: str) -> list[float]:
         return [d.value for d in metrics.query(SAGEMAKER_NAMESPACE, name, dimensions, start=since)]  # type: ignore[attr-defined]
 
+    named = {r.event_id: r.inference_id for r in records if r.variant == variant and r.at >= since and r.inference_id}
     return VariantEvidence(name=variant, requests=len(values("Invocations")),
                            errors_4xx=int(sum(values("Invocation4XXErrors"))),
                            errors_5xx=int(sum(values("Invocation5XXErrors"))), latencies_us=values("ModelLatency"),
-                           outputs=outputs)
+                           outputs=outputs, inference_ids=named)

@@ -10,6 +10,7 @@ The decision is a pure function of the scores.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -18,7 +19,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -220,6 +221,18 @@ def score(predictions: Sequence[str], references: Sequence[str], blocklist: Sequ
     metrics = {key: statistics.fmean(values) for key, values in per_sample.items()}
     metrics["bleu"] = sacrebleu.corpus_bleu(list(predictions), [list(references)]).score / 100
     return metrics, per_sample
+
+
+@functools.cache
+def _rouge_l_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 of one prediction against its reference (what the rollout decision compares live)."""
+    return float(_rouge_l_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
 def score_general(predictions: Sequence[str], references: Sequence[str]) -> tuple[dict[str, float], dict[str, list[float]]]:

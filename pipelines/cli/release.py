@@ -49,7 +49,7 @@ def _who() -> str:
 def rollout_status(config: ConfigOption = None) -> None:
     """The champion, the challenger, and what the evidence says so far."""
     status = _rollout(config).status()
-    out.print(f"endpoint {status.endpoint}: champion v{status.champion or '-'}, challenger v{status.challenger or '-'}"
+    out.print(f"endpoint {status.endpoint}: champion {status.champion or '-'}, challenger {status.challenger or '-'}"
               + (f" ({status.strategy} since {status.started})" if status.strategy else ""))
     if status.decision is None:
         out.print("no rollout under way")

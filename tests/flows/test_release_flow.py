@@ -27,7 +27,9 @@ from tests.conftest import make_tiny_model
 
 MODEL = "tiny-summarizer"
 ENDPOINT = "tiny-summarizer"
-CONFIG = PipelineConfig.model_validate({"model_name": MODEL, "deployment": {"instance_type": "ml.m5.large"}})
+# Without a baseline: the first release serves alone (the base-model baseline has its own test).
+CONFIG = PipelineConfig.model_validate({"model_name": MODEL, "deployment": {"instance_type": "ml.m5.large"},
+                                        "release": {"baseline": False}})
 
 
 @pytest.fixture
@@ -193,6 +195,41 @@ def test_a_good_shadow_is_promoted_and_a_failing_one_rolled_back(
     described = local_client(workspace).describe_endpoint(EndpointName=ENDPOINT)
     assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{second}"]
     assert "ShadowProductionVariants" not in described
+
+
+def test_with_no_champion_the_first_candidate_meets_the_base_model_in_shadow_and_replaces_it(
+        workspace: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    from pipelines.flows.release import rollout
+
+    config = PipelineConfig.model_validate({
+        "model_name": MODEL, "deployment": {"instance_type": "ml.m5.large"},
+        "finetune": {"base_model": str(tiny_model_dir)}, "evaluate": {"generation": {"max_new_tokens": 8}},
+        "rollout": {"min_duration_s": 0, "min_requests": 8}})
+    first = approved_version(make_tiny_model(smollm2_tokenizer_dir, tmp_path / "first", seed=3))
+    [outcome] = release(config)
+    assert (outcome.state, outcome.strategy) == ("released", "shadow") and "against base" in outcome.detail
+    sagemaker = local_client(workspace)
+    described = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == ["base"]
+    assert [v["VariantName"] for v in described["ShadowProductionVariants"]] == [f"v{first}"]
+    mlflow = client()
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHALLENGER).version) == first
+    assert not [a for a in mlflow.get_registered_model(MODEL).aliases if a == T.CHAMPION]
+    assert mlflow.get_model_version(MODEL, first).tags["genaiops.release.against"] == "base"
+
+    traffic(workspace, f"v{first}", 10)
+    status = rollout(config)
+    assert (status.champion, status.challenger) == ("base", f"v{first}")
+    assert status.decision is not None and status.decision.action == "promote", status.decision
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == first
+    assert mlflow.get_model_version(MODEL, first).tags["genaiops.release.previous"] == "base"
+    described = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{first}"]
+    assert "ShadowProductionVariants" not in described
+    [promoted] = [e for e in AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, first) if e.action == "rollout"]
+    assert promoted.new == "promoted" and promoted.note == "champion was the base model"
+    alarms = {a.spec.name for a in AlarmStore(workspace / "alarms").list()}
+    assert not [a for a in alarms if "/base/" in a]  # the endpoint's alarms follow what serves
 
 
 def test_a_canary_whose_rollback_alarm_fires_returns_all_traffic_to_the_champion(

@@ -52,6 +52,22 @@ def test_a_package_is_built_once_and_its_inference_script_serves_it_alone(tiny_m
     assert len(json.loads(answer.stdout.strip().splitlines()[-1])) == 1
 
 
+def test_the_base_model_package_holds_no_weights_and_serves_the_base_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "artifacts")
+    built = package.of_base("tiny", str(tiny_model_dir), template="Say: {input}", generation={"max_new_tokens": 2},
+                            store=store, region="us-east-1")
+    with tarfile.open(fileobj=io.BytesIO(Path(built.uri.removeprefix("file://")).read_bytes())) as archive:
+        names = archive.getnames()
+        archive.extractall(tmp_path / "model", filter="data")
+    assert not [n for n in names if n.startswith(("weights/", "base/"))]  # read in place locally: a small package
+    manifest = json.loads((tmp_path / "model" / "genaiops-model.json").read_text())
+    assert (manifest["kind"], manifest["base_model_path"]) == ("base", str(tiny_model_dir))
+    answer = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "model")], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert len(json.loads(answer.stdout.strip().splitlines()[-1])) == 1
+
+
 def test_a_package_of_weights_that_do_not_match_their_kind_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "artifacts")
     with pytest.raises(ValueError, match=r"an adapter needs adapter_config\.json"):
