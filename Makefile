@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 .PHONY: help install run test test-fast ui lint synth clean
 
 help:
-	@echo "make run        install into $(VENV) and run the local lifecycle (retrain → gate → registry)"
+	@echo "make run        install into $(VENV) and run the local lifecycle (retrain → approval → shadow → promote)"
 	@echo "make test       install the dev extra and run every test tier"
 	@echo "make test-fast  unit tests only"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:5000 over the workspace store"
@@ -43,8 +43,7 @@ install: $(RUNTIME)
 
 run: $(RUNTIME)
 	@echo "venv: $(abspath $(VENV))   workspace: $(abspath .genaiops)   configs: $(abspath configs)"
-	$(BIN)/genaiops retrain $(if $(CONFIG),--config $(CONFIG))
-	@echo "MLflow UI: make ui, then http://127.0.0.1:5000"
+	$(BIN)/genaiops run $(if $(CONFIG),--config $(CONFIG))
 
 test: $(DEV)
 	$(BIN)/python -m pytest

@@ -19,6 +19,9 @@ STATUSES = (T.PENDING, T.APPROVED, T.REJECTED)
 LINEAGE_TAGS = (T.DATASET_HASH, T.BASE_MODEL, T.SOURCE_RUN, T.RUN_KEY, T.GATE, T.GATE_SUMMARY)
 
 
+DEFAULT_USERS = ("alice", "bob", "genaiops-pipeline", "genaiops-watcher", "genaiops-release")
+
+
 class ApprovalConfig(BaseModel):
     """Who approves, who trains, and whether they must differ."""
 
@@ -34,9 +37,23 @@ class ApprovalConfig(BaseModel):
                                              "(champion, challenger) and writes genaiops.release.* tags")
     admin_account: str = Field("admin", description="the MLflow admin; the only one that may delete versions or models")
     separation_of_duties: bool = Field(True, description="an approver may not approve a version they triggered")
-    users: list[str] = Field(default_factory=lambda: ["alice", "bob", "genaiops-pipeline", "genaiops-watcher",
-                                                      "genaiops-release"],
+    users: list[str] = Field(default_factory=lambda: list(DEFAULT_USERS),
                              description="accounts `make ui` creates in the local user store (the admin always)")
+    demo: bool = Field(True, description="`genaiops run` (make run) approves a passing candidate itself, as the demo "
+                                         "approver, through the approval server and labelled a demo approval; false: "
+                                         "the run stops at PendingManualApproval until a person approves in the UI")
+    demo_account: str = Field("demo-approver", description="the demo approver; in the approvers group while demo is on")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_approver(cls, data: object) -> object:
+        """While demo is on, the demo account is an approver (and a user), so its approval meets every rule."""
+        if not isinstance(data, dict) or not data.get("demo", True):
+            return data
+        account = data.get("demo_account", "demo-approver")
+        approvers, users = list(data.get("approvers", ["alice"])), list(data.get("users", DEFAULT_USERS))
+        return {**data, "approvers": approvers + [account] * (account not in approvers),
+                "users": users + [account] * (account not in users)}
 
     @model_validator(mode="after")
     def _accounts_are_separate(self) -> ApprovalConfig:

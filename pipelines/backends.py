@@ -104,3 +104,11 @@ def capture_uri(settings: Settings, store: ArtifactStore) -> str:
     if settings.backend == "aws":
         return store.uri("capture")
     return (settings.root / "capture").as_uri()
+
+
+def audit_spec(settings: Settings) -> dict[str, object]:
+    """Where the approval server appends audit entries: the same artifact store the pipeline uses."""
+    if settings.backend == "aws":
+        return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
+                "region": settings.region, "kms_key_id": settings.kms_key_id}
+    return {"kind": "local", "root": str(settings.root / "artifacts")}

@@ -27,8 +27,9 @@ class RolloutConfig(BaseModel):
     """When a candidate has shown enough, and what counts as worse (the `rollout` section of a pipeline config)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    min_duration_s: int = Field(600, ge=0, description="the shortest period a decision may rest on")
-    min_requests: int = Field(50, ge=1, description="requests of each variant (pairs, for a shadow) before deciding")
+    min_duration_s: int = Field(30, ge=0, description="the shortest period a decision may rest on (a laptop's "
+                                                      "default: production configs set hours)")
+    min_requests: int = Field(30, ge=1, description="requests of each variant (pairs, for a shadow) before deciding")
     max_duration_s: int = Field(86_400, gt=0, description="after this long without enough evidence: roll back")
     error_rate_margin: float = Field(0.01, ge=0, description="how much higher the candidate's 4XX or 5XX rate may "
                                                             "be (absolute)")
@@ -125,8 +126,10 @@ def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: da
                             elapsed_s=elapsed)
         return Decision(action="wait", reason="not enough evidence yet: " + ", ".join(short), evidence=evidence,
                         requests=seen, elapsed_s=elapsed)
+    judged = "; ".join(e.describe() for e in evidence if e.verdict == "ok")
     return Decision(action="promote", reason=f"no evidence against the candidate after {seen} "
-                                             f"{'pairs' if paired else 'requests per variant'} and {elapsed:.0f} s",
+                                             f"{'pairs' if paired else 'requests per variant'} and {elapsed:.0f} s: "
+                                             f"{judged}",
                     evidence=evidence, requests=seen, elapsed_s=elapsed)
 
 

@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.auth_server import free_port, wait_http
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not up after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -104,27 +83,11 @@ def approval_server(workspace: Path, approval: object | None = None,
                     audit: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
     """`mlflow server --app-name genaiops-auth` over `workspace`'s store, set up as `genaiops ui` does;
     yields its URL and the users' passwords. The audit log goes to `audit` (default: the workspace's store)."""
-    import json
-
     from model_registry.approval import ApprovalConfig
-    from model_registry.auth_setup import prepare, server_command
+    from pipelines.auth_server import auth_server
 
     config = approval if isinstance(approval, ApprovalConfig) else ApprovalConfig()
-    store = f"sqlite:///{workspace / 'mlflow.db'}"
-    server = prepare(workspace / "auth", approval=config, passwords={},
-                     audit=audit or {"kind": "local", "root": str(workspace / "artifacts")})
-    passwords = json.loads(Path(server.passwords_file).read_text())
-    port = free_port()
-    log = workspace / "auth" / "server.log"
-    command = server_command(str(BIN / "mlflow"), backend_store_uri=store,
-                             artifact_root=(workspace / "mlartifacts").as_uri(), port=port)
-    env = {**os.environ, **server.env, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", process, timeout=120, log=log)
-        yield url, passwords
-    finally:
-        stop(process)
+    with auth_server(workspace / "auth", approval=config, tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}",
+                     artifact_root=(workspace / "mlartifacts").as_uri(),
+                     audit=audit or {"kind": "local", "root": str(workspace / "artifacts")}) as running:
+        yield running

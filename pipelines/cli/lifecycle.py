@@ -101,29 +101,84 @@ def data_validate(
     out.print("[green]passed[/]")
 
 
+def _flow(run: Any, pipeline: Any) -> Any:
+    """Run a flow that retrains first; a configuration mistake or an expected failure is one line, not a traceback."""
+    from pipelines.flows import GateFailedError
+    from steps.base_model import BaseModelError
+    from steps.data import DataSourceError, DataValidationError
+    from steps.finetune import FinetuneError
+
+    try:
+        return run(pipeline)
+    except (BaseModelError, FinetuneError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (DataSourceError, DataValidationError, GateFailedError) as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
 @app.command()
 def retrain(config: ConfigOption = None) -> None:
     """Run the retrain flow: prepare → fine-tune → evaluate → register for approval."""
     go_offline()
     settings, pipeline = load(config)
     prefect_home(settings)
-    from pipelines.flows import GateFailedError
     from pipelines.flows import retrain as retrain_flow
-    from steps.base_model import BaseModelError
-    from steps.data import DataSourceError, DataValidationError
-    from steps.finetune import FinetuneError
 
     err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
-    try:
-        result = retrain_flow(pipeline)
-    except (BaseModelError, FinetuneError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    except (DataSourceError, DataValidationError, GateFailedError) as exc:
-        fail(str(exc), EXIT_FAILED)
-    _print_result(result, settings, pipeline)
+    _print_result(_flow(retrain_flow, pipeline), settings, pipeline)
 
 
-def _print_result(result: Any, settings: Any, pipeline: Any) -> None:
+@app.command("run")
+def run_lifecycle(config: ConfigOption = None) -> None:
+    """The whole local lifecycle (what `make run` runs): retrain → gate → register → approval → shadow release →
+    held-out traffic → rollout decision → promote; a second run with nothing new reuses everything."""
+    go_offline()
+    settings, pipeline = load(config)
+    if settings.backend != "local":
+        fail("`genaiops run` is the local lifecycle; on the aws backend run `genaiops retrain`, `approvals watch`, "
+             "`release` and `rollout` (or their Prefect deployments)", EXIT_USAGE)
+    prefect_home(settings)
+    from model_registry import tags as T
+    from pipelines.flows.lifecycle import lifecycle
+
+    err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
+    result = _flow(lifecycle, pipeline)
+    _print_result(result.retrain, settings, pipeline, approval_hint=False)
+    table = Table(title=f"{pipeline.model_name}: the lifecycle" + (" (nothing new: every stage reused)"
+                                                                     if result.reused and not result.stopped else ""))
+    for column in ("stage", "outcome", ""):
+        table.add_column(column)
+    for stage in result.stages:
+        table.add_row(stage.name, stage.outcome, "reused" if stage.reused else "")
+    out.print(table)
+    approvers = ", ".join(a for a in pipeline.approval.approvers if a != pipeline.approval.demo_account)
+    passwords = "GENAIOPS_UI_PASSWORDS" if settings.ui_passwords else settings.root / "auth" / "passwords.json"
+    ui = f"{settings.mlflow_ui_url}/#/models/{pipeline.model_name}/versions/{result.retrain.version}"
+    out.print("where to look:")
+    out.print(f"  MLflow UI   make ui, then {ui}  (approver: {approvers}; passwords in {passwords})")
+    if result.stopped:
+        pending = result.retrain.status == T.PENDING or "PendingManualApproval" in result.stopped
+        out.print(f"stopped: {result.stopped}")
+        if pending:
+            out.print(f"to approve: sign in as {approvers}, open the model version above and set the tag "
+                      f"[bold]{T.APPROVAL_STATUS}[/] to [bold]{T.APPROVED}[/]; then [bold]make run[/] carries on")
+            return
+        raise typer.Exit(EXIT_FAILED)
+    champion = f"v{result.champion}" if result.champion else "no version yet"
+    out.print(f"  endpoint    {result.endpoint_url or '-'}  ({result.endpoint}; champion {champion})")
+    if result.endpoint_url:
+        out.print(f"  invoke      genaiops invoke {result.endpoint} -d '{{\"inputs\": \"Ana: Is the parcel here? "
+                  f"Ben: Yes, it came at noon.\"}}'", markup=False)
+        out.print(f"  boto3       boto3.client('sagemaker-runtime', endpoint_url='{result.endpoint_url}')"
+                  f".invoke_endpoint(EndpointName='{result.endpoint}', ContentType='application/json', Body=...)",
+                  markup=False)
+    if result.dashboard:
+        out.print(f"  dashboard   {result.dashboard}  (genaiops dashboard {result.endpoint} refreshes it)")
+    out.print(f"  audit log   genaiops audit {pipeline.model_name}")
+    out.print("  rollout     genaiops rollout status")
+
+
+def _print_result(result: Any, settings: Any, pipeline: Any, approval_hint: bool = True) -> None:
     from model_registry import tags as T
 
     table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
@@ -140,8 +195,8 @@ def _print_result(result: Any, settings: Any, pipeline: Any) -> None:
     out.print(f"gate report:    {result.report_uri}")
     out.print(f"MLflow run:     {result.run_url}")
     out.print(f"model version:  {result.version_url}")
-    if result.status == T.PENDING:
-        approvers = " or ".join(pipeline.approval.approvers)
+    if result.status == T.PENDING and approval_hint:
+        approvers = " or ".join(a for a in pipeline.approval.approvers if a != pipeline.approval.demo_account)
         passwords = "GENAIOPS_UI_PASSWORDS" if settings.ui_passwords else settings.root / "auth" / "passwords.json"
         out.print(f"to approve: run [bold]make ui[/], sign in as an approver ([bold]{approvers}[/]; passwords in "
                   f"{passwords}, written by make ui), open the model version above and set the tag "

@@ -80,24 +80,14 @@ def dashboard(
     config: ConfigOption = None,
 ) -> None:
     """Write the endpoint's dashboard (charts per variant, drift, quality, alarms) as an HTML page; print its path."""
-    from datetime import UTC, datetime
-
-    from monitoring.alarms import AlarmStore
-    from monitoring.dashboards import panels, render_local
-    from monitoring.metrics import SqliteMetricSink
-    from monitoring.monitor import alarm_records
-    from serving.local import EndpointError, LocalEndpoints
+    from pipelines.flows.monitor import local_dashboard
+    from serving.local import EndpointError
 
     settings, pipeline = load(config)
     try:
-        state = LocalEndpoints(settings.root).describe(endpoint)
+        page = local_dashboard(settings, pipeline, endpoint, hours=hours, period=period, out_dir=out_dir)
     except EndpointError as exc:
         fail(f"{exc}; `genaiops endpoints list` shows the endpoints", EXIT_USAGE)
-    page = render_local(endpoint, panels(endpoint, [v.name for v in state.variants]),
-                        SqliteMetricSink(settings.root / "metrics.db"),
-                        alarm_records(AlarmStore(settings.root / "alarms"), endpoint),
-                        out_dir or settings.root / "dashboards" / endpoint, end=datetime.now(UTC), hours=hours,
-                        period=period or pipeline.monitoring.period)
     out.print(str(page))
 
 

@@ -36,6 +36,7 @@ def ui(
     go_offline()
     settings, pipeline = load(None)
     from model_registry.auth_setup import parse_passwords, prepare, server_command
+    from pipelines.backends import audit_spec
 
     mlflow = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if mlflow is None:
@@ -45,7 +46,7 @@ def ui(
         given = parse_passwords(settings.ui_passwords.get_secret_value()) if settings.ui_passwords else {}
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    server = prepare(settings.root / "auth", approval=pipeline.approval, audit=_audit_spec(settings),
+    server = prepare(settings.root / "auth", approval=pipeline.approval, audit=audit_spec(settings),
                      passwords=given)
     command = server_command(mlflow, backend_store_uri=settings.tracking_uri,
                              artifact_root=settings.mlflow_artifact_root, port=port)
@@ -58,14 +59,6 @@ def ui(
     from pipelines.processes import run_foreground
 
     raise typer.Exit(run_foreground(command, {**os.environ, **server.env}))
-
-
-def _audit_spec(settings: Any) -> dict[str, Any]:
-    """Where the server app appends audit entries: the same artifact store the pipeline uses."""
-    if settings.backend == "aws":
-        return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
-                "region": settings.region, "kms_key_id": settings.kms_key_id}
-    return {"kind": "local", "root": str(settings.root / "artifacts")}
 
 
 def _registry(config: Path | None, name: str | None = None) -> tuple[Any, Any, Any]:

@@ -219,3 +219,19 @@ def _put_to_cloudwatch(settings: Settings, endpoint: str, watched: Watched, spec
     dashboard = put_dashboard(client, endpoint, watched.variants, region=settings.region, account=account,
                               period=config.monitoring.period)
     return {**changed, "dashboard": dashboard}
+
+
+def local_dashboard(settings: Settings, config: PipelineConfig, endpoint: str, *, hours: float = 3.0,
+                    period: int | None = None, out_dir: Path | None = None) -> Path:
+    """Write a local endpoint's dashboard page (charts per variant, drift, quality, alarms); returns its path."""
+    from monitoring.dashboards import panels, render_local
+    from monitoring.metrics import SqliteMetricSink
+    from monitoring.monitor import alarm_records
+    from serving.local import LocalEndpoints
+
+    state = LocalEndpoints(settings.root).describe(endpoint)
+    return render_local(endpoint, panels(endpoint, [v.name for v in state.variants]),
+                        SqliteMetricSink(settings.root / "metrics.db"),
+                        alarm_records(AlarmStore(settings.root / "alarms"), endpoint),
+                        out_dir or settings.root / "dashboards" / endpoint, end=datetime.now(UTC), hours=hours,
+                        period=period or config.monitoring.period)

@@ -1,0 +1,56 @@
+"""Traffic from held-out records, through boto3's `sagemaker-runtime` client: what a shadow or A/B test needs
+before the rollout can decide. Each request sends the record's raw input (the endpoint applies the template) with
+the record's id as its `InferenceId`, which data capture records and which names the reference the rollout scores
+the answers against."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from monitoring.drift import raw_input
+from steps.data import Example
+
+
+class Sent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    requests: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+    def __add__(self, other: Sent) -> Sent:
+        return Sent(requests=self.requests + other.requests, failed=self.failed + other.failed,
+                    last_error=other.last_error or self.last_error)
+
+
+def runtime_client(endpoint_url: str | None, region: str) -> Any:
+    """A `sagemaker-runtime` client: SageMaker's, or a local endpoint's (`endpoint_url`; it checks no credentials)."""
+    import boto3
+    from botocore.config import Config
+
+    local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint_url else {}
+    return boto3.client("sagemaker-runtime", region_name=region, endpoint_url=endpoint_url,
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=600), **local)
+
+
+def send(runtime: Any, endpoint: str, records: Sequence[Example], template: str,
+         progress: Callable[[str], None] | None = None) -> Sent:
+    """One request per record, in order. An error answer is counted, not raised: it is evidence the endpoint
+    records for the rollout decision."""
+    from botocore.exceptions import ClientError
+
+    sent = Sent()
+    for index, record in enumerate(records, 1):
+        body = json.dumps({"inputs": raw_input(template, record.prompt)})
+        try:
+            runtime.invoke_endpoint(EndpointName=endpoint, Body=body, ContentType="application/json",
+                                    Accept="application/json", InferenceId=record.id[:64])["Body"].read()
+            sent += Sent(requests=1)
+        except ClientError as exc:
+            sent += Sent(requests=1, failed=1, last_error=str(exc))
+        if progress is not None and (index % 10 == 0 or index == len(records)):
+            progress(f"{endpoint}: {index}/{len(records)} held-out requests sent ({sent.failed} failed)")
+    return sent
