@@ -144,13 +144,11 @@ def run_lifecycle(config: ConfigOption = None) -> None:
     err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
     result = _flow(lifecycle, pipeline)
     _print_result(result.retrain, settings, pipeline, approval_hint=False)
-    table = Table(title=f"{pipeline.model_name}: the lifecycle" + (" (nothing new: every stage reused)"
-                                                                     if result.reused and not result.stopped else ""))
-    for column in ("stage", "outcome", ""):
-        table.add_column(column)
+    out.print(f"[bold]{pipeline.model_name}: the lifecycle[/]" + (" (nothing new: every stage reused)"
+                                                                 if result.reused and not result.stopped else ""))
     for stage in result.stages:
-        table.add_row(stage.name, stage.outcome, "reused" if stage.reused else "")
-    out.print(table)
+        out.print(f"  {stage.name:<16}{stage.outcome}" + ("  [reused]" if stage.reused else ""), soft_wrap=True,
+                  markup=False)
     approvers = ", ".join(a for a in pipeline.approval.approvers if a != pipeline.approval.demo_account)
     passwords = "GENAIOPS_UI_PASSWORDS" if settings.ui_passwords else settings.root / "auth" / "passwords.json"
     ui = f"{settings.mlflow_ui_url}/#/models/{pipeline.model_name}/versions/{result.retrain.version}"

@@ -1,0 +1,106 @@
+"""`genaiops run` (what `make run` runs) on a tiny model: without the demo approval it stops at
+PendingManualApproval; with it, the version is approved by the demo approver through the approval server,
+meets the base model in shadow on a local endpoint, gets held-out traffic through boto3, is promoted on that
+evidence, and a second run with nothing new reuses every stage and says so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from model_registry import tags as T
+from model_registry.audit import AuditLog
+from pipelines.flows.lifecycle import DEMO_NOTE, lifecycle
+from pipelines.settings import PipelineConfig, load_settings
+from serving.control_plane import local_client, stop_running
+from serving.local import LocalEndpoints
+from steps.artifacts import LocalStore
+
+MODEL = "tiny-summarizer"
+
+
+def _document(data: Path, model: Path, demo: bool) -> dict[str, Any]:
+    return {
+        "model_name": MODEL,
+        "data": {"source": str(data), "contract": {"min_rows": 20}},
+        "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
+                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
+        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
+                     "bootstrap": {"resamples": 200}, "gates": [{"metric": "empty_rate", "max": 1.0}]},
+        "deployment": {"instance_type": "ml.m5.large"},
+        "approval": {"demo": demo},
+        "rollout": {"min_duration_s": 0, "min_requests": 8, "resamples": 200},
+    }
+
+
+@pytest.fixture
+def workspace(isolated_env: Path) -> Iterator[Path]:
+    root = load_settings().root
+    try:
+        yield root
+    finally:
+        for name in LocalEndpoints(root).store.names():
+            LocalEndpoints(root).delete(name)
+        stop_running(root)
+
+
+def _run(config: Path, workspace: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GENAIOPS_WORKSPACE": str(workspace), "COLUMNS": "250"}
+    return subprocess.run([str(Path(sys.executable).parent / "genaiops"), "run", "--config", str(config)], env=env,
+                          capture_output=True, text=True, timeout=1200, check=False)
+
+
+def test_make_run_stops_for_a_person_then_approves_as_the_demo_releases_promotes_and_reuses_everything(
+        workspace: Path, sample_jsonl: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    # approval.demo off: the run registers the version and stops at PendingManualApproval, deploying nothing.
+    stopped = lifecycle(PipelineConfig.model_validate(_document(sample_jsonl, tiny_model_dir, demo=False)))
+    assert stopped.stopped is not None and T.PENDING in stopped.stopped
+    uri = load_settings().tracking_uri
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = stopped.retrain.version
+    assert mlflow.get_model_version(MODEL, version).tags[T.APPROVAL_STATUS] == T.PENDING
+    assert not LocalEndpoints(workspace).store.names()
+
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump(_document(sample_jsonl, tiny_model_dir, demo=True)))
+    first = _run(config, workspace)
+    assert first.returncode == 0, first.stdout + first.stderr[-5000:]
+    text = first.stdout
+    assert "Approved by demo-approver (a DEMO approval, through the approval server)" in text
+    assert "shadow" in text and "against base" in text
+    assert "held-out requests through boto3's sagemaker-runtime client (0 failed)" in text
+    assert "promote: no evidence against the candidate" in text and "ROUGE-L" in text
+    assert f"v{version} is champion on {MODEL}" in text and "the base model stays the rollback target" in text
+    for line in ("MLflow UI", "endpoint", "invoke", "boto3", "dashboard", "audit log"):
+        assert f"  {line} " in text, line
+
+    # The approval went through the server: stamped by it, audited as the demo approver's, labelled a demo.
+    tags = mlflow.get_model_version(MODEL, version).tags
+    assert (tags[T.APPROVAL_STATUS], tags[T.APPROVED_BY], tags[T.APPROVAL_NOTE]) == (T.APPROVED, "demo-approver",
+                                                                                      DEMO_NOTE)
+    entries = AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, version)
+    [approval] = [e for e in entries if e.key == T.APPROVAL_STATUS and e.new == T.APPROVED]
+    assert approval.user == "demo-approver" and approval.outcome == "accepted" and approval.route
+    assert [e.new for e in entries if e.action == "rollout"] == ["promoted"]
+    assert str(mlflow.get_model_version_by_alias(MODEL, T.CHAMPION).version) == version
+    described = local_client(workspace).describe_endpoint(EndpointName=MODEL)
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == [f"v{version}"]
+    assert "ShadowProductionVariants" not in described
+    assert (workspace / "dashboards" / MODEL / "index.html").exists()
+
+    configs = sorted(p.name for p in (workspace / "sagemaker" / "endpoint-configs").iterdir())
+    again = _run(config, workspace)
+    assert again.returncode == 0, again.stdout + again.stderr[-5000:]
+    assert "nothing new: every stage reused" in again.stdout
+    assert f"none under way: {MODEL} serves v{version}" in again.stdout
+    assert len(mlflow.search_model_versions(f"name = '{MODEL}'")) == 1
+    assert sorted(p.name for p in (workspace / "sagemaker" / "endpoint-configs").iterdir()) == configs
+    assert len(AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, version)) == len(entries)
