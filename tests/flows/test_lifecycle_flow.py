@@ -6,8 +6,10 @@ evidence, and a second run with nothing new reuses every stage and says so."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,38 @@ def test_make_run_stops_for_a_person_then_approves_as_the_demo_releases_promotes
     assert len(mlflow.search_model_versions(f"name = '{MODEL}'")) == 1
     assert sorted(p.name for p in (workspace / "sagemaker" / "endpoint-configs").iterdir()) == configs
     assert len(AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, version)) == len(entries)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_make_run_stopped_during_the_demo_approval_leaves_no_server_running(
+        workspace: Path, sample_jsonl: Path, tiny_model_dir: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    from tests.servers import descendants, running, stop
+
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump(_document(sample_jsonl, tiny_model_dir, demo=True)))
+    log = tmp_path / "run.log"
+    env = {**os.environ, "GENAIOPS_WORKSPACE": str(workspace), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)  # as a person runs it: the command starts its own Prefect API server
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "genaiops"), "run", "--config", str(config)],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not any(b"genaiops-auth" in _cmdline(pid) for pid in descendants(process.pid)):  # the approval server
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        started = descendants(process.pid)
+        process.send_signal(signum)
+        process.wait(timeout=120)
+        left = sorted(pid for pid in started if running(pid))
+        assert not left, [_cmdline(pid) for pid in left]
+    finally:
+        stop(process)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
