@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from steps.artifacts import ArtifactStore, LocalStore, S3Store
 from steps.finetune import LocalLoraTrainer, Trainer
@@ -45,16 +45,26 @@ def make_mirror(settings: Settings, config: PipelineConfig) -> ModelPackageMirro
                               config.model_name)
 
 
+def boto_session(settings: Settings) -> Any:
+    """The boto3 Session every aws-backend client of a run comes from (one place to configure or observe them)."""
+    import boto3
+
+    return boto3.Session(region_name=settings.region)
+
+
+def sagemaker_session(settings: Settings, boto: Any = None) -> Any:
+    """The sagemaker SDK's Session over `boto` (default: `boto_session`)."""
+    from sagemaker.core.helper.session_helper import Session
+
+    return Session(boto_session=boto or boto_session(settings), default_bucket=settings.artifact_bucket)
+
+
 def make_trainer(settings: Settings, store: ArtifactStore) -> Trainer:
     if settings.backend == "aws":
-        import boto3
-        from sagemaker.core.helper.session_helper import Session
-
         from steps.jumpstart import JumpStartTrainer
 
         assert settings.sagemaker_role_arn is not None  # Settings validates this for the aws backend
-        session = Session(boto_session=boto3.Session(region_name=settings.region),
-                          default_bucket=settings.artifact_bucket)
+        session = sagemaker_session(settings)
         return JumpStartTrainer(store=store, sagemaker_session=session, role_arn=settings.sagemaker_role_arn,
                                 output_s3_uri=f"s3://{settings.artifact_bucket}/{settings.artifact_prefix}",
                                 kms_key_id=settings.kms_key_id, subnets=settings.subnet_list,
@@ -112,3 +122,24 @@ def audit_spec(settings: Settings) -> dict[str, object]:
         return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
                 "region": settings.region, "kms_key_id": settings.kms_key_id}
     return {"kind": "local", "root": str(settings.root / "artifacts")}
+
+
+def retrain_plan(settings: Settings, config: PipelineConfig) -> Any:
+    """Preflight and plan of an aws retrain, with read calls only (any other call fails the plan)."""
+    from pipelines.plan import plan, preflight, refuse_writes
+
+    boto = boto_session(settings)
+    boto._session.register("before-call.*.*", refuse_writes)  # the botocore session behind it
+
+    def hub_document() -> Any:
+        from sagemaker.core.jumpstart import JumpStartConfig
+        from sagemaker.core.jumpstart.document import get_hub_content_and_document
+
+        js = config.finetune.jumpstart
+        _, spec = get_hub_content_and_document(
+            jumpstart_config=JumpStartConfig(model_id=js.model_id, model_version=js.model_version,
+                                             accept_eula=js.accept_eula),
+            sagemaker_session=sagemaker_session(settings, boto))
+        return spec
+
+    return plan(settings, config, preflight(settings, config, boto, hub_document))

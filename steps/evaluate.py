@@ -92,6 +92,8 @@ class EvaluateConfig(BaseModel):
     generation: GenerationSettings = GenerationSettings()
     general_samples: int | None = Field(24, ge=0, description="general-skills items for the forgetting check; 0 skips")
     general_max_new_tokens: int = Field(16, gt=0, description="answers there are a few words")
+    endpoint_ttl_s: int = Field(7200, ge=600, description="aws backend: the temporary evaluation endpoint is tagged to "
+                                                         "expire after this long (`genaiops endpoints gc` deletes it)")
     blocklist: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKLIST),
                                  description="words or phrases counted by blocklist_rate")
     bootstrap: Bootstrap = Bootstrap()

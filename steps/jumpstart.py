@@ -59,7 +59,7 @@ class JumpStartTrainer:
         jumpstart_config = JumpStartConfig(model_id=js.model_id, model_version=js.model_version,
                                            accept_eula=js.accept_eula)
         _, spec = get_hub_content_and_document(jumpstart_config=jumpstart_config, sagemaker_session=self.session)
-        self._check_against_spec(spec, config)
+        check_spec(spec, config)
         image = _regional(str(spec.HostingEcrUri or ""), self.session.boto_region_name)
         hyperparameters = map_hyperparameters(config, [h.Name for h in spec.Hyperparameters or []])
 
@@ -74,26 +74,6 @@ class JumpStartTrainer:
         trainer = self._model_trainer(jumpstart_config, config, channels, hyperparameters, dataset.hash)
         trainer.train(wait=self.wait, logs=False)
         return self._result(trainer, config, dataset, channels, image)
-
-    def _check_against_spec(self, spec: Any, config: FinetuneConfig) -> None:
-        js = config.jumpstart
-        if not spec.TrainingSupported:
-            raise FinetuneError(f"finetune.jumpstart.model_id: {js.model_id} cannot be fine-tuned on JumpStart")
-        supported = list(spec.SupportedTrainingInstanceTypes or [])
-        if supported and js.instance_type not in supported:
-            raise FinetuneError(f"finetune.jumpstart.instance_type: {js.instance_type} is not supported for "
-                                f"{js.model_id}; allowed: {', '.join(supported)}")
-        if spec.GatedBucket and not js.accept_eula:
-            raise FinetuneError(f"finetune.jumpstart.accept_eula: {js.model_id} is a gated model; read its EULA "
-                                f"({spec.HostingEulaUri or 'see the model card'}) and set accept_eula: true")
-        names = {h.Name for h in spec.Hyperparameters or []}
-        unknown = sorted(set(js.hyperparameters) - names)
-        if unknown:
-            raise FinetuneError(f"finetune.jumpstart.hyperparameters: {unknown} are not hyperparameters of "
-                                f"{js.model_id}; allowed: {sorted(n for n in names if not n.startswith('sagemaker_'))}")
-        if config.method == "full" and "peft_type" not in names:
-            raise FinetuneError(f"finetune.method: full fine-tuning is not offered by {js.model_id} on JumpStart "
-                                "(its script trains LoRA adapters); use method: lora")
 
     def _upload(self, prefix: str, name: str, examples: Sequence[Example]) -> str:
         body = "".join(json.dumps({"prompt": e.prompt, "completion": e.target}, ensure_ascii=False) + "\n"
@@ -168,6 +148,28 @@ class JumpStartTrainer:
                      "inference_image": image,
                      **{f"channel_{k}": v for k, v in channels.items()}},
         )
+
+
+def check_spec(spec: Any, config: FinetuneConfig) -> None:
+    """Whether the JumpStart spec allows this fine-tuning: trainable, on this instance type, EULA, hyperparameters."""
+    js = config.jumpstart
+    if not spec.TrainingSupported:
+        raise FinetuneError(f"finetune.jumpstart.model_id: {js.model_id} cannot be fine-tuned on JumpStart")
+    supported = list(spec.SupportedTrainingInstanceTypes or [])
+    if supported and js.instance_type not in supported:
+        raise FinetuneError(f"finetune.jumpstart.instance_type: {js.instance_type} is not supported for "
+                            f"{js.model_id}; allowed: {', '.join(supported)}")
+    if spec.GatedBucket and not js.accept_eula:
+        raise FinetuneError(f"finetune.jumpstart.accept_eula: {js.model_id} is a gated model; read its EULA "
+                            f"({spec.HostingEulaUri or 'see the model card'}) and set accept_eula: true")
+    names = {h.Name for h in spec.Hyperparameters or []}
+    unknown = sorted(set(js.hyperparameters) - names)
+    if unknown:
+        raise FinetuneError(f"finetune.jumpstart.hyperparameters: {unknown} are not hyperparameters of "
+                            f"{js.model_id}; allowed: {sorted(n for n in names if not n.startswith('sagemaker_'))}")
+    if config.method == "full" and "peft_type" not in names:
+        raise FinetuneError(f"finetune.method: full fine-tuning is not offered by {js.model_id} on JumpStart "
+                            "(its script trains LoRA adapters); use method: lora")
 
 
 def _regional(image: str, region: str) -> str:

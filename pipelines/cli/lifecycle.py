@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipelines.cli.common import (
@@ -114,18 +115,52 @@ def _flow(run: Any, pipeline: Any) -> Any:
         fail(str(exc), EXIT_USAGE)
     except (DataSourceError, DataValidationError, GateFailedError) as exc:
         fail(str(exc), EXIT_FAILED)
+    except NotImplementedError as exc:  # a stage this backend cannot run yet: said in one line, before any cost
+        fail(str(exc), EXIT_FAILED)
 
 
 @app.command()
-def retrain(config: ConfigOption = None) -> None:
+def retrain(
+    config: ConfigOption = None,
+    plan_only: Annotated[bool, typer.Option("--plan", help="aws backend: check what the run needs, print what it "
+                                                           "creates and costs at most, and stop.")] = False,
+) -> None:
     """Run the retrain flow: prepare → fine-tune → evaluate → register for approval."""
     go_offline()
     settings, pipeline = load(config)
     prefect_home(settings)
     from pipelines.flows import retrain as retrain_flow
 
+    if settings.backend == "aws":
+        from pipelines.backends import retrain_plan
+
+        planned = retrain_plan(settings, pipeline)
+        _print_plan(planned)
+        if not planned.ready:
+            fail("cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in planned.checks if c.state == "failed"),
+                 EXIT_USAGE)
+        if plan_only:
+            return
+    elif plan_only:
+        fail("--plan: the local backend creates nothing on AWS and pays for nothing; set GENAIOPS_BACKEND=aws",
+             EXIT_USAGE)
     err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
     _print_result(_flow(retrain_flow, pipeline), settings, pipeline)
+
+
+def _print_plan(planned: Any) -> None:
+    colours = {"ok": "green", "failed": "red", "unknown": "yellow"}
+    out.print(f"[bold]plan: retrain {planned.model} on aws ({planned.region})[/]")
+    out.print("checks (read-only):")
+    for check in planned.checks:
+        mark = "FAILED" if check.state == "failed" else check.state
+        out.print(f"  [{colours[check.state]}]{mark:<8}[/] {check.name}: {escape(check.detail)}", soft_wrap=True)
+    out.print("creates:")
+    for item in planned.creates:
+        hardware = f" on {item.instances} x {item.instance_type}, at most {item.max_seconds} s" if item.instances else ""
+        out.print(f"  {item.kind}: {item.name}{hardware} ({item.detail})", soft_wrap=True, markup=False)
+    out.print(f"at most {planned.instance_hours:.2f} instance-hours: "
+              + ", ".join(f"{p.instance_hours:.2f} {p.instance_type} ({p.kind})" for p in planned.creates if p.instances))
 
 
 @app.command("run")
