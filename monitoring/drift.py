@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import string
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -26,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from steps.artifacts import ArtifactStore
+from steps.prompts import raw_input  # noqa: F401  (re-exported: the monitors' name for it)
 
 Encoder = Callable[[Sequence[str]], Any]  # texts -> an (n, d) array of unit vectors
 
@@ -114,20 +114,6 @@ def _payload(part: dict[str, Any]) -> str:
 
         return base64.b64decode(part["data"]).decode("utf-8")
     return str(part["data"])
-
-
-def raw_input(template: str, prompt: str) -> str:
-    """The raw input inside a templated prompt (the template has one {input} placeholder)."""
-    prefix: list[str] = []
-    suffix: list[str] = []
-    seen = False
-    for literal, field, _, _ in string.Formatter().parse(template):
-        (suffix if seen else prefix).append(literal)
-        seen = seen or field is not None
-    head, tail = "".join(prefix), "".join(suffix)
-    if prompt.startswith(head) and prompt.endswith(tail):
-        return prompt[len(head): len(prompt) - len(tail) if tail else None]
-    return prompt
 
 
 def psi(reference: Sequence[float], live: Sequence[float], bins: int | None = None) -> float:

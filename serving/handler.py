@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,6 +47,9 @@ class Parameters(BaseModel):
     top_k: int | None = Field(None, ge=0)
     do_sample: bool | None = None
     seed: int | None = None
+    prompt_format: Literal["template", "chat"] | None = Field(
+        None, description="template (the default): inputs are records, the version's template makes the prompts; "
+                          "chat: inputs are questions, asked in the tokenizer's chat template")
 
 
 class Invocation(BaseModel):
@@ -168,9 +171,13 @@ class Predictor:
 
     def prompts(self, texts: Sequence[str], settings: GenerationSettings) -> list[str]:
         """The prompts for raw inputs; raises ModelError for one the model cannot take."""
+        from steps.generation import chat_prompts
         from steps.prompts import render_prompt
 
-        prompts = [render_prompt(self.card.template, t) for t in texts]
+        if settings.prompt_format == "chat":
+            prompts = chat_prompts(self.loaded.tokenizer, texts)
+        else:
+            prompts = [render_prompt(self.card.template, t) for t in texts]
         if self.context_length:
             for index, prompt in enumerate(prompts):
                 size = len(self.loaded.tokenizer(prompt).input_ids)

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from monitoring.drift import raw_input
 from steps.data import Example
+from steps.prompts import raw_input
 
 
 class Sent(BaseModel):
@@ -24,16 +24,6 @@ class Sent(BaseModel):
     def __add__(self, other: Sent) -> Sent:
         return Sent(requests=self.requests + other.requests, failed=self.failed + other.failed,
                     last_error=other.last_error or self.last_error)
-
-
-def runtime_client(endpoint_url: str | None, region: str) -> Any:
-    """A `sagemaker-runtime` client: SageMaker's, or a local endpoint's (`endpoint_url`; it checks no credentials)."""
-    import boto3
-    from botocore.config import Config
-
-    local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint_url else {}
-    return boto3.client("sagemaker-runtime", region_name=region, endpoint_url=endpoint_url,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=600), **local)
 
 
 def send(runtime: Any, endpoint: str, records: Sequence[Example], template: str,

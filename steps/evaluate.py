@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from steps.data import Example
 from steps.finetune import TrainedModel
-from steps.generation import GenerationSettings, LoadedModel, generate_timed, load_model
+from steps.generation import GenerationSettings, Generator, InProcess, LoadedModel, chat_prompts, load_model
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ METRICS: dict[str, Direction | None] = {
     "general.accuracy": "higher", "general.rougeL": "higher",
 }
 PER_SAMPLE = ("rouge1", "rouge2", "rougeL", "exact_match", "length_ratio", "empty_rate", "blocklist_rate")
-GENERAL_TEMPLATE = "Question: {question}\nAnswer:"  # for models without a chat template
 DEFAULT_BLOCKLIST = ("idiot", "stupid", "moron", "dumb", "shut up", "hate you", "loser", "damn", "crap", "jerk")
 
 
@@ -184,13 +183,8 @@ def general_skills() -> list[Example]:
 
 
 def general_prompts(model: LoadedModel, questions: Sequence[str]) -> list[str]:
-    """General-skills questions in the model's chat template (how an instruct model shows what it
-    knows), or a plain question/answer template for a model without one."""
-    tokenizer = model.tokenizer
-    if getattr(tokenizer, "chat_template", None):
-        return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                              add_generation_prompt=True) for q in questions]
-    return [GENERAL_TEMPLATE.format(question=q) for q in questions]
+    """General-skills questions the way the model is meant to be asked (its chat template)."""
+    return chat_prompts(model.tokenizer, questions)
 
 
 def _words(text: str) -> list[str]:
@@ -249,17 +243,18 @@ def score_general(predictions: Sequence[str], references: Sequence[str]) -> tupl
     return {key: statistics.fmean(values) for key, values in per_sample.items()}, per_sample
 
 
-def score_model(model: LoadedModel, samples: Sequence[Example], general: Sequence[Example],
+def score_model(model: LoadedModel | Generator, samples: Sequence[Example], general: Sequence[Example],
                 config: EvaluateConfig) -> ModelScores:
     """Generate for every sample (task, then general skills) and score against the references."""
-    predictions, latencies = generate_timed(model, [s.prompt for s in samples], config.generation)
+    model = InProcess(model) if isinstance(model, LoadedModel) else model
+    predictions, latencies = model.complete([s.prompt for s in samples], config.generation)
     metrics, per_sample = score(predictions, [s.target for s in samples], config.blocklist)
     quantiles = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
     metrics["latency_p50"], metrics["latency_p95"] = statistics.median(latencies), quantiles[18]
     general_predictions: list[str] = []
     if general:
         short = config.generation.model_copy(update={"max_new_tokens": config.general_max_new_tokens})
-        general_predictions, _ = generate_timed(model, general_prompts(model, [g.prompt for g in general]), short)
+        general_predictions = model.ask([g.prompt for g in general], short)
         general_metrics, general_samples = score_general(general_predictions, [g.target for g in general])
         metrics.update(general_metrics)
         per_sample.update(general_samples)
@@ -269,8 +264,9 @@ def score_model(model: LoadedModel, samples: Sequence[Example], general: Sequenc
                        general_predictions=general_predictions)
 
 
-def evaluate(candidate: LoadedModel, base: LoadedModel, samples: Sequence[Example], config: EvaluateConfig,
-             champion: LoadedModel | None = None, champion_version: str | None = None) -> EvalResult:
+def evaluate(candidate: LoadedModel | Generator, base: LoadedModel | Generator, samples: Sequence[Example],
+             config: EvaluateConfig, champion: LoadedModel | Generator | None = None,
+             champion_version: str | None = None) -> EvalResult:
     """Score candidate, base model and (if any) champion on the same samples and settings."""
     if not samples:
         raise ValueError("evaluate() needs at least one held-out sample")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,24 @@ class GenerationSettings(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     seed: int = 0
+    prompt_format: Literal["template", "chat"] = Field(
+        "template", description="how a served model turns inputs into prompts: its version's template, or the "
+                                "tokenizer's chat template (how the general-skills check asks its questions)")
+
+
+class Generator(Protocol):
+    """The evaluation harness's generation port: the same prompts and settings, answered in this process
+    (`InProcess`) or by an endpoint's variant (`steps.endpoint_generation.EndpointGenerator`)."""
+
+    name: str
+
+    def complete(self, prompts: Sequence[str], settings: GenerationSettings) -> tuple[list[str], list[float]]:
+        """Completions of templated prompts, and each one's share of its batch's wall time (seconds)."""
+        ...
+
+    def ask(self, questions: Sequence[str], settings: GenerationSettings) -> list[str]:
+        """Answers to bare questions, asked in the model's chat format."""
+        ...
 
 
 class LoadedModel:
@@ -108,3 +126,28 @@ def clean(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def chat_prompts(tokenizer: Any, questions: Sequence[str]) -> list[str]:
+    """Questions in the tokenizer's chat template (how an instruct model shows what it knows), or a plain
+    question/answer template for a model without one."""
+    if getattr(tokenizer, "chat_template", None):
+        return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                              add_generation_prompt=True) for q in questions]
+    return [PLAIN_QUESTION.format(question=q) for q in questions]
+
+
+PLAIN_QUESTION = "Question: {question}\nAnswer:"
+
+
+class InProcess:
+    """A model loaded in this process, as a `Generator`."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded, self.name = loaded, loaded.name
+
+    def complete(self, prompts: Sequence[str], settings: GenerationSettings) -> tuple[list[str], list[float]]:
+        return generate_timed(self.loaded, prompts, settings)
+
+    def ask(self, questions: Sequence[str], settings: GenerationSettings) -> list[str]:
+        return generate_timed(self.loaded, chat_prompts(self.loaded.tokenizer, questions), settings)[0]

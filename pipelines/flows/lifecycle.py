@@ -31,8 +31,9 @@ from pipelines.flows.release import make_rollout, release
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from serving.release import Rollout, RolloutStatus
-from serving.traffic import Sent, runtime_client, send
+from serving.traffic import Sent, send
 from steps.data import load_prepared
+from steps.endpoint_generation import runtime_client
 
 DEMO_NOTE = ("DEMO APPROVAL: made by `genaiops run` (make run) as the demo approver, not a person's review; "
              "set approval.demo: false to approve in the MLflow UI yourself")
@@ -108,7 +109,7 @@ def drive(settings: Settings, config: PipelineConfig, rollout: Rollout, status: 
     challenger = registry.alias_version(T.CHALLENGER)
     assert challenger is not None and status.decision is not None
     records = load_prepared(make_store(settings), challenger.tags[T.DATASET_HASH]).splits["test"]
-    runtime = runtime_client(LocalEndpoints(settings.root).describe(status.endpoint).url, settings.region)
+    runtime = runtime_client(settings.region, LocalEndpoints(settings.root).describe(status.endpoint).url)
     sent, budget = Sent(), 5 * max(config.rollout.min_requests, len(records))
     offset = 0
     while status.decision is not None and status.decision.action == "wait" and sent.requests < budget:

@@ -1,0 +1,87 @@
+"""The evaluation harness through endpoints: each production variant of a real local endpoint, called with
+boto3's `sagemaker-runtime` client and `TargetVariant`, answers exactly what the same model answers in this
+process for the same held-out prompts, template and decoding settings, task and general-skills alike."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving import package
+from serving.control_plane import local_client, stop_running
+from serving.deployer import BASELINE, DeploymentConfig, SageMakerDeployer, Version
+from serving.local import LocalEndpoints
+from steps.artifacts import LocalStore
+from steps.data import Example
+from steps.endpoint_generation import EndpointError, EndpointGenerator, runtime_client
+from steps.evaluate import EvaluateConfig, general_skills, score_model
+from steps.generation import GenerationSettings, load_model
+from steps.prompts import render_prompt
+from tests.conftest import make_tiny_model
+
+TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
+RECORDS = ["Ana: Is the parcel here?\nBen: Yes, it came at noon.", "Kim: Can we move the call?\nLee: To 3pm, fine.",
+           "Sam: The lights flicker.\nJo:   I'll send an electrician.", "Eve: Lunch?\nDan: Sure, at one."]
+SAMPLES = [Example(id=f"r{i}", prompt=render_prompt(TEMPLATE, text), target="a summary") for i, text in
+           enumerate(RECORDS)]
+
+
+@pytest.fixture
+def endpoint(isolated_env: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path,
+             tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """`evaluation` with two production variants: v1 (a fine-tuned model's package) and base (the base model's)."""
+    from pipelines.settings import load_settings
+
+    root = load_settings().root
+    store = LocalStore(root / "artifacts")
+    generation = {"max_new_tokens": 6}
+    candidate_dir = make_tiny_model(smollm2_tokenizer_dir, tmp_path / "candidate", seed=5)
+    built = package.build(package.ServedModel(weights=str(candidate_dir), kind="full", base_model="tiny",
+                                              template=TEMPLATE, generation=generation), store, region="us-east-1")
+    base = package.of_base("tiny", str(tiny_model_dir), template=TEMPLATE, generation=generation, store=store,
+                           region="us-east-1")
+    deployer = SageMakerDeployer(local_client(root), DeploymentConfig(instance_type="ml.m5.large", poll_seconds=1))
+    try:
+        deployer.deploy("evaluation", Version(model="tiny", version="1", package_uri=built.uri, digest=built.digest,
+                                              image=built.image), "ab",
+                        champion=Version(model="tiny", version=BASELINE, package_uri=base.uri, digest=base.digest,
+                                         image=base.image))
+        yield LocalEndpoints(root).describe("evaluation").url, candidate_dir, tiny_model_dir
+    finally:
+        for name in LocalEndpoints(root).store.names():
+            LocalEndpoints(root).delete(name)
+        stop_running(root)
+
+
+def test_each_variant_answers_what_its_model_answers_in_process(endpoint: tuple[str, Path, Path]) -> None:
+    url, candidate_dir, base_dir = endpoint
+    runtime = runtime_client("us-east-1", url)
+    config = EvaluateConfig(max_samples=None, general_samples=3, generation=GenerationSettings(max_new_tokens=6,
+                                                                                               batch_size=1))
+    general = general_skills()[:3]
+    for variant, folder in (("v1", candidate_dir), ("base", base_dir)):
+        served = score_model(EndpointGenerator(runtime, "evaluation", variant, template=TEMPLATE), SAMPLES, general,
+                             config)
+        local = score_model(load_model(folder, name=variant), SAMPLES, general, config)
+        assert served.predictions == local.predictions, variant
+        assert served.general_predictions == local.general_predictions, variant
+    # Every answer came from the variant asked for (the generator checks InvokedProductionVariant; with weights
+    # 0.9 and 0.1, an ignored TargetVariant would have base's requests answered by v1).
+
+
+def test_inputs_go_out_in_batches_and_a_missing_variant_is_an_error(endpoint: tuple[str, Path, Path]) -> None:
+    url, _, _ = endpoint
+    calls: list[int] = []
+    runtime = runtime_client("us-east-1", url)
+    runtime.meta.events.register("provide-client-params.sagemaker-runtime.InvokeEndpoint",
+                                 lambda params, **_: calls.append(len(json.loads(params["Body"])["inputs"])))
+    generator = EndpointGenerator(runtime, "evaluation", "v1", template=TEMPLATE)
+    outputs, latencies = generator.complete([s.prompt for s in SAMPLES] * 2, GenerationSettings(max_new_tokens=4,
+                                                                                              batch_size=3))
+    assert calls == [3, 3, 2] and len(outputs) == len(latencies) == 8
+    with pytest.raises(EndpointError, match="evaluation/v9 did not answer"):
+        EndpointGenerator(runtime, "evaluation", "v9", template=TEMPLATE).complete([SAMPLES[0].prompt],
+                                                                                    GenerationSettings())
