@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import threading
@@ -64,6 +65,7 @@ class ControlPlane:
             "UpdateEndpoint": self.update_endpoint,
             "UpdateEndpointWeightsAndCapacities": self.update_weights,
             "ListEndpoints": self.list_endpoints, "DeleteEndpoint": self.delete_endpoint,
+            "ListTags": self.list_tags,
         }
 
     def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +118,7 @@ class ControlPlane:
                 raise validation(f'Cannot create already existing model "{arn(self.region, "model", name)}".')
             record = {**params, "ModelArn": arn(self.region, "model", name), "CreationTime": timestamp(),
                       "_unpacked": str(unpacked)}
+            self._tag(record["ModelArn"], params.get("Tags") or [])
             record.pop("Tags", None)
             self._write("models", record, name)
         return {"ModelArn": record["ModelArn"]}
@@ -129,6 +132,7 @@ class ControlPlane:
         with self._lock:
             record = self._need("models", params["ModelName"])
             self._path("models", params["ModelName"]).unlink()
+            self._tag(record["ModelArn"], None)
             unpacked = record.get("_unpacked", "")
             cache = self.root / "model-data"
             if unpacked and Path(unpacked).parent == cache and not self._uses(unpacked):
@@ -206,6 +210,7 @@ class ControlPlane:
                                  "(or, locally, a file://) URI.")
             record = {**params, "EndpointConfigArn": arn(self.region, "endpoint-config", name),
                       "CreationTime": timestamp()}
+            self._tag(record["EndpointConfigArn"], params.get("Tags") or [])
             record.pop("Tags", None)
             self._write("endpoint-configs", record, name)
         return {"EndpointConfigArn": record["EndpointConfigArn"]}
@@ -215,8 +220,9 @@ class ControlPlane:
 
     def delete_endpoint_config(self, params: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            self._need("endpoint-configs", params["EndpointConfigName"])
+            record = self._need("endpoint-configs", params["EndpointConfigName"])
             self._path("endpoint-configs", params["EndpointConfigName"]).unlink()
+            self._tag(record["EndpointConfigArn"], None)
         return {}
 
     def _fleet(self, config: dict[str, Any]) -> list[VariantConfig]:
@@ -262,6 +268,7 @@ class ControlPlane:
                       "EndpointConfigName": config_name, "EndpointStatus": "Creating", "CreationTime": now,
                       "LastModifiedTime": now}
             self._write("endpoints", record, name)
+            self._tag(record["EndpointArn"], params.get("Tags") or [])
             self._start(name, lambda: self._create(name, local))
         return {"EndpointArn": record["EndpointArn"]}
 
@@ -352,6 +359,30 @@ class ControlPlane:
             answer["NextToken"] = str(start + size)
         return answer
 
+    def _tag(self, resource: str, tags: list[dict[str, str]] | None) -> None:
+        """Keep (or, with None, forget) a resource's tags, by its ARN."""
+        path = self._path("tags", re.sub(r"[^a-zA-Z0-9.-]", "_", resource))
+        if tags is None:
+            path.unlink(missing_ok=True)
+        elif tags:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, json.dumps({"ResourceArn": resource, "Tags": tags}))
+
+    def list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        resource = params["ResourceArn"]
+        kind, _, name = resource.rsplit(":", 1)[-1].partition("/")
+        kinds = {"model": "models", "endpoint-config": "endpoint-configs", "endpoint": "endpoints"}
+        if kind not in kinds or not any(n.lower() == name for n in self._names(kinds[kind])):
+            raise validation(f"Could not find resource {resource!r}.")
+        path = self._path("tags", re.sub(r"[^a-zA-Z0-9.-]", "_", resource))
+        tags = json.loads(path.read_text())["Tags"] if path.exists() else []
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults", 50))
+        answer: dict[str, Any] = {"Tags": tags[start:start + size]}
+        if start + size < len(tags):
+            answer["NextToken"] = str(start + size)
+        return answer
+
     def delete_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["EndpointName"]
         with self._lock:
@@ -368,6 +399,7 @@ class ControlPlane:
             raise
         with self._lock:
             self._path("endpoints", name).unlink(missing_ok=True)
+            self._tag(record["EndpointArn"], None)
         return {}
 
     def update_weights(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -109,11 +109,12 @@ class Version(BaseModel):
 
     @property
     def variant(self) -> str:
-        return BASELINE if self.version == BASELINE else f"v{self.version}"
+        """vN for a registered version; a named one (base, candidate) is its own variant."""
+        return f"v{self.version}" if self.version.isdigit() else self.version
 
     @property
     def model_name(self) -> str:
-        return _name(f"{self.model}-v{self.version}-{self.digest[:10]}")
+        return _name(f"{self.model}-{self.variant}-{self.digest[:10]}")
 
 
 class Plan(BaseModel):
@@ -126,6 +127,7 @@ class Plan(BaseModel):
     endpoint_config: dict[str, Any]
     deployment_config: dict[str, Any] | None = None
     scaling: list[tuple[dict[str, Any], dict[str, Any]]] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict, description="more tags of a new endpoint")
 
     @property
     def config_name(self) -> str:
@@ -161,7 +163,7 @@ class SageMakerDeployer:
     # --- planning --------------------------------------------------------------------------------
 
     def plan(self, endpoint: str, candidate: Version, strategy: Strategy, *, champion: Version | None = None,
-             rollback_alarms: list[str] | None = None) -> Plan:
+             rollback_alarms: list[str] | None = None, tags: dict[str, str] | None = None) -> Plan:
         if strategy in ("ab", "shadow") and champion is None:
             raise DeploymentError(f"{strategy} needs a champion to compare with; deploy the first version all_at_once")
         if champion is not None and champion.model_name == candidate.model_name:
@@ -197,7 +199,7 @@ class SageMakerDeployer:
         deployment = self._deployment_config(strategy, rollback_alarms or [])
         scaling = [self._scaling(endpoint, v["VariantName"]) for v in production] if cfg.autoscaling else []
         return Plan(endpoint=endpoint, strategy=strategy, models=models, endpoint_config=config_request,
-                    deployment_config=deployment, scaling=scaling)
+                    deployment_config=deployment, scaling=scaling, tags=tags or {})
 
     def _model(self, version: Version) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -291,7 +293,8 @@ class SageMakerDeployer:
                 existing = None
             if existing is None:
                 self.client.create_endpoint(EndpointName=plan.endpoint, EndpointConfigName=plan.config_name,
-                                            Tags=[{"Key": "genaiops:endpoint", "Value": plan.endpoint}])
+                                            Tags=[{"Key": "genaiops:endpoint", "Value": plan.endpoint},
+                                                  *({"Key": k, "Value": v} for k, v in plan.tags.items())])
                 created.append(("endpoint", plan.endpoint))
                 self.progress(f"creating endpoint {plan.endpoint} with {plan.config_name}")
             else:
@@ -318,8 +321,49 @@ class SageMakerDeployer:
                        created=[name for _, name in created])
 
     def deploy(self, endpoint: str, candidate: Version, strategy: Strategy, *, champion: Version | None = None,
-               rollback_alarms: list[str] | None = None) -> Outcome:
-        return self.apply(self.plan(endpoint, candidate, strategy, champion=champion, rollback_alarms=rollback_alarms))
+               rollback_alarms: list[str] | None = None, tags: dict[str, str] | None = None) -> Outcome:
+        return self.apply(self.plan(endpoint, candidate, strategy, champion=champion, rollback_alarms=rollback_alarms,
+                                    tags=tags))
+
+    def remove(self, endpoint: str) -> list[str]:
+        """Delete an endpoint, then its endpoint config and the models it served (what a temporary endpoint
+        leaves); waits for an operation in progress to end first. Returns what it deleted."""
+        from botocore.exceptions import ClientError, WaiterError
+
+        described = self._endpoint(endpoint)
+        if described is None:
+            return []
+        if described["EndpointStatus"] in IN_PROGRESS:
+            with contextlib.suppress(WaiterError):
+                self._wait("endpoint_in_service", endpoint)
+            described = self._endpoint(endpoint) or described
+        removed: list[str] = []
+        names = [described.get("EndpointConfigName", "")]
+        pending = (described.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+        names += [pending] if pending else []
+        configs = []
+        for name in filter(None, names):
+            with contextlib.suppress(ClientError):
+                configs.append(self.client.describe_endpoint_config(EndpointConfigName=name))
+        self.client.delete_endpoint(EndpointName=endpoint)
+        self._wait("endpoint_deleted", endpoint)
+        removed.append(f"endpoint {endpoint}")
+        for config in configs:
+            models = {v["ModelName"] for v in [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]}
+            try:
+                self.client.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
+                removed.append(f"endpoint config {config['EndpointConfigName']}")
+            except ClientError as exc:
+                log.warning("could not remove endpoint config %s: %s", config["EndpointConfigName"], _reason(exc))
+            for model in sorted(models):
+                try:
+                    self.client.delete_model(ModelName=model)
+                    removed.append(f"model {model}")
+                except ClientError as exc:
+                    log.warning("could not remove model %s: %s", model, _reason(exc))
+        for item in removed:
+            self.progress(f"removed {item}")
+        return removed
 
     def _wait(self, waiter: str, endpoint: str, seconds: float | None = None) -> None:
         delay = max(1, round(self.config.poll_seconds or 30))

@@ -13,6 +13,7 @@ from rich.table import Table
 from pipelines.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
+    ConfigOption,
     app,
     endpoints_app,
     err,
@@ -196,6 +197,24 @@ def endpoints_delete(name: str) -> None:
     except EndpointError as exc:
         fail(str(exc), EXIT_FAILED)
     out.print(f"endpoint {name} deleted")
+
+
+@endpoints_app.command("gc")
+def endpoints_gc(config: ConfigOption = None) -> None:
+    """Delete endpoints whose `genaiops:expires-at` tag has passed (temporary evaluation endpoints a killed run
+    left), with their endpoint configs and models: SageMaker's on the aws backend, the local control plane's here."""
+    go_offline()
+    settings, pipeline = load(config)
+    from pipelines.backends import make_sagemaker
+    from serving.deployer import SageMakerDeployer
+    from serving.evaluation_endpoint import collect
+
+    deployment = pipeline.deployment
+    if deployment.poll_seconds is None and settings.backend == "local":
+        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
+    deployer = SageMakerDeployer(make_sagemaker(settings), deployment, progress=lambda text: err.print(text))
+    removed = collect(deployer)
+    out.print("\n".join(removed) if removed else "no expired endpoint")
 
 
 @app.command("invoke")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,86 @@ def test_inputs_go_out_in_batches_and_a_missing_variant_is_an_error(endpoint: tu
     with pytest.raises(EndpointError, match="evaluation/v9 did not answer"):
         EndpointGenerator(runtime, "evaluation", "v9", template=TEMPLATE).complete([SAMPLES[0].prompt],
                                                                                     GenerationSettings())
+
+
+@pytest.fixture
+def packages(isolated_env: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path,
+             tmp_path: Path) -> Iterator[tuple[Path, Version, Version]]:
+    """A candidate's and a base model's packages, and the workspace whose control plane serves them."""
+    from pipelines.settings import load_settings
+
+    root = load_settings().root
+    store = LocalStore(root / "artifacts")
+    generation = {"max_new_tokens": 4}
+    candidate_dir = make_tiny_model(smollm2_tokenizer_dir, tmp_path / "candidate", seed=5)
+    built = package.build(package.ServedModel(weights=str(candidate_dir), kind="full", base_model="tiny",
+                                              template=TEMPLATE, generation=generation), store, region="us-east-1")
+    base = package.of_base("tiny", str(tiny_model_dir), template=TEMPLATE, generation=generation, store=store,
+                           region="us-east-1")
+    try:
+        yield root, Version(model="tiny", version="candidate", package_uri=built.uri, digest=built.digest,
+                            image=built.image), \
+            Version(model="tiny", version=BASELINE, package_uri=base.uri, digest=base.digest, image=base.image)
+    finally:
+        for name in LocalEndpoints(root).store.names():
+            LocalEndpoints(root).delete(name)
+        stop_running(root)
+
+
+def _left(root: Path) -> dict[str, list[str]]:
+    sagemaker = local_client(root)
+    return {"endpoints": [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]],
+            "configs": sorted(p.stem for p in (root / "sagemaker" / "endpoint-configs").glob("*.json")),
+            "models": sorted(p.stem for p in (root / "sagemaker" / "models").glob("*.json"))}
+
+
+def test_the_evaluation_endpoint_serves_candidate_and_base_and_is_gone_when_the_stage_ends_however_it_ends(
+        packages: tuple[Path, Version, Version]) -> None:
+    from serving.evaluation_endpoint import EXPIRES_TAG, evaluation_endpoint
+
+    root, candidate, base = packages
+    deployer = SageMakerDeployer(local_client(root), DeploymentConfig(instance_type="ml.m5.large", poll_seconds=1))
+    url = None
+    with evaluation_endpoint(deployer, "tiny-eval", candidate, base, ttl_s=3600) as name:
+        sagemaker = local_client(root)
+        described = sagemaker.describe_endpoint(EndpointName=name)
+        assert sorted(v["VariantName"] for v in described["ProductionVariants"]) == ["base", "candidate"]
+        tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=described["EndpointArn"])["Tags"]}
+        assert tags[EXPIRES_TAG] > datetime.now(UTC).isoformat(timespec="seconds")
+        url = LocalEndpoints(root).describe(name).url
+        runtime = runtime_client("us-east-1", url)
+        for variant in ("candidate", "base"):
+            outputs, _ = EndpointGenerator(runtime, name, variant, template=TEMPLATE).complete(
+                [SAMPLES[0].prompt], GenerationSettings(max_new_tokens=2))
+            assert len(outputs) == 1
+    assert _left(root) == {"endpoints": [], "configs": [], "models": []}
+
+    with pytest.raises(EndpointError), evaluation_endpoint(deployer, "tiny-eval", candidate, base, ttl_s=3600) as name:
+        EndpointGenerator(runtime_client("us-east-1", LocalEndpoints(root).describe(name).url), name, "candidate",
+                          template=TEMPLATE).complete([SAMPLES[0].prompt], GenerationSettings(max_new_tokens=2))
+        EndpointGenerator(runtime_client("us-east-1", LocalEndpoints(root).describe(name).url), name, "champion",
+                          template=TEMPLATE).complete([SAMPLES[0].prompt], GenerationSettings())  # fails half-way
+    assert _left(root) == {"endpoints": [], "configs": [], "models": []}
+
+
+def test_endpoints_gc_deletes_only_the_endpoints_whose_expiry_passed(packages: tuple[Path, Version, Version]) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from serving.evaluation_endpoint import EXPIRES_TAG
+
+    root, candidate, base = packages
+    deployer = SageMakerDeployer(local_client(root), DeploymentConfig(instance_type="ml.m5.large", poll_seconds=1))
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="seconds")
+    future = (datetime.now(UTC) + timedelta(hours=2)).isoformat(timespec="seconds")
+    deployer.deploy("left-by-a-killed-run", candidate, "all_at_once", tags={EXPIRES_TAG: past})
+    deployer.deploy("still-evaluating", base, "all_at_once", tags={EXPIRES_TAG: future})
+    result = CliRunner().invoke(app, ["endpoints", "gc"], env={"GENAIOPS_WORKSPACE": str(root)})
+    assert result.exit_code == 0, result.output
+    assert "endpoint left-by-a-killed-run" in result.output and "still-evaluating" not in result.output
+    left = _left(root)
+    assert left["endpoints"] == ["still-evaluating"]
+    [model] = left["models"]  # the expired endpoint's model and config went; the live one's stay
+    assert len(left["configs"]) == 1 and "-base-" in model and "candidate" not in model
+    again = CliRunner().invoke(app, ["endpoints", "gc"], env={"GENAIOPS_WORKSPACE": str(root)})
+    assert again.exit_code == 0 and "no expired endpoint" in again.output
