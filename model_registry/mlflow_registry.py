@@ -211,6 +211,14 @@ class MlflowRegistry:
         if existing:
             return self._as_registered(existing[0], reused=True)
         self._ensure_registered_model()
+        if weights_path.startswith("s3://"):  # a training job's artifact: registered where it is, not copied
+            version = self.client.create_model_version(
+                self.model_name, source=weights_path, run_id=run_id, tags={**tags, T.SOURCE_RUN: run_id},
+                description=description,
+            )
+            log.info("registered %s version %s from %s (%s)", self.model_name, version.version, weights_path,
+                     tags.get(T.APPROVAL_STATUS))
+            return self._as_registered(self.client.get_model_version(self.model_name, version.version))
         with self._fluent_uri():  # the registry resolves `models:/m-...` through the fluent URI
             model_uri, model_id = self._log_pyfunc(run_id, weights_path, model_config)
             version = self.client.create_model_version(

@@ -148,10 +148,13 @@ class ControlPlane:
 
     def _model_data(self, url: str) -> Path:
         """The unpacked package of a model (cached by the archive's digest), as the container sees /opt/ml/model."""
-        if not url.startswith("file://"):
-            raise validation(f"Could not access model data at {url}: the local control plane reads file:// URIs "
-                             "(the local artifact store); s3:// needs SageMaker.")
-        source = _local_path(url)
+        if url.startswith("s3://"):
+            source = self._download(url)
+        elif url.startswith("file://"):
+            source = _local_path(url)
+        else:
+            raise validation(f"Could not access model data at {url}: the local control plane reads s3:// and file:// "
+                             "URIs.")
         if source.is_dir():
             return source
         if not source.is_file():
@@ -173,6 +176,43 @@ class ControlPlane:
         try:
             partial.rename(target)
         except OSError:  # unpacked by another request meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+        return target
+
+    def _download(self, url: str) -> Path:
+        """An S3 model artifact (a `model.tar.gz`, or an uncompressed prefix as JumpStart keeps its models),
+        fetched once per content with the default AWS credentials, as the execution role would fetch it."""
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        s3 = boto3.client("s3", region_name=self.region)
+        partial: Path | None = None
+        try:
+            if url.endswith("/"):
+                objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+                           for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+                if not objects:
+                    raise validation(f"Could not access model data at {url}: the prefix holds no objects.")
+                version = "|".join(f"{o['Key']}={o['ETag']}" for o in objects)
+            else:
+                objects, version = [], s3.head_object(Bucket=bucket, Key=key)["ETag"]
+            folder = self.root / "downloads" / hashlib.sha256(f"{url}|{version}".encode()).hexdigest()[:32]
+            target = folder if objects else folder / Path(key).name
+            if target.exists():
+                return target
+            partial = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}.partial")
+            for item in objects or [{"Key": key}]:
+                destination = partial / (item["Key"][len(key):] if objects else Path(key).name)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, item["Key"], str(destination))
+        except (ClientError, BotoCoreError) as exc:
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
+            raise validation(f"Could not access model data at {url}: {exc}") from None
+        try:
+            partial.rename(folder)
+        except OSError:  # fetched by another request meanwhile
             shutil.rmtree(partial, ignore_errors=True)
         return target
 

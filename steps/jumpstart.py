@@ -61,6 +61,8 @@ class JumpStartTrainer:
         _, spec = get_hub_content_and_document(jumpstart_config=jumpstart_config, sagemaker_session=self.session)
         check_spec(spec, config)
         image = _regional(str(spec.HostingEcrUri or ""), self.session.boto_region_name)
+        base_artifact = _regional_bucket(str(getattr(spec, "HostingArtifactUri", "") or ""),
+                                         self.session.boto_region_name)
         hyperparameters = map_hyperparameters(config, [h.Name for h in spec.Hyperparameters or []])
 
         prefix = f"jumpstart/{dataset.hash[:16]}"
@@ -73,7 +75,7 @@ class JumpStartTrainer:
                  f", {self._max_wait(config)} s of wait" if js.spot else "")
         trainer = self._model_trainer(jumpstart_config, config, channels, hyperparameters, dataset.hash)
         trainer.train(wait=self.wait, logs=False)
-        return self._result(trainer, config, dataset, channels, image)
+        return self._result(trainer, config, dataset, channels, image, base_artifact)
 
     def _upload(self, prefix: str, name: str, examples: Sequence[Example]) -> str:
         body = "".join(json.dumps({"prompt": e.prompt, "completion": e.target}, ensure_ascii=False) + "\n"
@@ -124,7 +126,7 @@ class JumpStartTrainer:
         )
 
     def _result(self, trainer: Any, config: FinetuneConfig, dataset: PreparedDataset,
-                channels: dict[str, str], image: str) -> TrainedModel:
+                channels: dict[str, str], image: str, base_artifact: str = "") -> TrainedModel:
         js = config.jumpstart
         job = trainer._latest_training_job  # the SDK's handle on the job it just ran
         name = job.training_job_name
@@ -145,7 +147,7 @@ class JumpStartTrainer:
             path=artifact, kind="full", base_model=f"jumpstart:{js.model_id}", base_model_path="", metrics=metrics,
             lineage={"training_job": name, "training_job_arn": described.get("TrainingJobArn", ""),
                      "instance_type": js.instance_type, "dataset_hash": dataset.hash, "trainer": "jumpstart",
-                     "inference_image": image,
+                     "inference_image": image, "base_artifact": base_artifact,
                      **{f"channel_{k}": v for k, v in channels.items()}},
         )
 
@@ -177,6 +179,14 @@ def _regional(image: str, region: str) -> str:
     import re
 
     return re.sub(r"\.dkr\.ecr\.[a-z0-9-]+\.", f".dkr.ecr.{region}.", image) if image and region else image
+
+
+def _regional_bucket(uri: str, region: str) -> str:
+    """JumpStart's hosting artifact in `region`'s cache bucket (the spec names the one it was read from)."""
+    import re
+
+    return re.sub(r"^s3://jumpstart-cache-prod-[a-z0-9-]+/", f"s3://jumpstart-cache-prod-{region}/", uri) \
+        if uri and region else uri
 
 
 def map_hyperparameters(config: FinetuneConfig, declared: Sequence[str]) -> dict[str, str]:

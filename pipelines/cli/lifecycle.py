@@ -102,16 +102,17 @@ def data_validate(
     out.print("[green]passed[/]")
 
 
-def _flow(run: Any, pipeline: Any) -> Any:
+def _flow(run: Any, pipeline: Any, **options: Any) -> Any:
     """Run a flow that retrains first; a configuration mistake or an expected failure is one line, not a traceback."""
-    from pipelines.flows import GateFailedError
+    from pipelines.flows import GateFailedError, PreflightError
+    from pipelines.flows.evaluation import EvaluationSetupError
     from steps.base_model import BaseModelError
     from steps.data import DataSourceError, DataValidationError
     from steps.finetune import FinetuneError
 
     try:
-        return run(pipeline)
-    except (BaseModelError, FinetuneError) as exc:
+        return run(pipeline, **options)
+    except (BaseModelError, FinetuneError, PreflightError, EvaluationSetupError) as exc:
         fail(str(exc), EXIT_USAGE)
     except (DataSourceError, DataValidationError, GateFailedError) as exc:
         fail(str(exc), EXIT_FAILED)
@@ -145,7 +146,8 @@ def retrain(
         fail("--plan: the local backend creates nothing on AWS and pays for nothing; set GENAIOPS_BACKEND=aws",
              EXIT_USAGE)
     err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
-    _print_result(_flow(retrain_flow, pipeline), settings, pipeline)
+    _print_result(_flow(retrain_flow, pipeline, **({"checked": True} if settings.backend == "aws" else {})),
+                  settings, pipeline)
 
 
 def _print_plan(planned: Any) -> None:

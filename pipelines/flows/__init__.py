@@ -22,6 +22,7 @@ from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
 from pipelines.backends import make_mirror, make_registry, make_store, make_trainer
+from pipelines.flows.evaluation import evaluate_served as _evaluate_served
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from serving import package
@@ -71,6 +72,7 @@ prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
 resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
 train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
+evaluate_served = task(name="evaluate-on-endpoints", cache_policy=NO_CACHE)(_evaluate_served)
 champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
 build_package = task(name="package", cache_policy=NO_CACHE)(package.of_candidate)
@@ -103,18 +105,31 @@ def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
+class PreflightError(ValueError):
+    """The aws backend cannot start this run (a role, bucket, key, model or quota check failed): nothing was paid."""
+
+
 @flow(name="retrain")
-def retrain(config: PipelineConfig | None = None) -> RetrainResult:
-    """Prepare data, fine-tune, evaluate against the base model, gate and register the candidate."""
+def retrain(config: PipelineConfig | None = None, checked: bool = False) -> RetrainResult:
+    """Prepare data, fine-tune, evaluate against the base model, gate and register the candidate.
+
+    On the aws backend the run first checks, with read calls only, that it can start (`pipelines.plan`) and
+    logs what it will create, unless its caller did (`checked`)."""
     go_offline()
     config = config or PipelineConfig()
     settings = load_settings()
     logger = get_run_logger()
-    if settings.backend == "aws":
-        # JumpStart training runs on AWS (`steps.jumpstart`), but its candidates are evaluated against the
-        # base model here, which needs both on this machine; refuse before any job is paid for.
-        raise NotImplementedError("the retrain flow evaluates candidates on the local backend only; "
-                                  "unset GENAIOPS_BACKEND (or set it to local)")
+    if settings.backend == "aws" and not checked:
+        from pipelines.backends import retrain_plan
+
+        planned = retrain_plan(settings, config)
+        for item in planned.checks:
+            logger.info("preflight %s: %s: %s", item.state, item.name, item.detail)
+        if not planned.ready:
+            raise PreflightError("cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in planned.checks
+                                                                if c.state == "failed"))
+        logger.info("plan: at most %.2f instance-hours (%s)", planned.instance_hours,
+                    ", ".join(f"{p.kind} {p.instances} x {p.instance_type}" for p in planned.creates if p.instances))
     store, registry = make_store(settings), make_registry(settings, config)
     trainer = make_trainer(settings, store)
 
@@ -138,8 +153,12 @@ def retrain(config: PipelineConfig | None = None) -> RetrainResult:
         registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
         if trained.loss_curve:
             registry.log_artifact(run_id, trained.loss_curve)
-        champion, champion_version = champion_of(registry)
-        result = evaluate(trained, dataset.splits["test"], config.evaluate, champion, champion_version)
+        if settings.backend == "aws":  # served, not loaded: a temporary endpoint with candidate and base
+            result = evaluate_served(settings, config, trained, dataset.splits["test"], registry, store, dataset.hash,
+                                     logger.info)
+        else:
+            champion, champion_version = champion_of(registry)
+            result = evaluate(trained, dataset.splits["test"], config.evaluate, champion, champion_version)
         report = decide(result, config.evaluate.gates, config.evaluate.bootstrap)
         registry.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
                                       if model is not None for k, v in model.metrics.items()})

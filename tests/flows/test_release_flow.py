@@ -296,7 +296,7 @@ def test_a_release_killed_mid_deployment_finishes_on_the_next_run_without_doing_
 
     version = approved_version(tiny_model_dir)
     config = tmp_path / "config.yaml"
-    config.write_text(f"model_name: {MODEL}\ndeployment: {{instance_type: ml.m5.large}}\n")
+    config.write_text(f"model_name: {MODEL}\ndeployment: {{instance_type: ml.m5.large}}\nrelease: {{baseline: false}}\n")
     log = tmp_path / "release.log"
     with log.open("wb") as output:
         process = subprocess.Popen([str(Path(sys.executable).parent / "genaiops"), "release", "--config", str(config)],
