@@ -18,7 +18,7 @@ from model_registry.permissions import RunEvidence
 REPORT_FOLDER = "gate_report"  # where the gate report sits among the run's artifacts
 REPORT_JSON = "gate_report.json"
 DATASET_HASH_PARAM = "dataset.hash"  # the flow logs {"dataset": {"hash": ...}, "pipeline": {...}} flattened
-BASE_MODEL_PARAM = "pipeline.finetune.base_model"
+BASE_MODEL_PARAM = "base_model"  # what was fine-tuned: the configured model, or the JumpStart model on aws
 PACKAGE_PARAMS = {"uri": "package.uri", "digest": "package.digest", "image": "package.image"}
 
 

@@ -151,6 +151,7 @@ def retrain(config: PipelineConfig | None = None, checked: bool = False) -> Retr
         trained = train(trainer, dataset, config.finetune,
                         on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step))
         registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
+        registry.log_params(run_id, {"base_model": trained.base_model})
         if trained.loss_curve:
             registry.log_artifact(run_id, trained.loss_curve)
         if settings.backend == "aws":  # served, not loaded: a temporary endpoint with candidate and base
@@ -175,7 +176,7 @@ def retrain(config: PipelineConfig | None = None, checked: bool = False) -> Retr
             registry, run_id,
             weights_path=trained.path,
             model_config=model_config(trained, config.data.template, config.evaluate.generation.model_dump()),
-            tags=candidate_tags(report=report, dataset=dataset, base_model=config.finetune.base_model,
+            tags=candidate_tags(report=report, dataset=dataset, base_model=trained.base_model,
                                 run_key=key, triggered_by=settings.triggered_by, result=result,
                                 package=None if built is None else {"uri": built.uri, "digest": built.digest,
                                                                     "image": built.image}),
