@@ -38,7 +38,8 @@ def test_ui_serves_the_models_the_pipeline_registered_and_stops_all_it_started(
         with pytest.raises(urllib.error.HTTPError, match="401"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
         passwords = json.loads((isolated_env / "auth" / "passwords.json").read_text())
-        assert set(passwords) == {"admin", "alice", "bob", "genaiops-pipeline", "genaiops-watcher", "genaiops-release"}
+        assert set(passwords) == {"admin", "alice", "bob", "genaiops-pipeline", "genaiops-watcher", "genaiops-release",
+                                  "demo-approver"}  # the demo approver while approval.demo is on
         assert oct((isolated_env / "auth" / "passwords.json").stat().st_mode & 0o777) == "0o600"
         auth = "Basic " + base64.b64encode(f"bob:{passwords['bob']}".encode()).decode()
         page = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": auth})
