@@ -91,3 +91,12 @@ def approval_server(workspace: Path, approval: object | None = None,
                      artifact_root=(workspace / "mlartifacts").as_uri(),
                      audit=audit or {"kind": "local", "root": str(workspace / "artifacts")}) as running:
         yield running
+
+
+def control_plane_state(root: Path) -> dict[str, list[str]]:
+    """The endpoints, endpoint configs and models the workspace's local SageMaker control plane holds."""
+    from serving.control_plane import local_client
+
+    return {"endpoints": [e["EndpointName"] for e in local_client(root).list_endpoints()["Endpoints"]],
+            "configs": sorted(p.stem for p in (root / "sagemaker" / "endpoint-configs").glob("*.json")),
+            "models": sorted(p.stem for p in (root / "sagemaker" / "models").glob("*.json"))}

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from model_registry import tags as T
 from model_registry.audit import AuditLog
 from pipelines.flows.lifecycle import DEMO_NOTE, lifecycle
 from pipelines.settings import PipelineConfig, load_settings
-from serving.control_plane import local_client, stop_running
+from serving.control_plane import local_client
 from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 
@@ -41,17 +40,6 @@ def _document(data: Path, model: Path, demo: bool) -> dict[str, Any]:
         "approval": {"demo": demo},
         "rollout": {"min_duration_s": 0, "min_requests": 8, "resamples": 200},
     }
-
-
-@pytest.fixture
-def workspace(isolated_env: Path) -> Iterator[Path]:
-    root = load_settings().root
-    try:
-        yield root
-    finally:
-        for name in LocalEndpoints(root).store.names():
-            LocalEndpoints(root).delete(name)
-        stop_running(root)
 
 
 def _run(config: Path, workspace: Path) -> subprocess.CompletedProcess[str]:

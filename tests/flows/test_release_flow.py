@@ -4,11 +4,9 @@ local SageMaker control plane, exactly once, with aliases, tags, alarms and the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from mlflow import MlflowClient
 
 from model_registry import tags as T
@@ -19,7 +17,7 @@ from monitoring.monitor import endpoint_alarms
 from pipelines.flows.release import release
 from pipelines.settings import PipelineConfig, load_settings
 from serving import package
-from serving.control_plane import local_client, stop_running
+from serving.control_plane import local_client
 from serving.local import LocalEndpoints
 from serving.release import RELEASE_REASON, RELEASE_STATE, RELEASE_STRATEGY
 from steps.artifacts import LocalStore
@@ -30,17 +28,6 @@ ENDPOINT = "tiny-summarizer"
 # Without a baseline: the first release serves alone (the base-model baseline has its own test).
 CONFIG = PipelineConfig.model_validate({"model_name": MODEL, "deployment": {"instance_type": "ml.m5.large"},
                                         "release": {"baseline": False}})
-
-
-@pytest.fixture
-def workspace(isolated_env: Path) -> Iterator[Path]:
-    root = load_settings().root
-    try:
-        yield root
-    finally:
-        for name in LocalEndpoints(root).store.names():
-            LocalEndpoints(root).delete(name)
-        stop_running(root)
 
 
 def client() -> MlflowClient:

@@ -28,7 +28,7 @@ from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from tests.integration.test_aws_plan import answer_service_quotas
 from tests.jumpstart import ROLE_ARN, answer_describe_hub_content, create_role
-from tests.servers import free_port
+from tests.servers import control_plane_state, free_port
 
 REGION = "us-east-1"
 BUCKET = "genaiops-artifacts"
@@ -140,13 +140,6 @@ def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_
         moto.stop()
 
 
-def left_behind(workspace: Path) -> dict[str, list[str]]:
-    sagemaker = local_client(workspace)
-    return {"endpoints": [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]],
-            "configs": sorted(p.stem for p in (workspace / "sagemaker" / "endpoint-configs").glob("*.json")),
-            "models": sorted(p.stem for p in (workspace / "sagemaker" / "models").glob("*.json"))}
-
-
 def test_an_aws_retrain_trains_on_jumpstart_evaluates_on_a_temporary_endpoint_and_registers_one_version(
         aws: dict[str, Any]) -> None:
     from pipelines.flows import retrain
@@ -164,7 +157,7 @@ def test_an_aws_retrain_trains_on_jumpstart_evaluates_on_a_temporary_endpoint_an
     assert version.tags[T.PACKAGE_URI] == artifact  # served as trained: the job's own artifact
     assert version.tags[T.BASE_MODEL] == "jumpstart:meta-textgeneration-llama-3-2-1b-instruct"
     assert version.tags[T.GATE] == "passed" and version.tags[T.DATASET_HASH] == result.dataset_hash
-    assert left_behind(aws["workspace"]) == {"endpoints": [], "configs": [], "models": []}
+    assert control_plane_state(aws["workspace"]) == {"endpoints": [], "configs": [], "models": []}
     assert {"GetRole", "HeadBucket", "DescribeKey", "DescribeHubContent"} <= set(aws["calls"])  # checked first
 
 
@@ -190,6 +183,6 @@ def test_an_evaluation_that_fails_half_way_leaves_no_endpoint_config_or_model_an
     with pytest.raises(Exception, match="cut off half-way"):
         retrain(aws["config"])
     assert len(answered) == 3
-    assert left_behind(aws["workspace"]) == {"endpoints": [], "configs": [], "models": []}
+    assert control_plane_state(aws["workspace"]) == {"endpoints": [], "configs": [], "models": []}
     client = MlflowClient(tracking_uri=aws["tracking"], registry_uri=aws["tracking"])
     assert client.search_model_versions("name = 'summarizer'") == []

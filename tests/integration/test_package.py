@@ -28,6 +28,14 @@ print(inference.output_fn(inference.predict_fn(request, model), "application/jso
 """
 
 
+def serves_alone(model: Path) -> None:
+    """As the container runs it: a fresh interpreter, the package's own code first on the path, one answer."""
+    answer = subprocess.run([sys.executable, "-c", SCRIPT, str(model)], capture_output=True, text=True,
+                            timeout=600, cwd=model.parent, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert len(json.loads(answer.stdout.strip().splitlines()[-1])) == 1
+
+
 def test_a_package_is_built_once_and_its_inference_script_serves_it_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "artifacts")
     served = package.ServedModel(weights=str(tiny_model_dir), kind="full", base_model="tiny", template="Say: {input}",
@@ -45,11 +53,7 @@ def test_a_package_is_built_once_and_its_inference_script_serves_it_alone(tiny_m
             "code/steps/generation.py", "code/steps/prompts.py", "weights/config.json"} <= set(names)
     manifest = json.loads((tmp_path / "model" / "genaiops-model.json").read_text())
     assert manifest["template"] == "Say: {input}" and manifest["kind"] == "full"
-    # As the container runs it: a fresh interpreter, the package's own code first on the path.
-    answer = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "model")], capture_output=True, text=True,
-                            timeout=600, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
-    assert answer.returncode == 0, answer.stderr[-3000:]
-    assert len(json.loads(answer.stdout.strip().splitlines()[-1])) == 1
+    serves_alone(tmp_path / "model")
 
 
 def test_the_base_model_package_holds_no_weights_and_serves_the_base_model(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -62,10 +66,7 @@ def test_the_base_model_package_holds_no_weights_and_serves_the_base_model(tiny_
     assert not [n for n in names if n.startswith(("weights/", "base/"))]  # read in place locally: a small package
     manifest = json.loads((tmp_path / "model" / "genaiops-model.json").read_text())
     assert (manifest["kind"], manifest["base_model_path"]) == ("base", str(tiny_model_dir))
-    answer = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "model")], capture_output=True, text=True,
-                            timeout=600, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
-    assert answer.returncode == 0, answer.stderr[-3000:]
-    assert len(json.loads(answer.stdout.strip().splitlines()[-1])) == 1
+    serves_alone(tmp_path / "model")
 
 
 def test_a_package_of_weights_that_do_not_match_their_kind_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
