@@ -275,8 +275,7 @@ class Rollout:
                              strategy=strategy, started=started, decision=decision)
 
     def _champion_only(self) -> Version | None:
-        found = self.registry.alias_version(T.CHAMPION)
-        return None if found is None else Version.of_registered(self.registry.model_name, found.version, found.tags)
+        return self.releaser._champion()  # the champion version's package (None without one)
 
     def _references(self, challenger: RegisteredVersion, *variants: VariantEvidence) -> dict[str, str]:
         """Event id -> reference text, for the requests that named a reference (by their inference id)."""

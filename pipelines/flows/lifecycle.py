@@ -109,6 +109,9 @@ def drive(settings: Settings, config: PipelineConfig, rollout: Rollout, status: 
     challenger = registry.alias_version(T.CHALLENGER)
     assert challenger is not None and status.decision is not None
     records = load_prepared(make_store(settings), challenger.tags[T.DATASET_HASH]).splits["test"]
+    if not records:
+        logger.warning("v%s's dataset has no held-out records to send", challenger.version)
+        return status, Sent()
     runtime = runtime_client(settings.region, LocalEndpoints(settings.root).describe(status.endpoint).url)
     sent, budget = Sent(), 5 * max(config.rollout.min_requests, len(records))
     offset = 0
@@ -175,7 +178,7 @@ def lifecycle(config: PipelineConfig | None = None) -> LifecycleResult:
                                                      "(a DEMO approval, through the approval server)"))
     else:
         by = version.tags.get(T.APPROVED_BY, "?")
-        demo = " (a DEMO approval)" if version.tags.get(T.APPROVAL_NOTE, "").startswith("DEMO") else ""
+        demo = " (a DEMO approval)" if version.tags.get(T.APPROVAL_NOTE) == DEMO_NOTE else ""
         stages.append(Stage(name="approval", outcome=f"{version.status} by {by}{demo}", reused=True))
     if version.status != T.APPROVED:
         return result(f"v{version.version} is {version.status}: it is not released")
@@ -184,7 +187,7 @@ def lifecycle(config: PipelineConfig | None = None) -> LifecycleResult:
     version = registry.get_version(version.version)
     if version.status != T.APPROVED:  # the watcher sent it back: the approval does not stand
         return result(f"v{version.version} went back to {version.status}: {version.tags.get(T.APPROVAL_INVALID, '')}")
-    [mine] = [d for d in decisions if d["version"] == version.version] or [{"action": "", "detail": ""}]
+    mine = next((d for d in decisions if d["version"] == version.version), {"action": "", "detail": ""})
     stages.append(Stage(name="release request", outcome=f"v{version.version}: {mine['action'] or 'already released'}"
                         + (f" ({version.tags[T.RELEASE_REQUEST]})" if T.RELEASE_REQUEST in version.tags else ""),
                         reused=mine["action"] != "release requested"))
