@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -96,9 +95,9 @@ def test_make_run_stops_for_a_person_then_approves_as_the_demo_releases_promotes
     assert len(AuditLog(LocalStore(workspace / "artifacts")).entries(MODEL, version)) == len(entries)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_make_run_stopped_during_the_demo_approval_leaves_no_server_running(
-        workspace: Path, sample_jsonl: Path, tiny_model_dir: Path, tmp_path: Path, signum: signal.Signals) -> None:
+        workspace: Path, sample_jsonl: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM (Ctrl-C takes the same handler, tested for every command in test_cli_signals)."""
     from tests.servers import descendants, running, stop
 
     config = tmp_path / "demo.yaml"
@@ -116,7 +115,7 @@ def test_make_run_stopped_during_the_demo_approval_leaves_no_server_running(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
         started = descendants(process.pid)
-        process.send_signal(signum)
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
         left = sorted(pid for pid in started if running(pid))
         assert not left, [_cmdline(pid) for pid in left]

@@ -55,17 +55,27 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return Path(base), adapter
 
 
-@pytest.fixture
-def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """moto's server and the local control plane, and the aws backend's settings pointing at them."""
-    base_dir, adapter = smollm2
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """One moto server for the module: clients that cache their endpoint (MLflow's S3 client) keep reaching it."""
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
-    reset = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        moto.stop()
+
+
+@pytest.fixture
+def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_path: Path, moto_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """moto's server (emptied) and the local control plane, and the aws backend's settings pointing at them."""
+    base_dir, adapter = smollm2
+    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
     urllib.request.urlopen(reset, timeout=30).close()  # moto's state is per process: start from nothing
-    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+    # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: naming it keeps a client of another server out.
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "MLFLOW_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
                        "AWS_EC2_METADATA_DISABLED": "true", "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
         monkeypatch.setenv(key, value)
@@ -136,8 +146,7 @@ def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_
         for name in LocalEndpoints(workspace).store.names():
             LocalEndpoints(workspace).delete(name)
         stop_running(workspace)
-        urllib.request.urlopen(reset, timeout=30).close()  # and leave nothing to the next test's server
-        moto.stop()
+        urllib.request.urlopen(reset, timeout=30).close()  # and leave nothing to the next test
 
 
 def test_an_aws_retrain_trains_on_jumpstart_evaluates_on_a_temporary_endpoint_and_registers_one_version(
