@@ -25,7 +25,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from steps.artifacts import ArtifactStore
-from steps.prompts import raw_input  # noqa: F401  (re-exported: the monitors' name for it)
 
 Encoder = Callable[[Sequence[str]], Any]  # texts -> an (n, d) array of unit vectors
 

@@ -6,13 +6,18 @@ the answers against."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from steps.data import Example
 from steps.prompts import raw_input
+
+if TYPE_CHECKING:
+    from serving.release import Rollout, RolloutStatus
 
 
 class Sent(BaseModel):
@@ -44,3 +49,25 @@ def send(runtime: Any, endpoint: str, records: Sequence[Example], template: str,
         if progress is not None and (index % 10 == 0 or index == len(records)):
             progress(f"{endpoint}: {index}/{len(records)} held-out requests sent ({sent.failed} failed)")
     return sent
+
+
+def until_mirrored(rollout: Rollout, status: RolloutStatus, progress: Callable[[str], None],
+                   stall_s: float = 300.0) -> None:
+    """Until the shadow has answered its copies of the requests so far. A local shadow steps aside while
+    production works, so back-to-back traffic leaves its copies queued; they are answered once traffic pauses.
+    Gives up only when the shadow makes no progress for `stall_s` (a stuck shadow is evidence too)."""
+    assert status.started and status.champion and status.challenger
+    since = datetime.fromisoformat(status.started)
+    answered, moved = -1, time.monotonic()
+    while True:
+        champion = rollout.evidence(status.endpoint, status.champion, since).requests
+        shadow = rollout.evidence(status.endpoint, status.challenger, since).requests
+        if shadow >= champion:
+            return
+        if shadow != answered:
+            answered, moved = shadow, time.monotonic()
+            progress(f"{status.endpoint}: the shadow {status.challenger} has answered {shadow} of {champion} copies")
+        elif time.monotonic() - moved > stall_s:
+            progress(f"{status.endpoint}: the shadow {status.challenger} answered nothing for {stall_s:.0f} s")
+            return
+        time.sleep(1.0)

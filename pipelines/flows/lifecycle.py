@@ -14,10 +14,8 @@ apply), labelled a demo approval in its note; with `approval.demo: false` the ru
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -31,7 +29,7 @@ from pipelines.flows.release import make_rollout, release
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from serving.release import Rollout, RolloutStatus
-from serving.traffic import Sent, send
+from serving.traffic import Sent, send, until_mirrored
 from steps.data import load_prepared
 from steps.endpoint_generation import runtime_client
 
@@ -121,34 +119,12 @@ def drive(settings: Settings, config: PipelineConfig, rollout: Rollout, status: 
         offset += size
         sent += send(runtime, status.endpoint, batch, config.data.template, progress=logger.info)
         if status.strategy == "shadow":
-            _until_mirrored(rollout, status, logger.info)
+            until_mirrored(rollout, status, logger.info)
         status = rollout.status()
         if status.decision is not None:
             logger.info("rollout: %s (%d paired requests, %.0f s): %s", status.decision.action,
                         status.decision.requests, status.decision.elapsed_s, status.decision.reason)
     return status, sent
-
-
-def _until_mirrored(rollout: Rollout, status: RolloutStatus, progress: Callable[[str], None],
-                    stall_s: float = 300.0) -> None:
-    """Until the shadow has answered its copies of the requests so far. A local shadow steps aside while
-    production works, so back-to-back traffic leaves its copies queued; they are answered once traffic pauses.
-    Gives up only when the shadow makes no progress for `stall_s` (a stuck shadow is evidence too)."""
-    assert status.started and status.champion and status.challenger
-    since = datetime.fromisoformat(status.started)
-    answered, moved = -1, time.monotonic()
-    while True:
-        champion = rollout.evidence(status.endpoint, status.champion, since).requests
-        shadow = rollout.evidence(status.endpoint, status.challenger, since).requests
-        if shadow >= champion:
-            return
-        if shadow != answered:
-            answered, moved = shadow, time.monotonic()
-            progress(f"{status.endpoint}: the shadow {status.challenger} has answered {shadow} of {champion} copies")
-        elif time.monotonic() - moved > stall_s:
-            progress(f"{status.endpoint}: the shadow {status.challenger} answered nothing for {stall_s:.0f} s")
-            return
-        time.sleep(1.0)
 
 
 @flow(name="lifecycle")

@@ -23,12 +23,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from monitoring.alarms import AlarmAction, AlarmStore
-from monitoring.drift import CaptureCursor, Captured, minilm_encoder, raw_input, read_capture
+from monitoring.drift import CaptureCursor, Captured, minilm_encoder, read_capture
 from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_alarms, evaluate_alarms, run_actions
 from pipelines.backends import make_metrics, make_registry, make_store
 from pipelines.offline import go_offline
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from steps.artifacts import ArtifactNotFoundError, ArtifactStore, LocalStore, S3Store
+from steps.prompts import raw_input
 
 VERSION_TAG = "genaiops:model-version"  # on a SageMaker model: the registered version it serves (models:/name/N)
 

@@ -15,7 +15,6 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from monitoring.drift import raw_input
 from monitoring.metrics import CloudWatchSource, MetricStat
 from pipelines.flows.monitor import VERSION_TAG, MonitorError, monitor
 from pipelines.settings import PipelineConfig
@@ -23,6 +22,7 @@ from serving.capture import capture_record
 from steps.artifacts import S3Store
 from steps.base_model import token_counter
 from steps.data import DataConfig, prepare_dataset
+from steps.prompts import raw_input
 from steps.sample_data import generate_records, write_jsonl
 
 REGION, BUCKET, NAME = "us-east-1", "genaiops-artifacts", "summaries"

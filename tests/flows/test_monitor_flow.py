@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from monitoring.alarms import AlarmStore
-from monitoring.drift import raw_input, read_capture
+from monitoring.drift import read_capture
 from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
 from pipelines.flows.monitor import monitor
 from pipelines.settings import PipelineConfig
@@ -26,6 +26,7 @@ from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from steps.base_model import token_counter
 from steps.data import DataConfig, prepare_dataset
+from steps.prompts import raw_input
 from steps.sample_data import generate_records, write_jsonl
 
 NAME = "watched"

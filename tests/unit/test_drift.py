@@ -12,9 +12,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from monitoring.drift import disagreement, empty_rate, ks, psi, raw_input, read_capture
+from monitoring.drift import disagreement, empty_rate, ks, psi, read_capture
 from serving.capture import capture_record
 from steps.artifacts import LocalStore, S3Store
+from steps.prompts import raw_input
 
 TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
 
