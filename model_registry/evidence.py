@@ -51,6 +51,7 @@ def run_evidence(run_id: str) -> RunEvidence | None:
         report_dataset_hash=None if report is None else str(report.get("dataset_hash", "")),
         package_uri=params.get(PACKAGE_PARAMS["uri"]), package_digest=params.get(PACKAGE_PARAMS["digest"]),
         package_image=params.get(PACKAGE_PARAMS["image"]),
+        trigger={k: tags[k] for k in (T.TRIGGER, T.TRIGGER_NAME, T.TRIGGER_DETAIL) if k in tags},
     )
 
 

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model_registry.approval import ApprovalConfig
 from model_registry.sagemaker_mirror import ModelPackageConfig
 from monitoring.monitor import MonitoringConfig
+from pipelines.orchestration import OrchestrationConfig
 from serving.deployer import DeploymentConfig
 from serving.package import PackageConfig
 from serving.release import ReleaseConfig
@@ -110,6 +111,7 @@ class PipelineConfig(BaseModel):
     deployment: DeploymentConfig = DeploymentConfig()
     release: ReleaseConfig = ReleaseConfig()
     rollout: RolloutConfig = RolloutConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
 
 def load_settings() -> Settings:
@@ -146,6 +148,14 @@ def load_config(path: Path | None) -> PipelineConfig:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, str(path))) from exc
+
+
+def resolve_config(config: PipelineConfig | str | None, settings: Settings) -> PipelineConfig:
+    """What a flow run runs: the config it was given, or a YAML path (a deployment's parameter), or else
+    $GENAIOPS_CONFIG, or else the embedded defaults."""
+    if isinstance(config, PipelineConfig):
+        return config
+    return load_config(Path(config) if config else settings.config)
 
 
 def _describe(exc: ValidationError, where: str, prefix: str = "") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -22,19 +23,35 @@ from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
 from pipelines.backends import make_mirror, make_registry, make_store, make_trainer
+from pipelines.deployments import start
+from pipelines.flows.evaluation import EvaluationSetupError, evaluation_deployer, evaluation_name
 from pipelines.flows.evaluation import evaluate_served as _evaluate_served
 from pipelines.offline import go_offline
-from pipelines.settings import PipelineConfig, Settings, load_settings
+from pipelines.orchestration import (
+    Trigger,
+    current_trigger,
+    expected,
+    owner_tags,
+    quiet_expected_failures,
+    recover,
+    reliable,
+    remembered,
+)
+from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
 from serving import package
 from steps.artifacts import ArtifactStore
-from steps.base_model import resolve_base_model, token_counter
-from steps.data import PreparedDataset, prepare_dataset
+from steps.base_model import BaseModelError, resolve_base_model, token_counter
+from steps.data import DataSourceError, DataValidationError, PreparedDataset, prepare_dataset
 from steps.evaluate import EvalResult, decide, evaluate_trained
-from steps.finetune import run_training
+from steps.finetune import FinetuneError, TrainedModel, run_training
 
 
 class GateFailedError(RuntimeError):
     """The candidate failed its evaluation gates; it is registered as Rejected and goes no further."""
+
+
+class PreflightError(ValueError):
+    """The aws backend cannot start this run (a role, bucket, key, model or quota check failed): nothing was paid."""
 
 
 class RetrainResult(BaseModel):
@@ -54,20 +71,11 @@ class RetrainResult(BaseModel):
     base: dict[str, float] = {}
     report_uri: str = ""
     reused: bool = False
+    reused_stages: list[str] = []  # stages whose earlier result this run read back instead of redoing
 
 
-def _not_a_bad_input(task: object, run: object, state: object) -> bool:
-    """Retry infrastructure hiccups, never bad input (ValueError and its kin are deterministic)."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except ValueError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-# Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys.
+# Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys (`run_key`,
+# `remembered`). Each flow applies the configured retries and timeouts (`reliable`) when it runs.
 prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
 resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
 train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
@@ -76,7 +84,11 @@ evaluate_served = task(name="evaluate-on-endpoints", cache_policy=NO_CACHE)(_eva
 champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
 build_package = task(name="package", cache_policy=NO_CACHE)(package.of_candidate)
-@task(name="sync-sagemaker-registry", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+recover_crashed = task(name="recover", cache_policy=NO_CACHE)(recover)
+start_run = task(name="start-deployment", cache_policy=NO_CACHE)(start)
+
+
+@task(name="sync-sagemaker-registry", cache_policy=NO_CACHE)
 def sync_sagemaker(mirror: ModelPackageMirror, registry: MlflowRegistry, audit: AuditLog,
                    approval: ApprovalConfig) -> list[MirrorDecision]:
     """Mirror versions into the SageMaker Model Registry and bring back changes made there."""
@@ -90,12 +102,17 @@ def sync_sagemaker(mirror: ModelPackageMirror, registry: MlflowRegistry, audit: 
     return changes
 
 
-watch = task(name="watch-approvals", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)(watch_approvals)
+watch = task(name="watch-approvals", cache_policy=NO_CACHE)(watch_approvals)
 
 
-@task(name="register", retries=2, retry_delay_seconds=5, retry_condition_fn=_not_a_bad_input, cache_policy=NO_CACHE)
+@task(name="register", cache_policy=NO_CACHE)
 def register(registry: MlflowRegistry, run_id: str, **kwargs: object) -> RegisteredVersion:
     return registry.register(run_id, **kwargs)  # type: ignore[arg-type]
+
+
+expected(GateFailedError, PreflightError, DataValidationError, DataSourceError, BaseModelError, FinetuneError,
+         EvaluationSetupError)
+quiet_expected_failures()
 
 
 def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
@@ -105,20 +122,23 @@ def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
-class PreflightError(ValueError):
-    """The aws backend cannot start this run (a role, bucket, key, model or quota check failed): nothing was paid."""
 
 
 @flow(name="retrain")
-def retrain(config: PipelineConfig | None = None, checked: bool = False) -> RetrainResult:
+def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
+            trigger: Trigger | None = None) -> RetrainResult:
     """Prepare data, fine-tune, evaluate against the base model, gate and register the candidate.
 
-    On the aws backend the run first checks, with read calls only, that it can start (`pipelines.plan`) and
-    logs what it will create, unless its caller did (`checked`)."""
+    `config` is a PipelineConfig or the path of its YAML (a deployment's parameter; else $GENAIOPS_CONFIG).
+    `trigger` says why the run started; it is recorded on the MLflow run and on the version. Runs that crashed
+    are closed first. On the aws backend the run checks, with read calls only, that it can start
+    (`pipelines.plan`) and logs what it will create, unless its caller did (`checked`)."""
     go_offline()
-    config = config or PipelineConfig()
     settings = load_settings()
+    config = resolve_config(config, settings)
+    trigger = current_trigger(trigger, settings.triggered_by)
     logger = get_run_logger()
+    logger.info("%s: retrain, triggered by %s", config.model_name, trigger.describe())
     if settings.backend == "aws" and not checked:
         from pipelines.backends import retrain_plan
 
@@ -130,63 +150,74 @@ def retrain(config: PipelineConfig | None = None, checked: bool = False) -> Retr
                                                                 if c.state == "failed"))
         logger.info("plan: at most %.2f instance-hours (%s)", planned.instance_hours,
                     ", ".join(f"{p.kind} {p.instances} x {p.instance_type}" for p in planned.creates if p.instances))
+    policy = config.orchestration
     store, registry = make_store(settings), make_registry(settings, config)
     trainer = make_trainer(settings, store)
+    deployer = evaluation_deployer(settings, config) if settings.backend == "aws" else None
+    reliable(recover_crashed, policy)(registry, deployer, evaluation_endpoint=lambda h: evaluation_name(config, h))
 
     base_path = resolve_model(config.finetune.base_model, settings.root / "models")
-    dataset = prepare(config.data, store, token_counter(base_path))
+    dataset = reliable(prepare, policy)(config.data, store, token_counter(base_path))
     key = run_key(dataset, config)
     existing = registry.find_version(key)
     if existing is not None:
         logger.info("inputs unchanged: %s version %s already exists (%s)", existing.name, existing.version,
                     existing.status)
-        return _finish(_result(settings, registry, store, existing, dataset.hash, None))
+        return _finish(_result(settings, registry, store, existing, dataset.hash, None, ["prepare", "register"]))
 
-    with registry.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by}) as run_id:
+    with registry.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by,
+                                                       **trigger.mlflow_tags(), **owner_tags()}) as run_id:
         registry.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
             "hash": dataset.hash, "source": dataset.source, "source_hash": dataset.source_hash,
             "validation": dataset.validation.summary(), **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
         registry.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
         registry.log_text(run_id, dataset.validation.to_html(), "data_validation.html")
-        trained = train(trainer, dataset, config.finetune,
-                        on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step))
+        # Kept by content hash: a run killed after this stage and started again does not pay for it twice.
+        # Never retried as a whole: a second attempt would start a second (paid) training job.
+        trained = remembered(store, f"finetune/{dataset.hash[:16]}-{config.finetune.digest()}", TrainedModel,
+                             lambda: reliable(train, policy, retry=False)(
+                                 trainer, dataset, config.finetune,
+                                 on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step)))
         registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
         registry.log_params(run_id, {"base_model": trained.base_model})
-        if trained.loss_curve:
+        if trained.loss_curve and Path(trained.loss_curve).exists():
             registry.log_artifact(run_id, trained.loss_curve)
         if settings.backend == "aws":  # served, not loaded: a temporary endpoint with candidate and base
-            result = evaluate_served(settings, config, trained, dataset.splits["test"], registry, store, dataset.hash,
-                                     logger.info)
+            result = reliable(evaluate_served, policy)(settings, config, trained, dataset.splits["test"], registry,
+                                                       store, dataset.hash, logger.info)
         else:
-            champion, champion_version = champion_of(registry)
-            result = evaluate(trained, dataset.splits["test"], config.evaluate, champion, champion_version)
+            champion, champion_version = reliable(champion_of, policy)(registry)
+            result = reliable(evaluate, policy, retry=False)(trained, dataset.splits["test"], config.evaluate,
+                                                             champion, champion_version)
         report = decide(result, config.evaluate.gates, config.evaluate.bootstrap)
         registry.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
                                       if model is not None for k, v in model.metrics.items()})
-        write_report(registry, store, run_id, result, report, dataset_hash=dataset.hash,
-                     bootstrap=config.evaluate.bootstrap)
+        reliable(write_report, policy)(registry, store, run_id, result, report, dataset_hash=dataset.hash,
+                                       bootstrap=config.evaluate.bootstrap)
         built = None
         if report.passed:  # what a deployment of this version serves, logged with the run it came from
-            built = build_package(trained, template=config.data.template,
-                                  generation=config.evaluate.generation.model_dump(), store=store,
-                                  region=settings.region, config=config.package)
+            built = reliable(build_package, policy)(trained, template=config.data.template,
+                                                    generation=config.evaluate.generation.model_dump(), store=store,
+                                                    region=settings.region, config=config.package)
             registry.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image}})
             logger.info("packaged the candidate: %s (%s)", built.uri, "reused" if built.reused else "new")
-        version = register(
+        version = reliable(register, policy)(
             registry, run_id,
             weights_path=trained.path,
             model_config=model_config(trained, config.data.template, config.evaluate.generation.model_dump()),
-            tags=candidate_tags(report=report, dataset=dataset, base_model=trained.base_model,
-                                run_key=key, triggered_by=settings.triggered_by, result=result,
-                                package=None if built is None else {"uri": built.uri, "digest": built.digest,
-                                                                    "image": built.image}),
+            tags={**candidate_tags(report=report, dataset=dataset, base_model=trained.base_model,
+                                   run_key=key, triggered_by=settings.triggered_by, result=result,
+                                   package=None if built is None else {"uri": built.uri, "digest": built.digest,
+                                                                       "image": built.image}),
+                  **trigger.mlflow_tags()},
             description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
         )
-    return _finish(_result(settings, registry, store, version, dataset.hash, result))
+    reused = [stage for stage, was in (("prepare", dataset.reused), ("finetune", trained.reused)) if was]
+    return _finish(_result(settings, registry, store, version, dataset.hash, result, reused))
 
 
 def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, version: RegisteredVersion,
-            dataset_hash: str, result: EvalResult | None) -> RetrainResult:
+            dataset_hash: str, result: EvalResult | None, reused: list[str]) -> RetrainResult:
     if result is None:  # an earlier run made this version: read its numbers back
         metrics = registry.client.get_run(version.run_id).data.metrics
         candidate = {k.removeprefix("candidate."): v for k, v in metrics.items() if k.startswith("candidate.")}
@@ -199,7 +230,7 @@ def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, 
         run_id=version.run_id,
         run_url=registry.run_url(settings.mlflow_ui_url, version.run_id),
         version_url=registry.version_url(settings.mlflow_ui_url, version.version),
-        dataset_hash=dataset_hash, candidate=candidate, base=base, reused=version.reused,
+        dataset_hash=dataset_hash, candidate=candidate, base=base, reused=version.reused, reused_stages=reused,
         report_uri=store.uri(f"reports/{version.run_id}/gate_report.html"),
     )
 
@@ -215,16 +246,24 @@ def _finish(result: RetrainResult) -> RetrainResult:
 
 
 @flow(name="approval-watch")
-def approval_watch(config: PipelineConfig | None = None) -> list[dict[str, str]]:
-    """Turn approvals that stand into release requests (exactly once); send the others back to pending."""
+def approval_watch(config: PipelineConfig | str | None = None) -> list[dict[str, str]]:
+    """Turn approvals that stand into release requests (exactly once) and start the `release` deployment for
+    each; send the others back to pending."""
     go_offline()
-    config = config or PipelineConfig()
     settings = load_settings()
+    config = resolve_config(config, settings)
+    policy = config.orchestration
     store, registry = make_store(settings), make_registry(settings, config)
     mirror = make_mirror(settings, config)
+    sync = reliable(sync_sagemaker, policy)
     if mirror is not None:  # SageMaker first: a rejection made there must stop a release made here
-        sync_sagemaker(mirror, registry, AuditLog(store), config.approval)
-    decisions = watch(registry, AuditLog(store), store, config.approval)
+        sync(mirror, registry, AuditLog(store), config.approval)
+    decisions = reliable(watch, policy)(registry, AuditLog(store), store, config.approval)
     if mirror is not None:  # and again: approvals and reverts of this pass reach SageMaker now
-        sync_sagemaker(mirror, registry, AuditLog(store), config.approval)
+        sync(mirror, registry, AuditLog(store), config.approval)
+    for decision in decisions:
+        if decision.action == "release requested":
+            reliable(start_run, policy)("release", config.model_name,
+                                        Trigger(kind="approval", name=f"v{decision.version}", detail=decision.detail),
+                                        idempotency_key=f"approval:{config.model_name}:{decision.version}")
     return [d.model_dump() for d in decisions]

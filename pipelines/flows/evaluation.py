@@ -51,19 +51,29 @@ def served_versions(config: PipelineConfig, trained: TrainedModel, store: Any, r
     return candidate, base
 
 
+def evaluation_deployer(settings: Settings, config: PipelineConfig, progress: Any = None) -> SageMakerDeployer:
+    """The deployer of temporary evaluation endpoints (no data capture)."""
+    deployment = config.deployment
+    if deployment.poll_seconds is None and settings.sagemaker_endpoint_url:
+        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
+    return SageMakerDeployer(make_sagemaker(settings), deployment, role_arn=settings.sagemaker_role_arn,
+                             capture_uri=None, progress=progress)
+
+
+def evaluation_name(config: PipelineConfig, dataset_hash: str) -> str:
+    """The temporary evaluation endpoint of a dataset: a rerun of the same inputs finds the one a crash left."""
+    return _name(f"{config.model_name}-eval-{dataset_hash[:12]}")
+
+
 def evaluate_served(settings: Settings, config: PipelineConfig, trained: TrainedModel, samples: list[Example],
                     registry: MlflowRegistry, store: Any, dataset_hash: str,
                     progress: Any = None) -> EvalResult:
     """Candidate, base model and (if any) champion, each answered by an endpoint variant."""
     from serving.release import ReleaseConfig
 
-    deployment = config.deployment
-    if deployment.poll_seconds is None and settings.sagemaker_endpoint_url:
-        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
-    deployer = SageMakerDeployer(make_sagemaker(settings), deployment, role_arn=settings.sagemaker_role_arn,
-                                 capture_uri=None, progress=progress)
+    deployer = evaluation_deployer(settings, config, progress)
     candidate, base = served_versions(config, trained, store, settings.region)
-    name = _name(f"{config.model_name}-eval-{dataset_hash[:12]}")
+    name = evaluation_name(config, dataset_hash)
     template = config.data.template
     with evaluation_endpoint(deployer, name, candidate, base, ttl_s=config.evaluate.endpoint_ttl_s):
         runtime = runtime_for(settings, name)

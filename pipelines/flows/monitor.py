@@ -4,7 +4,8 @@ Locally it watches a local endpoint: metrics go to the workspace's SQLite series
 evaluated with CloudWatch's semantics, and the actions of an alarm that went into ALARM run once per
 transition: `notify` logs and appends to `<workspace>/alarms/notifications.jsonl`; `retrain` and
 `rollback` file a request (create-only, under `requests/<kind>/` in the artifact store) and emit a
-Prefect event (`genaiops.alarm.retrain`, `genaiops.alarm.rollback`) that deployments trigger on.
+Prefect event (`genaiops.alarm.retrain`, `genaiops.alarm.rollback`); `retrain` also starts a run of the model's
+`retrain` deployment (`genaiops serve`) carrying the alarm as its trigger.
 
 On the aws backend it watches a SageMaker endpoint: capture is read from the S3 destination of the
 endpoint's data capture, metrics go out with `PutMetricData`, and the endpoint's alarms and dashboard
@@ -26,8 +27,10 @@ from monitoring.alarms import AlarmAction, AlarmStore
 from monitoring.drift import CaptureCursor, Captured, minilm_encoder, read_capture
 from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_alarms, evaluate_alarms, run_actions
 from pipelines.backends import make_metrics, make_registry, make_store
+from pipelines.deployments import start
 from pipelines.offline import go_offline
-from pipelines.settings import PipelineConfig, Settings, load_settings
+from pipelines.orchestration import Trigger, expected, quiet_expected_failures
+from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
 from steps.artifacts import ArtifactNotFoundError, ArtifactStore, LocalStore, S3Store
 from steps.prompts import raw_input
 
@@ -46,6 +49,10 @@ class MonitorResult(BaseModel):
 
 class MonitorError(RuntimeError):
     """The endpoint cannot be monitored as configured (no such endpoint, no capture, no reference data)."""
+
+
+expected(MonitorError)
+quiet_expected_failures()
 
 
 class Watched(BaseModel):
@@ -146,6 +153,9 @@ def _runners(settings: Settings, store: ArtifactStore) -> dict[str, Any]:
             emit_event(event=f"genaiops.alarm.{kind}", resource={"prefect.resource.id": f"genaiops.{kind}.{action.target}"},
                        payload=body)
             logger.warning("ALARM %s: %s requested for %s (%s)", alarm, kind, action.target, store.uri(key))
+            if kind == "retrain":  # the model's retrain deployment, when a Prefect server serves it
+                start("retrain", action.target, Trigger(kind="alarm", name=alarm, detail=reason),
+                      idempotency_key=f"alarm:{alarm}:{stamp}")
         return file
 
     return {"notify": notify, "retrain": request("retrain"), "rollback": request("rollback")}
@@ -164,12 +174,15 @@ def new_capture(capture: ArtifactStore, endpoint: str, store: ArtifactStore) -> 
 
 
 @flow(name="monitor")
-def monitor(endpoint: str, config: PipelineConfig | None = None, now: datetime | None = None) -> MonitorResult:
+def monitor(endpoint: str | None = None, config: PipelineConfig | str | None = None,
+            now: datetime | None = None) -> MonitorResult:
     """Publish the drift and quality metrics of the endpoint's new capture; evaluate its alarms (locally) or put
-    them to CloudWatch (aws); run the actions of those that went into ALARM."""
+    them to CloudWatch (aws); run the actions of those that went into ALARM. The endpoint defaults to the one the
+    model is released to."""
     go_offline()
-    config = config or PipelineConfig()
     settings = load_settings()
+    config = resolve_config(config, settings)
+    endpoint = endpoint or config.release.endpoint_of(config.model_name)
     logger = get_run_logger()
     now = now or datetime.now(UTC)
     aws = settings.backend == "aws"

@@ -11,7 +11,8 @@ from model_registry import tags as T
 from model_registry.mlflow_registry import RegisteredVersion
 from pipelines.backends import capture_uri, make_alarm_sync, make_registry, make_sagemaker, make_store
 from pipelines.offline import go_offline
-from pipelines.settings import PipelineConfig, Settings, load_settings
+from pipelines.orchestration import Trigger, current_trigger
+from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
 from serving import package
 from serving.deployer import BASELINE, SageMakerDeployer, Version
 from serving.release import ReleaseOutcome, Releaser, Rollout, RolloutStatus
@@ -73,24 +74,28 @@ def make_rollout(settings: Settings, config: PipelineConfig, progress: object = 
 
 
 @flow(name="release")
-def release(config: PipelineConfig | None = None) -> list[ReleaseOutcome]:
+def release(config: PipelineConfig | str | None = None, trigger: Trigger | None = None) -> list[ReleaseOutcome]:
     """Deploy every approved version whose release request is not finished; resume one that stopped half-way."""
     go_offline()
-    config = config or PipelineConfig()
+    settings = load_settings()
+    config = resolve_config(config, settings)
     logger = get_run_logger()
-    outcomes = make_releaser(load_settings(), config, logger.info).run()
+    logger.info("%s: release, triggered by %s", config.model_name,
+                current_trigger(trigger, settings.triggered_by).describe())
+    outcomes = make_releaser(settings, config, logger.info).run()
     if not outcomes:
         logger.info("%s: no release request waiting", config.model_name)
     return outcomes
 
 
 @flow(name="rollout")
-def rollout(config: PipelineConfig | None = None) -> RolloutStatus:
+def rollout(config: PipelineConfig | str | None = None) -> RolloutStatus:
     """Decide a running shadow or A/B test on its evidence: promote, roll back, or wait."""
     go_offline()
-    config = config or PipelineConfig()
+    settings = load_settings()
+    config = resolve_config(config, settings)
     logger = get_run_logger()
-    status = make_rollout(load_settings(), config, logger.info).act()
+    status = make_rollout(settings, config, logger.info).act()
     if status.decision is not None:
         logger.info("%s: %s: %s", status.endpoint, status.decision.action, status.decision.reason)
     return status
