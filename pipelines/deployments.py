@@ -107,6 +107,7 @@ def runner_deployments(specs: list[DeploymentSpec]) -> list[Any]:
     """The specs as Prefect runner deployments, for `serve`."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+    from prefect.types.entrypoint import EntrypointType
 
     deployments = []
     for spec in specs:
@@ -125,7 +126,7 @@ def runner_deployments(specs: list[DeploymentSpec]) -> list[Any]:
                 collision_strategy=ConcurrencyLimitStrategy(spec.concurrency_limit.collision_strategy))
         deployments.append(_flow_of(spec.entrypoint).to_deployment(
             name=spec.name, schedules=schedules, parameters=spec.parameters, description=spec.description,
-            tags=spec.tags, concurrency_limit=limit))
+            tags=spec.tags, concurrency_limit=limit, entrypoint_type=EntrypointType.MODULE_PATH))
     return deployments
 
 
@@ -169,5 +170,6 @@ def start(flow_name: str, model: str, trigger: Trigger, *, idempotency_key: str 
 if __name__ == "__main__":  # the runner process of `genaiops serve`: python -m pipelines.deployments [prefect.yaml]
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipelines").setLevel(logging.INFO)
     serve_all(Path(sys.argv[1]) if len(sys.argv) > 1 else PREFECT_YAML)

@@ -51,6 +51,10 @@ class MonitorError(RuntimeError):
     """The endpoint cannot be monitored as configured (no such endpoint, no capture, no reference data)."""
 
 
+class NoEndpointError(MonitorError):
+    """There is no such endpoint (yet)."""
+
+
 expected(MonitorError)
 quiet_expected_failures()
 
@@ -71,7 +75,7 @@ def local_endpoint(settings: Settings, endpoint: str) -> Watched:
     try:
         state = LocalEndpoints(settings.root).describe(endpoint)
     except EndpointError as exc:
-        raise MonitorError(f"{exc}; `genaiops endpoints list` shows the endpoints") from exc
+        raise NoEndpointError(f"{exc}; `genaiops endpoints list` shows the endpoints") from exc
     primary = max((v for v in state.variants if not v.shadow), key=lambda v: v.weight)
     root = Path(state.capture).parent if state.capture else settings.root / "capture"
     return Watched(variants=[v.name for v in state.variants], primary=primary.name, model=primary.model,
@@ -86,7 +90,9 @@ def sagemaker_endpoint(settings: Settings, endpoint: str, client: Any = None) ->
     try:
         described = sagemaker.describe_endpoint(EndpointName=endpoint)
     except sagemaker.exceptions.ClientError as exc:
-        raise MonitorError(f"endpoint {endpoint}: {exc}") from exc
+        if exc.response["Error"]["Code"] == "ValidationException":
+            raise NoEndpointError(f"endpoint {endpoint}: {exc}") from exc
+        raise
     config = sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
     production = config.get("ProductionVariants", [])
     variants = [v["VariantName"] for v in [*production, *config.get("ShadowProductionVariants", [])]]
@@ -182,11 +188,18 @@ def monitor(endpoint: str | None = None, config: PipelineConfig | str | None = N
     go_offline()
     settings = load_settings()
     config = resolve_config(config, settings)
+    released = endpoint is None  # the scheduled deployment watches the model's release endpoint
     endpoint = endpoint or config.release.endpoint_of(config.model_name)
     logger = get_run_logger()
     now = now or datetime.now(UTC)
     aws = settings.backend == "aws"
-    watched = sagemaker_endpoint(settings, endpoint) if aws else local_endpoint(settings, endpoint)
+    try:
+        watched = sagemaker_endpoint(settings, endpoint) if aws else local_endpoint(settings, endpoint)
+    except NoEndpointError:
+        if not released:
+            raise
+        logger.info("%s: no endpoint %s yet (nothing released): nothing to monitor", config.model_name, endpoint)
+        return MonitorResult(endpoint=endpoint, new_records=0, metrics={}, transitions=[], actions_run=0)
     store = make_store(settings)
     sink, source = make_metrics(settings)
     specs = endpoint_alarms(endpoint, watched.variants, config.model_name, config.monitoring)
