@@ -143,3 +143,14 @@ def retrain_plan(settings: Settings, config: PipelineConfig) -> Any:
         return spec
 
     return plan(settings, config, preflight(settings, config, boto, hub_document))
+
+
+def make_notifier(settings: Settings, config: PipelineConfig) -> Any:
+    """SNS on the aws backend when a topic is configured; else the console and `<workspace>/notifications.jsonl`."""
+    from pipelines.notify import LocalNotifier, SnsNotifier
+
+    if settings.backend == "aws" and config.monitoring.notify_topic_arn:
+        import boto3
+
+        return SnsNotifier(boto3.client("sns", region_name=settings.region), config.monitoring.notify_topic_arn)
+    return LocalNotifier(settings.root / "notifications.jsonl")

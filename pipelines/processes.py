@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 
 STOP_GRACE_S = 20.0  # how long the group gets to exit after SIGTERM before it is killed
@@ -37,6 +39,21 @@ def stop_group(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) 
     process.wait()
 
 
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """SIGTERM, SIGINT and SIGHUP ignored inside the block (a clean-up a second Ctrl-C must not cut short); from
+    the main thread only, elsewhere a plain block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_foreground(command: Sequence[str], env: Mapping[str, str]) -> int:
     """Run `command` in its own process group until it exits, or until this process gets SIGTERM, SIGINT
     or SIGHUP: then the whole group is stopped before returning. Returns the command's exit code (0 when stopped)."""
@@ -53,9 +70,8 @@ def run_foreground(command: Sequence[str], env: Mapping[str, str]) -> int:
     except KeyboardInterrupt:
         code = 0
     finally:
-        for signum in previous:
-            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        stop_group(process)
+        with shielded():  # a second Ctrl-C must not cut the clean-up short
+            stop_group(process)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0 if stopping else code

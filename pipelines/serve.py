@@ -15,7 +15,7 @@ from typing import Any
 
 from pipelines.auth_server import wait_http
 from pipelines.deployments import DeploymentSpec
-from pipelines.processes import stop_group
+from pipelines.processes import shielded, stop_group
 
 QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true"}
 
@@ -41,7 +41,8 @@ def _process(command: list[str], env: Mapping[str, str], log: Path | None) -> It
     try:
         yield process
     finally:
-        stop_group(process)
+        with shielded():  # a second Ctrl-C must not cut the clean-up short
+            stop_group(process)
 
 
 def wait_registered(api_url: str, specs: list[DeploymentSpec], runner: subprocess.Popen[bytes], timeout: float,

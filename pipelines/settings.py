@@ -150,11 +150,13 @@ def load_config(path: Path | None) -> PipelineConfig:
         raise ConfigError(_describe(exc, str(path))) from exc
 
 
-def resolve_config(config: PipelineConfig | str | None, settings: Settings) -> PipelineConfig:
-    """What a flow run runs: the config it was given, or a YAML path (a deployment's parameter), or else
-    $GENAIOPS_CONFIG, or else the embedded defaults."""
+def resolve_config(config: PipelineConfig | dict[str, Any] | str | None, settings: Settings) -> PipelineConfig:
+    """What a flow run runs: the config it was given (or its JSON form, as a run's parameters keep it), or a YAML
+    path (a deployment's parameter), or else $GENAIOPS_CONFIG, or else the embedded defaults."""
     if isinstance(config, PipelineConfig):
         return config
+    if isinstance(config, dict):
+        return PipelineConfig.model_validate(config)
     return load_config(Path(config) if config else settings.config)
 
 

@@ -247,45 +247,16 @@ def evaluate(
     """Evaluate a registered version on demand: against its base model and the champion, with the gates."""
     go_offline()
     settings, pipeline = load(config)
-    import re
+    prefect_home(settings)
+    from pipelines.flows.evaluation import ModelUriError, evaluate_version
 
-    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
-    if match is None:
-        fail(f"--model-uri: {model_uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS", EXIT_USAGE)
-    from model_registry import tags as T
-    from pipelines.backends import make_registry, make_store
-    from steps.artifacts import ArtifactNotFoundError
-    from steps.data import load_prepared
-    from steps.evaluate import decide
-    from steps.evaluate import evaluate as run_evaluation
-    from steps.evaluate_report import write_report
-    from steps.generation import load_model
-
-    name, number, alias = match.groups()
-    registry = make_registry(settings, pipeline.model_copy(update={"model_name": name}))
     try:
-        version = number or registry.client.get_model_version_by_alias(name, alias).version
-        described = registry.get_version(str(version))
-    except Exception as exc:  # MLflow raises RestException / MlflowException subclasses
-        fail(f"--model-uri: {model_uri} not found in {settings.tracking_uri}: {exc}", EXIT_USAGE)
-    candidate, model_config = registry.load_version(described.version)
-    if not model_config.get("base_model_path"):
-        fail(f"{model_uri} records no local base model to compare against", EXIT_USAGE)
-    store = make_store(settings)
-    try:
-        dataset = load_prepared(store, described.tags[T.DATASET_HASH])
-    except (KeyError, ArtifactNotFoundError) as exc:
-        fail(f"{model_uri}: its prepared dataset is not in the artifact store ({exc})", EXIT_FAILED)
-    champion = registry.load_alias(T.CHAMPION)
-    if champion is not None and champion[1] == described.version:
-        champion = None  # a version is not compared with itself
-    base = load_model(model_config["base_model_path"], None, name="base")
-    result = run_evaluation(candidate, base, dataset.splits["test"], pipeline.evaluate,
-                            champion[0] if champion else None, champion[1] if champion else None)
-    report = decide(result, pipeline.evaluate.gates, pipeline.evaluate.bootstrap)
-    folder = out_dir or settings.root / "reports" / f"evaluate-{name}-v{described.version}"
-    page = write_report(result, report, folder, dataset_hash=dataset.hash, bootstrap=pipeline.evaluate.bootstrap)
-    table = Table(title=f"{name} version {described.version} on {result.n_samples} held-out samples")
+        assessment = evaluate_version(model_uri, pipeline, str(out_dir) if out_dir else None)
+    except ModelUriError as exc:
+        fail(str(exc), EXIT_USAGE)
+    report = assessment.report
+    table = Table(title=f"{assessment.name} version {assessment.version} on {assessment.result.n_samples} "
+                        "held-out samples")
     for column in ("gate", "metric", "rule", "threshold", "value", "95% interval", "result"):
         table.add_column(column)
     for check in report.checks:
@@ -294,6 +265,6 @@ def evaluate(
         table.add_row(check.kind, check.metric, check.rule, f"{check.threshold:g}", f"{check.value:+.4f}", interval,
                       verdict)
     out.print(table)
-    out.print(f"gate report: {page}")
+    out.print(f"gate report: {assessment.page}")
     if not report.passed:
         fail(f"{model_uri} fails its gates: {report.summary()}", EXIT_FAILED)

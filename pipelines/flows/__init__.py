@@ -22,10 +22,11 @@ from model_registry.candidates import (
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
-from pipelines.backends import make_mirror, make_registry, make_store, make_trainer
+from pipelines.backends import make_mirror, make_notifier, make_registry, make_store, make_trainer
 from pipelines.deployments import start
 from pipelines.flows.evaluation import EvaluationSetupError, evaluation_deployer, evaluation_name
 from pipelines.flows.evaluation import evaluate_served as _evaluate_served
+from pipelines.notify import failed_run_hook, waiting_for_approval
 from pipelines.offline import go_offline
 from pipelines.orchestration import (
     Trigger,
@@ -85,6 +86,7 @@ champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
 build_package = task(name="package", cache_policy=NO_CACHE)(package.of_candidate)
 recover_crashed = task(name="recover", cache_policy=NO_CACHE)(recover)
+notify = task(name="notify", cache_policy=NO_CACHE)(waiting_for_approval)
 start_run = task(name="start-deployment", cache_policy=NO_CACHE)(start)
 
 
@@ -124,7 +126,7 @@ def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
 
 
 
-@flow(name="retrain")
+@flow(name="retrain", on_failure=[failed_run_hook])
 def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
             trigger: Trigger | None = None) -> RetrainResult:
     """Prepare data, fine-tune, evaluate against the base model, gate and register the candidate.
@@ -213,7 +215,11 @@ def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
             description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
         )
     reused = [stage for stage, was in (("prepare", dataset.reused), ("finetune", trained.reused)) if was]
-    return _finish(_result(settings, registry, store, version, dataset.hash, result, reused))
+    outcome = _result(settings, registry, store, version, dataset.hash, result, reused)
+    if outcome.status == T.PENDING and not outcome.reused:
+        reliable(notify, policy)(make_notifier(settings, config), outcome,
+                                 [a for a in config.approval.approvers if a != config.approval.demo_account])
+    return _finish(outcome)
 
 
 def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, version: RegisteredVersion,
@@ -245,7 +251,7 @@ def _finish(result: RetrainResult) -> RetrainResult:
     return result
 
 
-@flow(name="approval-watch")
+@flow(name="approval-watch", on_failure=[failed_run_hook])
 def approval_watch(config: PipelineConfig | str | None = None) -> list[dict[str, str]]:
     """Turn approvals that stand into release requests (exactly once) and start the `release` deployment for
     each; send the others back to pending."""

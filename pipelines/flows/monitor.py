@@ -28,6 +28,7 @@ from monitoring.drift import CaptureCursor, Captured, minilm_encoder, read_captu
 from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_alarms, evaluate_alarms, run_actions
 from pipelines.backends import make_metrics, make_registry, make_store
 from pipelines.deployments import start
+from pipelines.notify import failed_run_hook
 from pipelines.offline import go_offline
 from pipelines.orchestration import Trigger, expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
@@ -179,7 +180,7 @@ def new_capture(capture: ArtifactStore, endpoint: str, store: ArtifactStore) -> 
     return records, after, key
 
 
-@flow(name="monitor")
+@flow(name="monitor", on_failure=[failed_run_hook])
 def monitor(endpoint: str | None = None, config: PipelineConfig | str | None = None,
             now: datetime | None = None) -> MonitorResult:
     """Publish the drift and quality metrics of the endpoint's new capture; evaluate its alarms (locally) or put

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from model_registry import tags as T
 from model_registry.mlflow_registry import RegisteredVersion
 from pipelines.backends import capture_uri, make_alarm_sync, make_registry, make_sagemaker, make_store
+from pipelines.notify import failed_run_hook
 from pipelines.offline import go_offline
 from pipelines.orchestration import Trigger, current_trigger
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
@@ -73,7 +74,7 @@ def make_rollout(settings: Settings, config: PipelineConfig, progress: object = 
                    rouge=rouge_l, references=references, shared_host=True)
 
 
-@flow(name="release")
+@flow(name="release", on_failure=[failed_run_hook])
 def release(config: PipelineConfig | str | None = None, trigger: Trigger | None = None) -> list[ReleaseOutcome]:
     """Deploy every approved version whose release request is not finished; resume one that stopped half-way."""
     go_offline()
@@ -88,7 +89,7 @@ def release(config: PipelineConfig | str | None = None, trigger: Trigger | None 
     return outcomes
 
 
-@flow(name="rollout")
+@flow(name="rollout", on_failure=[failed_run_hook])
 def rollout(config: PipelineConfig | str | None = None) -> RolloutStatus:
     """Decide a running shadow or A/B test on its evidence: promote, roll back, or wait."""
     go_offline()

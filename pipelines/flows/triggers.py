@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipelines.backends import make_store
 from pipelines.deployments import start
+from pipelines.notify import failed_run_hook
 from pipelines.offline import go_offline
 from pipelines.orchestration import SourceSeen, Trigger, reliable, source_seen
 from pipelines.settings import PipelineConfig, load_settings, resolve_config
@@ -26,7 +27,7 @@ look = task(name="data-hash", cache_policy=NO_CACHE)(source_seen)
 start_run = task(name="start-deployment", cache_policy=NO_CACHE)(start)
 
 
-@flow(name="data-watch")
+@flow(name="data-watch", on_failure=[failed_run_hook])
 def data_watch(config: PipelineConfig | str | None = None, trigger: Trigger | None = None) -> DataWatch:
     """Hash the configured data source; if it differs from what the last started retrain saw, start one."""
     go_offline()

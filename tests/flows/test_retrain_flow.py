@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -31,6 +33,11 @@ def _client() -> MlflowClient:
 
 def _versions(name: str) -> list[object]:
     return list(_client().search_model_versions(f"name = '{name}'"))
+
+
+def _notifications() -> list[dict[str, Any]]:
+    path = load_settings().root / "notifications.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _deploy_and_invoke(version: Version) -> None:
@@ -97,6 +104,24 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     again = retrain(config)
     assert again.reused and again.version == result.version
     assert len(_versions("tiny-summarizer")) == 1
+    # Approvers hear of the new version once (locally: the console and notifications.jsonl), with its links.
+    [waiting] = _notifications()
+    assert waiting["subject"] == f"genaiops: tiny-summarizer v{result.version} waits for approval"
+    assert waiting["links"]["version"] == result.version_url and waiting["links"]["gate report"] == result.report_uri
+
+    # `genaiops evaluate` runs the `evaluate` flow: the same gates on demand, its report, a clear error otherwise.
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    config_file = sample_jsonl.parent / "tiny.yaml"
+    config_file.write_text(json.dumps(config.model_dump(mode="json")))
+    shown = CliRunner().invoke(app, ["evaluate", "--model-uri", f"models:/tiny-summarizer/{result.version}",
+                                     "-c", str(config_file), "--out", str(sample_jsonl.parent / "on-demand")])
+    assert shown.exit_code == 0, shown.output
+    assert "empty_rate" in shown.output and (sample_jsonl.parent / "on-demand" / "gate_report.html").exists()
+    missing = CliRunner().invoke(app, ["evaluate", "--model-uri", "models:/tiny-summarizer/99", "-c", str(config_file)])
+    assert missing.exit_code == 2 and "models:/tiny-summarizer/99 not found" in missing.output
 
     # With a champion in place, the next candidate is compared against it as well.
     client.set_registered_model_alias("tiny-summarizer", T.CHAMPION, result.version)
@@ -119,6 +144,11 @@ def test_failed_gate_registers_rejected_and_fails_the_run(sample_jsonl: Path, ti
     with pytest.raises(GateFailedError):
         retrain(config)
     assert len(_versions("tiny-summarizer")) == 1
+    # Each failed run is notified with its reason and a link to the Prefect run.
+    failures = _notifications()
+    assert [n["subject"] for n in failures] == ["genaiops: retrain failed for tiny-summarizer"] * 2
+    assert "Rejected: gates failed" in failures[0]["message"]
+    assert f"/runs/flow-run/{state.state_details.flow_run_id}" in failures[0]["links"]["prefect run"]
 
 
 def test_the_pipeline_account_registers_through_the_approval_server(

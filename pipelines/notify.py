@@ -1,0 +1,78 @@
+"""Notifications of the pipeline: a run that failed, a version waiting for approval. Each carries links to where a
+person acts (the Prefect run, the MLflow version).
+
+On the aws backend they are published to the SNS topic of `monitoring.notify_topic_arn` (the alarms' topic, so one
+subscription hears both); locally, and on aws with no topic, they are logged and appended to
+`<workspace>/notifications.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("genaiops.notify")
+
+
+class Notifier(Protocol):
+    def send(self, subject: str, message: str, links: Mapping[str, str]) -> None: ...
+
+
+def _body(message: str, links: Mapping[str, str]) -> str:
+    return "\n".join([message, *(f"{label}: {url}" for label, url in links.items())])
+
+
+class LocalNotifier:
+    """The console (a WARNING log line) and a JSON Lines file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def send(self, subject: str, message: str, links: Mapping[str, str]) -> None:
+        log.warning("%s: %s", subject, _body(message, links).replace("\n", "  ·  "))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"at": datetime.now(UTC).isoformat(), "subject": subject, "message": message,
+                                  "links": dict(links)}) + "\n")
+
+
+class SnsNotifier:
+    """An SNS topic (its subscriptions: e-mail, chat, a pager)."""
+
+    def __init__(self, client: Any, topic_arn: str) -> None:
+        self.client, self.topic_arn = client, topic_arn
+
+    def send(self, subject: str, message: str, links: Mapping[str, str]) -> None:
+        self.client.publish(TopicArn=self.topic_arn, Subject=subject[:100], Message=_body(message, links))
+        log.info("published to %s: %s", self.topic_arn, subject)
+
+
+def failed_run_hook(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect's on_failure hook of the deployable flows: the run, its reason, and a link to it."""
+    from prefect.settings import get_current_settings
+
+    from pipelines.backends import make_notifier
+    from pipelines.settings import load_settings, resolve_config
+
+    try:
+        settings = load_settings()
+        config = resolve_config(flow_run.parameters.get("config"), settings)
+        ui = get_current_settings().ui_url
+        links = {"prefect run": f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run.id}"} if ui else {}
+        make_notifier(settings, config).send(
+            f"genaiops: {flow.name} failed for {config.model_name}",
+            f"flow run {flow_run.name} ({flow.name}) ended {state.name}: {state.message}", links)
+    except Exception:  # a notification must never hide the run's own failure
+        log.exception("could not send the failure notification of flow run %s", flow_run.id)
+
+
+def waiting_for_approval(notifier: Notifier, result: Any, approvers: list[str]) -> None:
+    """A new version waits for an approver: where to read its gate report and approve it."""
+    notifier.send(f"genaiops: {result.model_name} v{result.version} waits for approval",
+                  f"{result.model_name} version {result.version} passed its gates ({result.gate_summary}) and is "
+                  f"{result.status}; approvers: {', '.join(approvers)}",
+                  {"version": result.version_url, "mlflow run": result.run_url, "gate report": result.report_uri})
