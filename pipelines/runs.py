@@ -90,17 +90,30 @@ def _names(client: Any, runs: list[Any]) -> tuple[dict[Any, str], dict[Any, str]
     return flows, deployments
 
 
-def recent(limit: int = 20, flow: str | None = None) -> list[RunSummary]:
-    """The newest flow runs first (parent runs only: a subflow shows as a stage of its parent)."""
+def recent(limit: int = 20, flow: str | None = None, *, upcoming: bool = False) -> list[RunSummary]:
+    """The newest flow runs that are due, first (parent runs only: a subflow shows as a stage of its parent); with
+    `upcoming`, the scheduled runs still to come, soonest first. A schedule keeps up to a hundred future runs, which
+    would otherwise crowd out the runs that happened."""
+    from datetime import UTC
+
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterParentTaskRunId
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterParentTaskRunId,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
 
+    now = datetime.now(UTC)
+    when = FlowRunFilterExpectedStartTime(after_=now) if upcoming else FlowRunFilterExpectedStartTime(before_=now)
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])) if flow else None,
-            flow_run_filter=FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True)),
-            sort=FlowRunSort.START_TIME_DESC, limit=limit)
+            flow_run_filter=FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True),
+                                          expected_start_time=when),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC if upcoming else FlowRunSort.START_TIME_DESC, limit=limit)
         flows, deployments = _names(client, runs)
     return [RunSummary(**_summary(run, flows, deployments)) for run in runs]
 

@@ -82,6 +82,7 @@ def _wait(processes: list[Any]) -> int:
 def runs_list(
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 20,
     flow: Annotated[str | None, typer.Option(help="Only runs of this flow (retrain, release, ...).")] = None,
+    upcoming: Annotated[bool, typer.Option("--upcoming", help="The scheduled runs still to come, soonest first.")] = False,
 ) -> None:
     """Recent flow runs with their trigger, state and duration (the Prefect server of `genaiops serve` when
     PREFECT_API_URL names it, else the workspace's own history)."""
@@ -90,8 +91,8 @@ def runs_list(
     _prefect(settings)
     from pipelines.runs import recent
 
-    rows = recent(limit, flow)
-    table = Table(title="flow runs, newest first")
+    rows = recent(limit, flow, upcoming=upcoming)
+    table = Table(title="scheduled flow runs, soonest first" if upcoming else "flow runs, newest first")
     for column in ("started", "flow/deployment", "run", "trigger", "state", "duration"):
         table.add_column(column)
     for run in rows:
@@ -99,7 +100,7 @@ def runs_list(
                       run.state, run.duration)
     out.print(table)
     if not rows:
-        out.print("no flow runs yet")
+        out.print("no scheduled runs to come" if upcoming else "no flow runs yet")
 
 
 @runs_app.command("show")

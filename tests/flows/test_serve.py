@@ -109,7 +109,7 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect import flow
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterTags
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from monitoring.alarms import AlarmStore
@@ -142,10 +142,11 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
         assert fire() == 2  # notify, and retrain through the deployment
         start("retrain", MODEL, Trigger(kind="new-data", name=str(served.data), detail=digest))  # at once
 
-    with _client(served) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[MODEL])),
-                                     limit=50)
-    retrains = [r for r in runs if (r.parameters.get("trigger") or {}).get("kind") in ("alarm", "new-data")]
+    with _client(served) as client:  # by tag: the schedules have made hundreds of future runs by now
+        retrain_deployment = client.read_deployment_by_name(f"retrain/{MODEL}")
+        retrains = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain_deployment.id])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(any_=["trigger:alarm", "trigger:new-data"])))
     assert len(retrains) == 2
     [alarmed] = [r for r in retrains if r.parameters["trigger"]["kind"] == "alarm"]
     assert alarmed.parameters["trigger"]["name"] == spec.name
@@ -173,6 +174,10 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
     listed = subprocess.run([str(BIN / "genaiops"), "runs", "list", "--flow", "retrain"], env=env, capture_output=True,
                             text=True, timeout=300, check=True).stdout
     assert f"alarm {spec.name}" in listed and "new-data" in listed and listed.count("Completed") >= 2
+    assert "Scheduled" not in listed  # the weekly runs still to come are not history
+    upcoming = subprocess.run([str(BIN / "genaiops"), "runs", "list", "--upcoming", "--flow", "retrain"], env=env,
+                              capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "schedule" in upcoming and "Scheduled" in upcoming and "alarm" not in upcoming
     winner_run = next(r for r in finished if r.id == first)
     shown = subprocess.run([str(BIN / "genaiops"), "runs", "show", winner_run.name], env=env, capture_output=True,
                            text=True, timeout=300, check=True).stdout
