@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
+NODE_DEPS := node_modules/.installed
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
 .PHONY: help install run test test-fast ui lint synth clean
 
@@ -18,7 +23,7 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make ui         the MLflow UI on http://127.0.0.1:5000 over the workspace store"
 	@echo "make lint       ruff and mypy"
-	@echo "make synth      synthesize the CDK app into cdk.out (offline, checked by cdk-nag)"
+	@echo "make synth      every CDK stack's template into cdk.out, offline, checked by cdk-nag (STAGE=prod)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +50,7 @@ run: $(RUNTIME)
 	@echo "venv: $(abspath $(VENV))   workspace: $(abspath .genaiops)   configs: $(abspath configs)"
 	$(BIN)/genaiops run $(if $(CONFIG),--config $(CONFIG))
 
-test: $(DEV)
+test: $(DEV) $(NODE_DEPS)
 	$(BIN)/python -m pytest
 
 test-fast: $(DEV)
@@ -58,9 +63,14 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-synth: $(RUNTIME)
-	$(BIN)/python -c "from infra_cdk.app import build_app; build_app(outdir='cdk.out').synth()"
+# The CDK CLI pinned in package.json, offline: no notices, telemetry or version check (cdk.json and these).
+$(NODE_DEPS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+synth: $(RUNTIME) $(NODE_DEPS)
+	npx cdk synth --quiet $(if $(STAGE),-c stage=$(STAGE))
 	@echo "templates: $(abspath cdk.out)"
 
 clean:
-	rm -rf $(VENV) .genaiops .pytest_cache .mypy_cache .ruff_cache cdk.out
+	rm -rf $(VENV) .genaiops .pytest_cache .mypy_cache .ruff_cache cdk.out node_modules

@@ -1,40 +1,155 @@
-"""The CDK app: `cdk synth` / `cdk deploy` (cdk.json runs `python -m infra_cdk.app`), checked by cdk-nag."""
+"""The CDK app: `cdk synth` / `cdk deploy` (cdk.json runs `python -m infra_cdk.app`), checked by cdk-nag.
+
+Stacks by lifecycle, deployed in this order (each takes what it needs from the ones before it as props):
+network → data → registry → monitoring → serving → orchestration. `-c stage=prod` picks the stage (default dev);
+`-c models=a,b` the registered models (default dialogue-summarizer); `-c endpoints=<JSON list>` the endpoints
+kept as code (`EndpointAsCode`); `-c monitoring=<JSON>` the pipeline config's `monitoring` section;
+`-c prefect_api_url=...` the Prefect API the worker polls; `-c notify_emails=a@x.org,b@x.org` who the notification
+topic (failed runs, versions waiting for approval, alarms, budget alerts) emails.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import Validations
-from cdk_nag import AwsSolutionsChecks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
-from infra_cdk.storage import StorageStack
+from infra_cdk.config import EndpointAsCode, StageProps
+from infra_cdk.constructs.nag import ScopedChecks
+from infra_cdk.data import DataStack
+from infra_cdk.monitoring import MonitoringStack
+from infra_cdk.network import NetworkStack
+from infra_cdk.orchestration import OrchestrationStack
+from infra_cdk.registry import RegistryStack
+from infra_cdk.serving import ServingStack
 
 # Feature flags live here rather than in cdk.json, so tests and `cdk synth` build the same app.
 FEATURE_FLAGS = {
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,  # a bucket policy, not the legacy ACL
+    "@aws-cdk/aws-ec2:restrictDefaultSecurityGroup": True,
+    "@aws-cdk/aws-iam:minimizePolicies": True,
+    "@aws-cdk/core:defaultCrossStackReferences": "strong",  # a producer keeps what a consumer still imports
 }
 
+STAGES: dict[str, StageProps] = {
+    "dev": StageProps(retain=False, nat_gateways=1, noncurrent_days=30, capture_days=30, access_log_days=30,
+                      log_days=30, budget_usd=500),
+    "prod": StageProps(retain=True, nat_gateways=2, max_azs=3, noncurrent_days=365, capture_days=90,
+                       access_log_days=365, log_days=365, tracking_server_size="Medium", worker_cpu=1024,
+                       worker_memory_mib=2048, budget_usd=5000),
+}
+DEFAULT_MODELS = ("dialogue-summarizer",)
+RETENTION = {30: logs.RetentionDays.ONE_MONTH, 90: logs.RetentionDays.THREE_MONTHS,
+             365: logs.RetentionDays.ONE_YEAR}
 
-def build_app(*, stage: str | None = None, outdir: str | None = None) -> cdk.App:
-    """All stacks of one stage (`-c stage=prod` on the CDK CLI; default dev); per-stage
-    differences are keyword-only props set here."""
-    app = cdk.App(outdir=outdir, context=FEATURE_FLAGS) if outdir else cdk.App(context=FEATURE_FLAGS)
+
+class AppError(ValueError):
+    """A context value the app cannot build from; the message names it."""
+
+
+def _context(app: cdk.App, name: str, default: Any) -> Any:
+    value = app.node.try_get_context(name)
+    if value is None:
+        return default
+    if isinstance(value, str) and name in ("endpoints", "monitoring"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise AppError(f"-c {name}: not JSON ({exc})") from exc
+    return value
+
+
+def build_app(*, stage: str | None = None, outdir: str | None = None, context: dict[str, Any] | None = None) -> cdk.App:
+    """All stacks of one stage; per-stage differences are the keyword-only props of `STAGES`."""
+    app = cdk.App(outdir=outdir, analytics_reporting=False, context={**FEATURE_FLAGS, **(context or {})})
     stage = stage or str(app.node.try_get_context("stage") or "dev")
+    if stage not in STAGES:
+        raise AppError(f"-c stage={stage}: one of {', '.join(STAGES)}")
+    props = STAGES[stage]
+    models = _context(app, "models", ",".join(DEFAULT_MODELS))
+    models = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+    try:
+        endpoints = [EndpointAsCode.model_validate(e) for e in _context(app, "endpoints", [])]
+    except ValueError as exc:
+        raise AppError(f"-c endpoints: {exc}") from exc
+    for endpoint in endpoints:
+        if endpoint.model not in models:
+            raise AppError(f"-c endpoints: {endpoint.name} serves {endpoint.model}, not one of the models "
+                           f"({', '.join(models)})")
+        if endpoint.name in models:
+            raise AppError(f"-c endpoints: {endpoint.name} is the release flow's endpoint of that model; "
+                           "an endpoint kept as code needs a name of its own")
+    monitoring = _context(app, "monitoring", {})
+    emails = [e.strip() for e in str(_context(app, "notify_emails", "")).split(",") if e.strip()]
+    bad = [e for e in emails if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", e)]
+    if bad:
+        raise AppError(f"-c notify_emails: not an email address: {', '.join(bad)}")
     env = cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION"))
-    production = stage == "prod"
-    StorageStack(app, f"genaiops-{stage}-storage", env=env, retain=production,
-                 noncurrent_days=365 if production else 30,
-                 description="genaiops shared storage: KMS key and artifact bucket")
+    log_days = RETENTION[min(RETENTION, key=lambda d: abs(d - props.log_days))]
+
+    def stack_props(name: str, description: str) -> dict[str, Any]:
+        return {"env": env, "termination_protection": props.retain,
+                "description": f"genaiops {stage} {name}: {description}"}
+
+    network = NetworkStack(app, f"genaiops-{stage}-network", cidr=props.cidr, max_azs=props.max_azs,
+                           nat_gateways=props.nat_gateways, retain=props.retain, log_days=log_days,
+                           **stack_props("network", "private subnets, flow logs, VPC endpoints"))
+    data = DataStack(app, f"genaiops-{stage}-data", vpc=network.vpc, retain=props.retain,
+                     noncurrent_days=props.noncurrent_days, capture_days=props.capture_days,
+                     access_log_days=props.access_log_days,
+                     **stack_props("data", "KMS key, data, artifact and capture buckets, SageMaker execution role"))
+    registry = RegistryStack(app, f"genaiops-{stage}-registry", stage=stage, models=models, artifacts=data.artifacts,
+                             artifact_access=data.artifact_access, tracking_server_size=props.tracking_server_size,
+                             approver_principals=[iam.AccountRootPrincipal()],
+                             **stack_props("registry", "MLflow tracking server, model package groups, approvers"))
+    monitoring_stack = MonitoringStack(app, f"genaiops-{stage}-monitoring", stage=stage, retain=props.retain,
+                                       endpoints=endpoints, monitoring=monitoring, budget_usd=props.budget_usd,
+                                       emails=emails,
+                                       **stack_props("monitoring", "notifications, budget, alarms, dashboards"))
+    serving = ServingStack(app, f"genaiops-{stage}-serving", models=models, endpoints=endpoints,
+                           role=data.execution_role, retain=props.retain, log_days=log_days,
+                           key=data.key, capture=data.capture, vpc=network.vpc, subnets=network.workload_subnets,
+                           security_group=network.workloads,
+                           rollback_alarms={n: a.rollback_alarms() for n, a in monitoring_stack.endpoints.items()},
+                           **stack_props("serving", "endpoints kept as code, endpoint log groups"))
+    orchestration = OrchestrationStack(
+        app, f"genaiops-{stage}-orchestration", stage=stage, models=models, vpc=network.vpc,
+        subnets=network.workload_subnets, security_group=network.workloads, bucket_access=data.pipeline_access,
+        execution_role=data.execution_role,
+        tracking_server_arn=registry.tracking_server_arn, topic=monitoring_stack.topic,
+        model_package_groups={m: g.model_package_group_name for m, g in registry.groups.items()}, monitoring=monitoring,
+        prefect_api_url=str(_context(app, "prefect_api_url", "https://api.prefect.cloud/api/accounts/ACCOUNT/"
+                                                              "workspaces/WORKSPACE")),
+        retain=props.retain, log_days=log_days, worker_cpu=props.worker_cpu, worker_memory_mib=props.worker_memory_mib,
+        **stack_props("orchestration", "Prefect worker on ECS Fargate, flow roles, approval triggers"))
+    serving.add_stack_dependency(monitoring_stack)
+    for lifecycle, stack in (("network", network), ("data", data), ("registry", registry),
+                             ("monitoring", monitoring_stack), ("serving", serving),
+                             ("orchestration", orchestration)):
+        cdk.Tags.of(stack).add("genaiops:stack", lifecycle)  # cost allocation per lifecycle
+    # The stacks that hold data or serve it carry the HIPAA and NIST 800-53 R5 packs as well as AwsSolutions.
+    regulated = [data, serving]
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app), ScopedChecks(HIPAASecurityChecks(), regulated),
+                                    ScopedChecks(NIST80053R5Checks(), regulated))
     cdk.Tags.of(app).add("project", "genaiops")
-    cdk.Tags.of(app).add("stage", stage)
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    cdk.Tags.of(app).add("genaiops:stage", stage)
     return app
 
 
 def main() -> None:
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    app = build_app()
+    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    try:
+        app = build_app()
+    except AppError as exc:
+        raise SystemExit(f"genaiops infra: {exc}") from None
     app.synth()
 
 

@@ -25,18 +25,26 @@ def alarm_names(client: Any, endpoint: str) -> list[str]:
     return names
 
 
-def sync_alarms(client: Any, endpoint: str, specs: Sequence[AlarmSpec]) -> dict[str, list[str]]:
-    """Put every spec's alarm (notify actions as alarm and OK actions) and delete the endpoint's stale ones.
+def alarm_requests(endpoint: str, specs: Sequence[AlarmSpec]) -> list[dict[str, Any]]:
+    """The PutMetricAlarm request of each spec of an endpoint: its notify targets as alarm and OK actions, tagged
+    with the endpoint. The release flow puts these, and the CDK monitoring stack's alarms are these documents.
 
     Metrics go to CloudWatch at standard resolution, so an alarm's period is at least 60 s there."""
     short = [spec.name for spec in specs if spec.period < 60]
     if short:
         raise ValueError(f"alarms {', '.join(short)}: a period under 60 s needs high-resolution metrics; "
                          "CloudWatch gets standard-resolution ones: use 60 s or more")
+    requests = []
     for spec in specs:
         topics = [a.target for a in spec.actions if a.kind == "notify" and a.target]
-        client.put_metric_alarm(**put_metric_request(spec, alarm_actions=topics, ok_actions=topics,
-                                                     tags={ENDPOINT_TAG: endpoint}))
+        requests.append(put_metric_request(spec, alarm_actions=topics, ok_actions=topics, tags={ENDPOINT_TAG: endpoint}))
+    return requests
+
+
+def sync_alarms(client: Any, endpoint: str, specs: Sequence[AlarmSpec]) -> dict[str, list[str]]:
+    """Put every spec's alarm (`alarm_requests`) and delete the endpoint's stale ones."""
+    for request in alarm_requests(endpoint, specs):
+        client.put_metric_alarm(**request)
     wanted = {spec.name for spec in specs}
     stale = sorted(set(alarm_names(client, endpoint)) - wanted)
     for start in range(0, len(stale), 100):  # DeleteAlarms takes at most 100 names

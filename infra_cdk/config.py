@@ -1,0 +1,79 @@
+"""What differs between stages (keyword-only props set in `app.py`) and the endpoints a team keeps as code."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+# Instance families whose local NVMe storage is encrypted by the instance's hardware: SageMaker refuses a
+# KmsKeyId in an endpoint config that uses one of them.
+LOCAL_STORAGE_FAMILIES = frozenset({"c5d", "c6gd", "c6id", "g4dn", "g5", "g6", "g6e", "gr6", "m5d", "m6gd", "m6id",
+                                    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "r5d", "r6gd", "r6id", "trn1", "trn1n"})
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """`ml.g5.xlarge` → True: its volume is encrypted by the hardware, and SageMaker takes no KMS key for it."""
+    parts = instance_type.split(".")
+    return len(parts) == 3 and parts[1] in LOCAL_STORAGE_FAMILIES
+
+
+class EndpointAsCode(BaseModel):
+    """An endpoint a team keeps in the serving stack: model package versions of one group, pinned.
+
+    The defaults are the deployer's (`serving.deployer.DeploymentConfig`), so an endpoint as code and one the
+    release flow makes behave alike; a test keeps them equal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=NAME, description="the endpoint's name; not a name the release flow manages")
+    model: str = Field(pattern=NAME, description="the registered model: its model package group")
+    production: int = Field(ge=1, description="the model package version serving all traffic")
+    shadow: int | None = Field(None, ge=1, description="a version that gets a copy of every request, answers no one")
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = Field(1, ge=1)
+    shadow_sampling_percent: float = Field(100.0, gt=0, le=100)
+    canary_percent: int = Field(10, ge=1, le=50)
+    wait_seconds: int = Field(300, ge=0, le=3600)
+    bake_seconds: int = Field(600, ge=0, le=3600)
+    max_execution_seconds: int = Field(7200, ge=600, le=28800)
+    capture_sampling_percent: int = Field(100, ge=0, le=100)
+    min_capacity: int = Field(1, ge=1)
+    max_capacity: int = Field(2, ge=1)
+    invocations_per_instance: float = Field(50.0, gt=0)
+    scale_in_cooldown_s: int = Field(300, ge=0)
+    scale_out_cooldown_s: int = Field(60, ge=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> EndpointAsCode:
+        if self.shadow == self.production:
+            raise ValueError(f"endpoint {self.name}: the shadow version is the production version ({self.production})")
+        if self.max_capacity < self.min_capacity:
+            raise ValueError(f"endpoint {self.name}: max_capacity {self.max_capacity} < min_capacity {self.min_capacity}")
+        return self
+
+    @property
+    def group(self) -> str:
+        return self.model.replace("_", "-").replace(".", "-")
+
+    @property
+    def variants(self) -> list[str]:
+        """vN per version, as the deployer names variants."""
+        return [f"v{self.production}", *([f"v{self.shadow}"] if self.shadow else [])]
+
+
+class StageProps(BaseModel):
+    """Everything that differs between dev and prod."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    retain: bool = Field(description="keep keys, buckets and logs when a stack is deleted; termination protection")
+    cidr: str = "10.40.0.0/16"
+    max_azs: int = Field(2, ge=2, le=3)
+    nat_gateways: int = Field(1, ge=0, description="egress to the Prefect API; 0 isolates the private subnets")
+    noncurrent_days: int = Field(30, ge=1, description="how long overwritten or deleted objects stay restorable")
+    capture_days: int = Field(30, ge=1, description="how long captured traffic is kept")
+    access_log_days: int = Field(90, ge=1)
+    log_days: int = Field(30, ge=1, description="retention of the platform's log groups")
+    tracking_server_size: str = Field("Small", pattern=r"^(Small|Medium|Large)$")
+    worker_cpu: int = 512
+    worker_memory_mib: int = 1024
+    budget_usd: float = Field(gt=0, description="monthly cost budget of the stage")

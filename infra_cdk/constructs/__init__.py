@@ -1,0 +1,1 @@
+"""Constructs by concern: the stacks in `infra_cdk/` compose them."""

@@ -1,0 +1,240 @@
+"""The orchestration stack: what Prefect needs to run the flows on AWS.
+
+- an ECS cluster with a Prefect worker (a Fargate service in the private subnets) that polls the `genaiops-ecs`
+  work pool and starts each flow run as its own Fargate task of the genaiops image;
+- the flow runs' task role (least privilege: the buckets, the key, SageMaker, CloudWatch, the topic, MLflow);
+- the Prefect API key in Secrets Manager, the image repository, encrypted logs;
+- EventBridge rules per model: a model package state change runs `approval-watch/<model>` at once, and an alarm
+  whose spec's actions include `retrain` (the drift alarms, by default) runs `retrain/<model>` with the alarm as its
+  trigger.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra_cdk.constructs.logs import LogKey
+from infra_cdk.constructs.nag import acknowledge
+from infra_cdk.constructs.triggers import DeploymentTriggers, alarm_names, alarm_trigger
+from infra_cdk.serving import release_endpoint
+from monitoring.monitor import MonitoringConfig, endpoint_alarms
+
+WORK_POOL = "genaiops-ecs"  # prefect.yaml's work pool
+PREFECT_IMAGE = "prefecthq/prefect:3-python3.11"
+NO_RESOURCE_TYPES = ("These actions have no resource types (SageMaker List*, CloudWatch GetMetricData, "
+                     "GetMetricStatistics, DescribeAlarms and PutMetricData, application-autoscaling); PutMetricData "
+                     "is held to the genaiops namespace.")
+
+
+class OrchestrationStack(cdk.Stack):
+    def __init__(self, scope: Construct, id: str, *, stage: str, models: Sequence[str], vpc: ec2.IVpc,
+                 subnets: ec2.SubnetSelection, security_group: ec2.ISecurityGroup,
+                 bucket_access: iam.IManagedPolicy, execution_role: iam.IRole,
+                 tracking_server_arn: str, topic: sns.ITopic, model_package_groups: Mapping[str, str],
+                 monitoring: Mapping[str, Any],
+                 prefect_api_url: str, retain: bool, log_days: logs.RetentionDays, worker_cpu: int,
+                 worker_memory_mib: int, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
+        log_key = LogKey(self, "LogKey", retain=retain, purpose="the Prefect worker and the flow runs")
+        worker_logs = log_key.group("WorkerLogs", days=log_days, retain=retain)
+        flow_logs = log_key.group("FlowRunLogs", days=log_days, retain=retain)
+        secret_key = kms.Key(self, "Key", enable_key_rotation=True, removal_policy=removal,
+                             description="genaiops orchestration: the Prefect API key and the image repository")
+        api_key = secretsmanager.Secret(self, "PrefectApiKey", encryption_key=secret_key, removal_policy=removal,
+                                        description=f"genaiops {stage}: the Prefect API key of the worker and flows "
+                                                    "(put the real key after the first deploy)")
+        acknowledge(api_key, **{"AwsSolutions-SMG4": "A Prefect API key is issued by the Prefect API (Cloud or a "
+                                                     "server), not by AWS; it is rotated there and put here."})
+        self.repository = ecr.Repository(self, "Image", image_scan_on_push=True,
+                                         image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+                                         encryption=ecr.RepositoryEncryption.KMS, encryption_key=secret_key,
+                                         removal_policy=removal, empty_on_delete=not retain,
+                                         lifecycle_rules=[ecr.LifecycleRule(max_image_count=30)])
+        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
+
+        # The flow runs: their own task role and execution role; the worker passes both to each run's task.
+        self.flow_role = iam.Role(self, "FlowRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                                  description="genaiops flow runs: what retrain, release, monitor and rollout call")
+        self.flow_role.add_managed_policy(bucket_access)
+        flow_policy = iam.Policy(self, "FlowPolicy", roles=[self.flow_role],
+                                 statements=self._flow_statements(execution_role, tracking_server_arn, topic))
+        acknowledge(flow_policy, **{"AwsSolutions-IAM5[Resource::*]": NO_RESOURCE_TYPES,
+                                    "AwsSolutions-IAM5[Action::sagemaker-mlflow:*]":
+                                        "The flows use most of the MLflow API (runs, metrics, artifacts, models, "
+                                        "versions, tags, aliases); on this stage's tracking server only.", **{
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{kind}/*]":
+                f"The flows create and delete SageMaker {kind}s named from model versions and content digests; "
+                "every one is in this account and region." for kind in SAGEMAKER_KINDS}, **{
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:{rest}]": reason for rest, reason in WILDCARDS.items()}})
+        self.flow_execution_role = iam.Role(self, "FlowExecutionRole",
+                                            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                                            description="genaiops flow runs' tasks: pull the image, write logs")
+        self.repository.grant_pull(self.flow_execution_role)
+        flow_logs.grant_write(self.flow_execution_role)
+        api_key.grant_read(self.flow_execution_role)
+        acknowledge(self.flow_execution_role, **{"AwsSolutions-IAM5[Resource::*]": "ecr:GetAuthorizationToken has "
+                                                                                    "no resource type; the pulls "
+                                                                                    "are held to this repository."})
+
+        # The worker.
+        worker = ecs.FargateTaskDefinition(self, "Worker", cpu=worker_cpu, memory_limit_mib=worker_memory_mib)
+        worker.add_container(
+            "prefect-worker", image=ecs.ContainerImage.from_registry(PREFECT_IMAGE),
+            command=["prefect", "worker", "start", "--pool", WORK_POOL, "--type", "ecs"],
+            environment={"PREFECT_API_URL": prefect_api_url, "EXTRA_PIP_PACKAGES": "prefect-aws",
+                         "DO_NOT_TRACK": "1"},
+            secrets={"PREFECT_API_KEY": ecs.Secret.from_secrets_manager(api_key)},
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=worker_logs))
+        worker_policy = iam.Policy(self, "WorkerPolicy", roles=[worker.task_role], statements=[
+            iam.PolicyStatement(actions=["ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition",
+                                         "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions",
+                                         "ec2:DescribeSubnets", "ec2:DescribeVpcs", "ec2:DescribeSecurityGroups"],
+                                resources=["*"]),
+            iam.PolicyStatement(actions=["ecs:RunTask"], resources=["*"],
+                                conditions={"ArnEquals": {"ecs:cluster": self.cluster.cluster_arn}}),
+            iam.PolicyStatement(actions=["ecs:StopTask", "ecs:DescribeTasks", "ecs:TagResource"],
+                                resources=[f"arn:{self.partition}:ecs:{self.region}:{self.account}:task/"
+                                           f"{self.cluster.cluster_name}/*"]),
+            iam.PolicyStatement(actions=["iam:PassRole"],
+                                resources=[self.flow_role.role_arn, self.flow_execution_role.role_arn],
+                                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
+            iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[f"{flow_logs.log_group_arn}:*"]),
+        ])
+        acknowledge(worker_policy, **{
+            "AwsSolutions-IAM5[Resource::*]": "Task definition calls and EC2 Describe calls have no resource types; "
+                                              "RunTask is held to this cluster by its condition.",
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/"
+            f"<{self.get_logical_id(_cfn(self.cluster))}>/*]": "The flow runs' tasks in this cluster only.",
+            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(_cfn(flow_logs))}.Arn>:*]":
+                "The log streams of the flow runs' log group, read-only.",
+        })
+        service = ecs.FargateService(self, "WorkerService", cluster=self.cluster, task_definition=worker,
+                                     desired_count=1, vpc_subnets=subnets, security_groups=[security_group],
+                                     assign_public_ip=False, circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+                                     min_healthy_percent=0, max_healthy_percent=100)
+        acknowledge(worker, **{"AwsSolutions-ECS2": "The environment holds no secret: the Prefect API URL and "
+                                                    "switches. The API key comes from Secrets Manager."})
+        del service
+
+        # An approval or rejection in SageMaker reaches the approval watcher at once, not at its next interval,
+        # and a drift alarm whose spec says `retrain` starts the model's retrain with the alarm as its trigger.
+        triggers = DeploymentTriggers(self, "Triggers", cluster=self.cluster, image=PREFECT_IMAGE,
+                                      api_url=prefect_api_url, api_key=api_key, subnets=subnets,
+                                      security_group=security_group, log_group=worker_logs, retain=retain)
+        for model in models:
+            triggers.add(f"Approval{_id(model)}", deployment=f"approval-watch/{model}",
+                         description=f"a {model} model package changed: run approval-watch/{model}",
+                         pattern=events.EventPattern(source=["aws.sagemaker"],
+                                                     detail_type=["SageMaker Model Package State Change"],
+                                                     detail={"ModelPackageGroupName": [model_package_groups[model]]}))
+            retrain_alarms = retrain_alarm_names(model, monitoring)
+            if retrain_alarms:
+                triggers.add(f"Retrain{_id(model)}", deployment=f"retrain/{model}",
+                             description=f"an alarm whose action is retrain went into ALARM: run retrain/{model}",
+                             pattern=events.EventPattern(source=["aws.cloudwatch"],
+                                                         detail_type=["CloudWatch Alarm State Change"],
+                                                         detail={"alarmName": alarm_names(retrain_alarms),
+                                                                 "state": {"value": ["ALARM"]}}),
+                             parameters={"trigger": alarm_trigger(  # names and times hold no quote to escape
+                                 events.EventField.from_path("$.detail.alarmName"),
+                                 f"went into ALARM at {events.EventField.from_path('$.time')}")})
+        events_role = triggers.task.node.try_find_child("EventsRole")
+        if events_role is not None:
+            acknowledge(events_role, **{
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:*:task/"
+                f"<{self.get_logical_id(_cfn(self.cluster))}>/*]": "EventBridge runs and tags the trigger's tasks "
+                                                                   "in this cluster only."})
+
+        for name, value, setting in (
+                ("ClusterArn", self.cluster.cluster_arn, "the work pool's `cluster`"),
+                ("FlowTaskRoleArn", self.flow_role.role_arn, "the work pool's `task_role_arn`"),
+                ("FlowExecutionRoleArn", self.flow_execution_role.role_arn, "the work pool's `execution_role_arn`"),
+                ("FlowLogGroup", flow_logs.log_group_name, "the work pool's `cloudwatch_logs_options.awslogs-group`"),
+                ("ImageRepository", self.repository.repository_uri, "GENAIOPS_IMAGE (<uri>:<tag>) for prefect deploy"),
+                ("PrefectApiKeySecret", api_key.secret_arn, "put the Prefect API key here")):
+            cdk.CfnOutput(self, name, value=value, description=setting)
+
+    def _flow_statements(self, execution_role: iam.IRole, tracking_server_arn: str,
+                         topic: sns.ITopic) -> list[iam.PolicyStatement]:
+        arn = f"arn:{self.partition}:sagemaker:{self.region}:{self.account}"
+        return [
+            iam.PolicyStatement(actions=["iam:PassRole"], resources=[execution_role.role_arn],
+                                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+            iam.PolicyStatement(actions=[
+                "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                "sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel",
+                "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig",
+                "sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint",
+                "sagemaker:DeleteEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities", "sagemaker:InvokeEndpoint",
+                "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage",
+                "sagemaker:CreateModelPackageGroup", "sagemaker:DescribeModelPackageGroup",
+                "sagemaker:ListModelPackages", "sagemaker:AddTags", "sagemaker:ListTags"],
+                resources=[f"{arn}:{kind}/*" for kind in SAGEMAKER_KINDS]),
+            iam.PolicyStatement(actions=["sagemaker:DescribeHubContent"], resources=[
+                f"arn:{self.partition}:sagemaker:{self.region}:aws:hub-content/SageMakerPublicHub/*"]),
+            iam.PolicyStatement(actions=["sagemaker:ListEndpoints", "sagemaker:ListTrainingJobs",
+                                         "sagemaker:ListModelPackageGroups", "cloudwatch:GetMetricData",
+                                         "cloudwatch:GetMetricStatistics", "cloudwatch:DescribeAlarms",
+                                         "application-autoscaling:RegisterScalableTarget",
+                                         "application-autoscaling:DeregisterScalableTarget",
+                                         "application-autoscaling:PutScalingPolicy",
+                                         "application-autoscaling:DeleteScalingPolicy",
+                                         "application-autoscaling:DescribeScalableTargets",
+                                         "application-autoscaling:DescribeScalingPolicies"], resources=["*"]),
+            iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                conditions={"StringEquals": {"cloudwatch:namespace": "genaiops"}}),
+            iam.PolicyStatement(actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms",
+                                         "cloudwatch:DescribeAlarmHistory", "cloudwatch:TagResource"],
+                                resources=[f"arn:{self.partition}:cloudwatch:{self.region}:{self.account}:alarm:*"]),
+            iam.PolicyStatement(actions=["cloudwatch:PutDashboard"],
+                                resources=[f"arn:{self.partition}:cloudwatch::{self.account}:dashboard/genaiops-*"]),
+            iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]),
+            iam.PolicyStatement(actions=["sagemaker-mlflow:*"], resources=[tracking_server_arn]),
+            iam.PolicyStatement(actions=["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
+                                resources=[f"arn:{self.partition}:logs:{self.region}:{self.account}:"
+                                           "log-group:/aws/sagemaker/*"]),
+        ]
+
+
+SAGEMAKER_KINDS = ("training-job", "model", "endpoint-config", "endpoint", "model-package", "model-package-group")
+WILDCARDS = {
+    "sagemaker:<AWS::Region>:aws:hub-content/SageMakerPublicHub/*": "JumpStart's public model specs, read-only.",
+    "cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:*": "The release and monitor flows keep each endpoint's "
+                                                        "alarms, named <endpoint>/..., equal to their specs.",
+    "cloudwatch::<AWS::AccountId>:dashboard/genaiops-*": "The endpoints' dashboards, named genaiops-<endpoint>.",
+    "logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/*": "The training jobs' and endpoints' logs, "
+                                                                     "read-only, to report a failed job.",
+}
+
+
+def retrain_alarm_names(model: str, monitoring: Mapping[str, Any]) -> list[str]:
+    """The names of the release endpoint's alarms whose actions include retrain, with `*` for the variant (the
+    release flow names variants vN as it releases versions)."""
+    config = MonitoringConfig.model_validate(monitoring)
+    specs = endpoint_alarms(release_endpoint(model), ["*"], model, config)
+    return [spec.name for spec in specs if any(a.kind == "retrain" for a in spec.actions)]
+
+
+def _id(name: str) -> str:
+    return "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
+
+
+def _cfn(construct: Construct) -> cdk.CfnElement:
+    child = construct.node.default_child
+    assert isinstance(child, cdk.CfnElement)
+    return child
