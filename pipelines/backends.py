@@ -110,9 +110,10 @@ def make_alarm_sync(settings: Settings) -> Callable[[str, Sequence[AlarmSpec]], 
 
 
 def capture_uri(settings: Settings, store: ArtifactStore) -> str:
-    """Where endpoints capture requests: the workspace's capture folder, or the artifact bucket's capture prefix."""
+    """Where endpoints capture requests: the workspace's capture folder; on aws the capture bucket, else the artifact
+    bucket's capture prefix."""
     if settings.backend == "aws":
-        return store.uri("capture")
+        return f"s3://{settings.capture_bucket}/capture" if settings.capture_bucket else store.uri("capture")
     return (settings.root / "capture").as_uri()
 
 

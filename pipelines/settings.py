@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     region: str = "us-east-1"
     artifact_bucket: str | None = Field(None, description="S3 bucket of the artifact store (aws backend)")
     artifact_prefix: str = "genaiops"
+    capture_bucket: str | None = Field(None, description="S3 bucket endpoints capture to (aws backend); default: the "
+                                                         "artifact bucket's capture/ prefix")
     kms_key_id: str | None = Field(None, description="KMS key for S3 artifacts (aws backend)")
     mlflow_tracking_uri: str | None = Field(None, description="defaults to a SQLite store in the workspace")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where approvers open the MLflow UI")
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
     sagemaker_endpoint_url: str | None = Field(
         None, description="the SageMaker API every sagemaker client talks to; unset: SageMaker on aws, the "
                           "workspace's local control plane (started on demand) locally")
+    image: str | None = Field(None, description="the genaiops container image (<repository uri>:<tag>) the ECS work "
+                                                "pool runs the flows in; `prefect deploy` reads it from prefect.yaml")
     triggered_by: str = Field(default_factory=getpass.getuser, description="who or what started the run")
     ui_passwords: SecretStr | None = Field(
         None, description="user:password,... for the local MLflow UI users; generated into the workspace when unset")

@@ -39,6 +39,18 @@ LOCAL_ROLE = "arn:aws:iam::000000000000:role/genaiops-local-sagemaker"
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 
 
+# Instance families whose local NVMe storage is encrypted by the instance's hardware: SageMaker refuses a
+# KmsKeyId in an endpoint config that uses one (the CDK's GuardedEndpoint keeps the same list; a test compares).
+LOCAL_STORAGE_FAMILIES = frozenset({"c5d", "c6gd", "c6id", "g4dn", "g5", "g6", "g6e", "gr6", "m5d", "m6gd", "m6id",
+                                    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "r5d", "r6gd", "r6id", "trn1", "trn1n"})
+
+
+def has_local_storage(instance_type: str) -> bool:
+    """`ml.g5.xlarge` → True: its volume is encrypted by the hardware, and SageMaker takes no KMS key for it."""
+    parts = instance_type.split(".")
+    return len(parts) == 3 and parts[1] in LOCAL_STORAGE_FAMILIES
+
+
 class DeploymentError(RuntimeError):
     """The deployment did not end with the endpoint serving what it asked for; the message says why."""
 
@@ -75,7 +87,8 @@ class DeploymentConfig(BaseModel):
     max_execution_seconds: int = Field(7200, ge=600, le=28800)
     capture: bool = True
     capture_sampling_percent: int = Field(100, ge=0, le=100)
-    kms_key_id: str | None = Field(None, description="encrypts the instances' volumes and the captured data (aws)")
+    kms_key_id: str | None = Field(None, description="encrypts the captured data and, on instance types without "
+                                                     "local NVMe storage, the instances' volumes (aws)")
     subnets: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     autoscaling: AutoscalingConfig | None = None
@@ -190,8 +203,8 @@ class SageMakerDeployer:
             if cfg.kms_key_id:
                 capture["KmsKeyId"] = cfg.kms_key_id
             body["DataCaptureConfig"] = capture
-        if cfg.kms_key_id:
-            body["KmsKeyId"] = cfg.kms_key_id
+        if cfg.kms_key_id and not has_local_storage(cfg.instance_type):
+            body["KmsKeyId"] = cfg.kms_key_id  # a local NVMe volume is encrypted by its hardware and takes no key
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
         config_request = {"EndpointConfigName": _name(f"{endpoint}-{strategy.replace('_', '')}-{digest}"), **body,
                           "Tags": [{"Key": "genaiops:endpoint", "Value": endpoint},

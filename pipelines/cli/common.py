@@ -38,8 +38,8 @@ rollout_app = typer.Typer(help="A running shadow or A/B test: its evidence, and 
 app.add_typer(rollout_app, name="rollout")
 
 # soft_wrap: never break a URL or a path across lines, whatever the terminal width.
-# Piped output (CI logs, `| tee`) gets room for the tables instead of the 80 columns rich assumes.
-_WIDTH = None if sys.stdout.isatty() else 140
+# Piped output (CI logs, `| tee`) gets room for the tables instead of the 80 columns rich assumes: $COLUMNS, else 140.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 140
 out = Console(soft_wrap=True, highlight=False, width=_WIDTH)
 err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 

@@ -170,7 +170,8 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
     assert (version.tags[T.TRIGGER], version.tags[T.TRIGGER_NAME]) == (winner["kind"], winner["name"])
 
     # `genaiops runs` tells the story: why each run started, its stages, its links.
-    env = {**os.environ, "GENAIOPS_WORKSPACE": str(served.workspace), "PREFECT_API_URL": served.api}
+    env = {**os.environ, "GENAIOPS_WORKSPACE": str(served.workspace), "PREFECT_API_URL": served.api,
+           "COLUMNS": "220"}  # wide enough that no cell wraps (rich takes 80 columns when output is not a terminal)
     listed = subprocess.run([str(BIN / "genaiops"), "runs", "list", "--flow", "retrain"], env=env, capture_output=True,
                             text=True, timeout=300, check=True).stdout
     assert f"alarm {spec.name}" in listed and "new-data" in listed and listed.count("Completed") >= 2

@@ -213,7 +213,11 @@ def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_sca
 
 
 def test_guarded_endpoint_defaults_are_the_deployers() -> None:
+    from infra_cdk.config import LOCAL_STORAGE_FAMILIES
+    from serving.deployer import LOCAL_STORAGE_FAMILIES as DEPLOYER_FAMILIES
     from serving.deployer import AutoscalingConfig, DeploymentConfig
+
+    assert LOCAL_STORAGE_FAMILIES == DEPLOYER_FAMILIES  # who gets a volume key
 
     endpoint, deployment, scaling = EndpointAsCode(name="e", model="m", production=1), DeploymentConfig(), \
         AutoscalingConfig()
@@ -243,3 +247,15 @@ def test_every_resource_that_takes_tags_carries_the_cost_allocation_tags(dev: Sy
             if isinstance(tags, list) and tags and isinstance(tags[0], dict) and "Key" in tags[0]:
                 keys = {t["Key"] for t in tags}
                 assert {"project", "genaiops:stage", "genaiops:stack"} <= keys, (lifecycle, logical, keys)
+
+
+def test_every_output_that_names_a_setting_names_one_that_exists(dev: Synth) -> None:
+    from pipelines.settings import ENV_PREFIX, Settings
+
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    named = {o["Description"].split()[0] for lifecycle in LIFECYCLES for o in dev.json(lifecycle).get("Outputs", {}).values()
+             if o.get("Description", "").startswith(ENV_PREFIX)}
+    assert named == {"GENAIOPS_SUBNETS", "GENAIOPS_SECURITY_GROUP_IDS", "GENAIOPS_ARTIFACT_BUCKET",
+                     "GENAIOPS_CAPTURE_BUCKET", "GENAIOPS_KMS_KEY_ID", "GENAIOPS_SAGEMAKER_ROLE_ARN",
+                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE"}
+    assert named <= known

@@ -116,7 +116,7 @@ def test_a_first_deploy_creates_model_config_and_endpoint_with_kms_vpc_capture_a
     stub.add_client_error("describe_endpoint_config", NOT_FOUND, expected_params={"EndpointConfigName": plan.config_name})
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/c"}, {
         "EndpointConfigName": plan.config_name, "ProductionVariants": [variant(V1, 1.0)],
-        "DataCaptureConfig": CAPTURE_CONFIG, "KmsKeyId": KMS,
+        "DataCaptureConfig": CAPTURE_CONFIG,  # no KmsKeyId: ml.g5's local NVMe volume is encrypted by its hardware
         "Tags": [{"Key": "genaiops:endpoint", "Value": "summaries"}, {"Key": "genaiops:strategy", "Value": "all_at_once"}]})
     stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:eu-west-1:1:endpoint/summaries"}, {
         "EndpointName": "summaries", "EndpointConfigName": plan.config_name,
@@ -165,7 +165,7 @@ def test_an_update_sends_the_strategys_exact_config_and_deployment(
     config: dict[str, Any] = {"EndpointConfigName": plan.config_name, "ProductionVariants": production}
     if shadows:
         config["ShadowProductionVariants"] = shadows
-    config.update({"DataCaptureConfig": CAPTURE_CONFIG, "KmsKeyId": KMS, "Tags": [
+    config.update({"DataCaptureConfig": CAPTURE_CONFIG, "Tags": [
         {"Key": "genaiops:endpoint", "Value": "summaries"}, {"Key": "genaiops:strategy", "Value": strategy}]})
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": "arn:aws:sagemaker:eu-west-1:1:endpoint-config/c"},
                       config)
@@ -263,3 +263,15 @@ def test_a_deployment_that_finds_its_endpoint_mid_operation_waits_for_it_then_do
         outcome = deployer.apply(plan)  # a crashed run's creation, now in service: nothing is created again
         stub.assert_no_pending_responses()
     assert not outcome.changed and outcome.created == []
+
+
+def test_the_volume_key_goes_only_to_instance_types_without_local_storage() -> None:
+    """SageMaker refuses a KmsKeyId for an instance type with local NVMe storage (encrypted by its hardware)."""
+    sagemaker = boto3.client("sagemaker", region_name="eu-west-1")
+    for instance_type, keyed in (("ml.g5.xlarge", False), ("ml.p4d.24xlarge", False), ("ml.m5.xlarge", True),
+                                 ("ml.inf2.xlarge", True), ("ml.c5d.xlarge", False)):
+        config = CONFIG.model_copy(update={"instance_type": instance_type})
+        plan = SageMakerDeployer(sagemaker, config, role_arn=ROLE, capture_uri=CAPTURE).plan("summaries", V1,
+                                                                                              "all_at_once")
+        assert ("KmsKeyId" in plan.endpoint_config) is keyed, instance_type
+        assert plan.endpoint_config["DataCaptureConfig"]["KmsKeyId"] == KMS  # captured data is always encrypted
