@@ -28,7 +28,8 @@ from infra_cdk.monitoring import MonitoringStack
 from infra_cdk.network import NetworkStack
 from infra_cdk.orchestration import OrchestrationStack
 from infra_cdk.registry import RegistryStack
-from infra_cdk.serving import ServingStack
+from infra_cdk.serving import ServingStack, release_endpoint
+from monitoring.monitor import MonitoringConfig
 
 # Feature flags live here rather than in cdk.json, so tests and `cdk synth` build the same app.
 FEATURE_FLAGS = {
@@ -78,15 +79,22 @@ def build_app(*, stage: str | None = None, outdir: str | None = None, context: d
     try:
         endpoints = [EndpointAsCode.model_validate(e) for e in _context(app, "endpoints", [])]
     except ValueError as exc:
-        raise AppError(f"-c endpoints: {exc}") from exc
+        raise AppError(f"-c endpoints: {exc}".replace("\n", "; ")) from exc
     for endpoint in endpoints:
         if endpoint.model not in models:
             raise AppError(f"-c endpoints: {endpoint.name} serves {endpoint.model}, not one of the models "
                            f"({', '.join(models)})")
-        if endpoint.name in models:
-            raise AppError(f"-c endpoints: {endpoint.name} is the release flow's endpoint of that model; "
+        if endpoint.name in {release_endpoint(m) for m in models}:
+            raise AppError(f"-c endpoints: {endpoint.name} is the release flow's endpoint of a model; "
                            "an endpoint kept as code needs a name of its own")
     monitoring = _context(app, "monitoring", {})
+    try:
+        MonitoringConfig.model_validate(monitoring)
+    except ValueError as exc:
+        raise AppError(f"-c monitoring: {exc}".replace("\n", "; ")) from exc
+    api_url = _context(app, "prefect_api_url", None)
+    if api_url is not None and not re.fullmatch(r"https?://\S+", str(api_url)):
+        raise AppError(f"-c prefect_api_url={api_url}: not an http(s) URL")
     emails = [e.strip() for e in str(_context(app, "notify_emails", "")).split(",") if e.strip()]
     bad = [e for e in emails if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", e)]
     if bad:
@@ -107,7 +115,7 @@ def build_app(*, stage: str | None = None, outdir: str | None = None, context: d
                      **stack_props("data", "KMS key, data, artifact and capture buckets, SageMaker execution role"))
     registry = RegistryStack(app, f"genaiops-{stage}-registry", stage=stage, models=models, artifacts=data.artifacts,
                              artifact_access=data.artifact_access, tracking_server_size=props.tracking_server_size,
-                             approver_principals=[iam.AccountRootPrincipal()],
+                             approver_principals=[iam.AccountRootPrincipal()], retain=props.retain,
                              **stack_props("registry", "MLflow tracking server, model package groups, approvers"))
     monitoring_stack = MonitoringStack(app, f"genaiops-{stage}-monitoring", stage=stage, retain=props.retain,
                                        endpoints=endpoints, monitoring=monitoring, budget_usd=props.budget_usd,
@@ -125,8 +133,7 @@ def build_app(*, stage: str | None = None, outdir: str | None = None, context: d
         execution_role=data.execution_role,
         tracking_server_arn=registry.tracking_server_arn, topic=monitoring_stack.topic,
         model_package_groups={m: g.model_package_group_name for m, g in registry.groups.items()}, monitoring=monitoring,
-        prefect_api_url=str(_context(app, "prefect_api_url", "https://api.prefect.cloud/api/accounts/ACCOUNT/"
-                                                              "workspaces/WORKSPACE")),
+        prefect_api_url=api_url, topic_key=monitoring_stack.topic_key,
         retain=props.retain, log_days=log_days, worker_cpu=props.worker_cpu, worker_memory_mib=props.worker_memory_mib,
         **stack_props("orchestration", "Prefect worker on ECS Fargate, flow roles, approval triggers"))
     serving.add_stack_dependency(monitoring_stack)

@@ -57,8 +57,9 @@ class EndpointAsCode(BaseModel):
 
     @property
     def variants(self) -> list[str]:
-        """vN per version, as the deployer names variants."""
-        return [f"v{self.production}", *([f"v{self.shadow}"] if self.shadow else [])]
+        """`production`, and `shadow` when there is one. The names stay when the versions change: SageMaker's
+        blue/green update (canary, rollback alarms) needs the new config to keep the variant names."""
+        return ["production", *(["shadow"] if self.shadow else [])]
 
 
 class StageProps(BaseModel):

@@ -27,7 +27,7 @@ class MonitoringStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, stage: str, retain: bool, endpoints: Sequence[EndpointAsCode],
                  monitoring: Mapping[str, Any], budget_usd: float, emails: Sequence[str], **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
-        key = kms.Key(self, "TopicKey", enable_key_rotation=True, description="genaiops notifications",
+        self.topic_key = key = kms.Key(self, "TopicKey", enable_key_rotation=True, description="genaiops notifications",
                       removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY)
         for service in PUBLISHERS:  # the services that publish to the topic encrypt with its key
             key.add_to_resource_policy(iam.PolicyStatement(

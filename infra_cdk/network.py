@@ -27,3 +27,8 @@ class NetworkStack(cdk.Stack):
         cdk.CfnOutput(self, "Subnets", value=cdk.Fn.join(",", subnets), description="GENAIOPS_SUBNETS")
         cdk.CfnOutput(self, "SecurityGroup", value=self.workloads.security_group_id,
                       description="GENAIOPS_SECURITY_GROUP_IDS")
+        cdk.CfnOutput(self, "VpcId", value=self.vpc.vpc_id, description="the ECS work pool's `vpc_id`")
+        cdk.CfnOutput(self, "WorkPoolNetwork", description="the ECS work pool's `network_configuration`",
+                      value=self.to_json_string({"awsvpcConfiguration": {
+                          "subnets": subnets, "securityGroups": [self.workloads.security_group_id],
+                          "assignPublicIp": "DISABLED"}}))

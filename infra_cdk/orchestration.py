@@ -31,22 +31,24 @@ from infra_cdk.constructs.logs import LogKey
 from infra_cdk.constructs.nag import acknowledge
 from infra_cdk.constructs.triggers import DeploymentTriggers, alarm_names, alarm_trigger
 from infra_cdk.serving import release_endpoint
+from monitoring.metrics import GENAIOPS_NAMESPACE
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
 
 WORK_POOL = "genaiops-ecs"  # prefect.yaml's work pool
 PREFECT_IMAGE = "prefecthq/prefect:3-python3.11"
 NO_RESOURCE_TYPES = ("These actions have no resource types (SageMaker List*, CloudWatch GetMetricData, "
-                     "GetMetricStatistics, DescribeAlarms and PutMetricData, application-autoscaling); PutMetricData "
-                     "is held to the genaiops namespace.")
+                     "GetMetricStatistics, DescribeAlarms and PutMetricData, application-autoscaling, "
+                     "ListServiceQuotas); PutMetricData is held to the genaiops namespace.")
 
 
 class OrchestrationStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, stage: str, models: Sequence[str], vpc: ec2.IVpc,
                  subnets: ec2.SubnetSelection, security_group: ec2.ISecurityGroup,
                  bucket_access: iam.IManagedPolicy, execution_role: iam.IRole,
-                 tracking_server_arn: str, topic: sns.ITopic, model_package_groups: Mapping[str, str],
+                 tracking_server_arn: str, topic: sns.ITopic, topic_key: kms.IKey,
+                 model_package_groups: Mapping[str, str],
                  monitoring: Mapping[str, Any],
-                 prefect_api_url: str, retain: bool, log_days: logs.RetentionDays, worker_cpu: int,
+                 prefect_api_url: str | None, retain: bool, log_days: logs.RetentionDays, worker_cpu: int,
                  worker_memory_mib: int, **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
         removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
@@ -72,7 +74,8 @@ class OrchestrationStack(cdk.Stack):
                                   description="genaiops flow runs: what retrain, release, monitor and rollout call")
         self.flow_role.add_managed_policy(bucket_access)
         flow_policy = iam.Policy(self, "FlowPolicy", roles=[self.flow_role],
-                                 statements=self._flow_statements(execution_role, tracking_server_arn, topic))
+                                 statements=self._flow_statements(execution_role, tracking_server_arn, topic,
+                                                                  topic_key))
         acknowledge(flow_policy, **{"AwsSolutions-IAM5[Resource::*]": NO_RESOURCE_TYPES,
                                     "AwsSolutions-IAM5[Action::sagemaker-mlflow:*]":
                                         "The flows use most of the MLflow API (runs, metrics, artifacts, models, "
@@ -96,7 +99,7 @@ class OrchestrationStack(cdk.Stack):
         worker.add_container(
             "prefect-worker", image=ecs.ContainerImage.from_registry(PREFECT_IMAGE),
             command=["prefect", "worker", "start", "--pool", WORK_POOL, "--type", "ecs"],
-            environment={"PREFECT_API_URL": prefect_api_url, "EXTRA_PIP_PACKAGES": "prefect-aws",
+            environment={"PREFECT_API_URL": prefect_api_url or "", "EXTRA_PIP_PACKAGES": "prefect-aws",
                          "DO_NOT_TRACK": "1"},
             secrets={"PREFECT_API_KEY": ecs.Secret.from_secrets_manager(api_key)},
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=worker_logs))
@@ -124,7 +127,8 @@ class OrchestrationStack(cdk.Stack):
                 "The log streams of the flow runs' log group, read-only.",
         })
         service = ecs.FargateService(self, "WorkerService", cluster=self.cluster, task_definition=worker,
-                                     desired_count=1, vpc_subnets=subnets, security_groups=[security_group],
+                                     desired_count=1 if prefect_api_url else 0, vpc_subnets=subnets,
+                                     security_groups=[security_group],
                                      assign_public_ip=False, circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
                                      min_healthy_percent=0, max_healthy_percent=100)
         acknowledge(worker, **{"AwsSolutions-ECS2": "The environment holds no secret: the Prefect API URL and "
@@ -134,9 +138,9 @@ class OrchestrationStack(cdk.Stack):
         # An approval or rejection in SageMaker reaches the approval watcher at once, not at its next interval,
         # and a drift alarm whose spec says `retrain` starts the model's retrain with the alarm as its trigger.
         triggers = DeploymentTriggers(self, "Triggers", cluster=self.cluster, image=PREFECT_IMAGE,
-                                      api_url=prefect_api_url, api_key=api_key, subnets=subnets,
+                                      api_url=prefect_api_url or "", api_key=api_key, subnets=subnets,
                                       security_group=security_group, log_group=worker_logs, retain=retain)
-        for model in models:
+        for model in models if prefect_api_url else []:  # without the API, a trigger could only fail
             triggers.add(f"Approval{_id(model)}", deployment=f"approval-watch/{model}",
                          description=f"a {model} model package changed: run approval-watch/{model}",
                          pattern=events.EventPattern(source=["aws.sagemaker"],
@@ -152,7 +156,8 @@ class OrchestrationStack(cdk.Stack):
                                                                  "state": {"value": ["ALARM"]}}),
                              parameters={"trigger": alarm_trigger(  # names and times hold no quote to escape
                                  events.EventField.from_path("$.detail.alarmName"),
-                                 f"went into ALARM at {events.EventField.from_path('$.time')}")})
+                                 f"went into ALARM at {events.EventField.from_path('$.time')}")},
+                             tags=["trigger:alarm", f"alarm:{events.EventField.from_path('$.detail.alarmName')}"])
         events_role = triggers.task.node.try_find_child("EventsRole")
         if events_role is not None:
             acknowledge(events_role, **{
@@ -160,6 +165,18 @@ class OrchestrationStack(cdk.Stack):
                 f"<{self.get_logical_id(_cfn(self.cluster))}>/*]": "EventBridge runs and tags the trigger's tasks "
                                                                    "in this cluster only."})
 
+        # The ECS work pool's job variables (prefect-aws's ECS worker) that this stack owns; `vpc_id` and
+        # `network_configuration` (its subnets and security group, no public IP) come from the network stack's outputs.
+        job_variables = {
+            "cluster": self.cluster.cluster_arn, "task_role_arn": self.flow_role.role_arn,
+            "execution_role_arn": self.flow_execution_role.role_arn, "prefect_api_key_secret_arn": api_key.secret_arn,
+            "configure_cloudwatch_logs": True,
+            "cloudwatch_logs_options": {"awslogs-group": flow_logs.log_group_name, "awslogs-region": self.region,
+                                        "awslogs-stream-prefix": "flow-run"}}
+        cdk.CfnOutput(self, "WorkPoolJobVariables", value=self.to_json_string(job_variables),
+                      description=f"the job variables of the {WORK_POOL} work pool")
+        cdk.CfnOutput(self, "WorkerState", value="running" if prefect_api_url else "stopped: deploy with -c prefect_api_url",
+                      description="the Prefect worker and the triggers run once the Prefect API is given")
         for name, value, setting in (
                 ("ClusterArn", self.cluster.cluster_arn, "the work pool's `cluster`"),
                 ("FlowTaskRoleArn", self.flow_role.role_arn, "the work pool's `task_role_arn`"),
@@ -169,8 +186,8 @@ class OrchestrationStack(cdk.Stack):
                 ("PrefectApiKeySecret", api_key.secret_arn, "put the Prefect API key here")):
             cdk.CfnOutput(self, name, value=value, description=setting)
 
-    def _flow_statements(self, execution_role: iam.IRole, tracking_server_arn: str,
-                         topic: sns.ITopic) -> list[iam.PolicyStatement]:
+    def _flow_statements(self, execution_role: iam.IRole, tracking_server_arn: str, topic: sns.ITopic,
+                         topic_key: kms.IKey) -> list[iam.PolicyStatement]:
         arn = f"arn:{self.partition}:sagemaker:{self.region}:{self.account}"
         return [
             iam.PolicyStatement(actions=["iam:PassRole"], resources=[execution_role.role_arn],
@@ -197,13 +214,22 @@ class OrchestrationStack(cdk.Stack):
                                          "application-autoscaling:DescribeScalableTargets",
                                          "application-autoscaling:DescribeScalingPolicies"], resources=["*"]),
             iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
-                                conditions={"StringEquals": {"cloudwatch:namespace": "genaiops"}}),
+                                conditions={"StringEquals": {"cloudwatch:namespace": GENAIOPS_NAMESPACE}}),
             iam.PolicyStatement(actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms",
                                          "cloudwatch:DescribeAlarmHistory", "cloudwatch:TagResource"],
                                 resources=[f"arn:{self.partition}:cloudwatch:{self.region}:{self.account}:alarm:*"]),
             iam.PolicyStatement(actions=["cloudwatch:PutDashboard"],
                                 resources=[f"arn:{self.partition}:cloudwatch::{self.account}:dashboard/genaiops-*"]),
             iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]),
+            iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[topic_key.key_arn]),
+            # the aws preflight reads the execution role, and SageMaker's quotas
+            iam.PolicyStatement(actions=["iam:GetRole"], resources=[execution_role.role_arn]),
+            iam.PolicyStatement(actions=["servicequotas:ListServiceQuotas"], resources=["*"]),
+            # the deployer's first scalable target in an account creates Application Auto Scaling's role for SageMaker
+            iam.PolicyStatement(actions=["iam:CreateServiceLinkedRole"], resources=[
+                f"arn:{self.partition}:iam::{self.account}:role/aws-service-role/"
+                "sagemaker.application-autoscaling.amazonaws.com/*"],
+                conditions={"StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}}),
             iam.PolicyStatement(actions=["sagemaker-mlflow:*"], resources=[tracking_server_arn]),
             iam.PolicyStatement(actions=["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
                                 resources=[f"arn:{self.partition}:logs:{self.region}:{self.account}:"
@@ -217,6 +243,8 @@ WILDCARDS = {
     "cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:*": "The release and monitor flows keep each endpoint's "
                                                         "alarms, named <endpoint>/..., equal to their specs.",
     "cloudwatch::<AWS::AccountId>:dashboard/genaiops-*": "The endpoints' dashboards, named genaiops-<endpoint>.",
+    "iam::<AWS::AccountId>:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/*":
+        "Application Auto Scaling's service-linked role for SageMaker, created once per account, by that service name.",
     "logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/*": "The training jobs' and endpoints' logs, "
                                                                      "read-only, to report a failed job.",
 }

@@ -21,7 +21,8 @@ class RegistryStack(cdk.Stack):
     Registry that mirrors it. The tracking server's ARN becomes GENAIOPS_MLFLOW_TRACKING_URI."""
 
     def __init__(self, scope: Construct, id: str, *, stage: str, models: Sequence[str], artifacts: s3.IBucket,
-                 artifact_access: iam.IManagedPolicy, tracking_server_size: str, approver_principals: Sequence[iam.IPrincipal],
+                 artifact_access: iam.IManagedPolicy, tracking_server_size: str, retain: bool,
+                 approver_principals: Sequence[iam.IPrincipal],
                  **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
         role = iam.Role(self, "MlflowRole", description="genaiops MLflow tracking server: the artifacts bucket",
@@ -40,6 +41,9 @@ class RegistryStack(cdk.Stack):
             self.groups[model] = sagemaker.CfnModelPackageGroup(
                 self, f"Group{group.title().replace('-', '')}", model_package_group_name=group,
                 model_package_group_description=f"genaiops versions of {model}, mirrored from MLflow")
+        if retain:  # the registry is the approval record: a deleted or replaced stack keeps it
+            for resource in (self.tracking_server, *self.groups.values()):
+                resource.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
         approvers = ApproversRole(self, "Approvers", groups=[g.model_package_group_name for g in self.groups.values()],
                                   tracking_server_arn=self.tracking_server_arn, principals=approver_principals)
         cdk.CfnOutput(self, "MlflowTrackingServerArn", value=self.tracking_server_arn,

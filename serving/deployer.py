@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model_registry import tags as T
 from model_registry.sagemaker_mirror import model_data
+from steps.instances import has_local_storage
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +38,6 @@ Strategy = Literal["all_at_once", "ab", "shadow", "canary", "linear"]
 STRATEGIES: tuple[str, ...] = ("all_at_once", "ab", "shadow", "canary", "linear")
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/genaiops-local-sagemaker"
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack")
-
-
-# Instance families whose local NVMe storage is encrypted by the instance's hardware: SageMaker refuses a
-# KmsKeyId in an endpoint config that uses one (the CDK's GuardedEndpoint keeps the same list; a test compares).
-LOCAL_STORAGE_FAMILIES = frozenset({"c5d", "c6gd", "c6id", "g4dn", "g5", "g6", "g6e", "gr6", "m5d", "m6gd", "m6id",
-                                    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "r5d", "r6gd", "r6id", "trn1", "trn1n"})
-
-
-def has_local_storage(instance_type: str) -> bool:
-    """`ml.g5.xlarge` → True: its volume is encrypted by the hardware, and SageMaker takes no KMS key for it."""
-    parts = instance_type.split(".")
-    return len(parts) == 3 and parts[1] in LOCAL_STORAGE_FAMILIES
 
 
 class DeploymentError(RuntimeError):

@@ -17,6 +17,7 @@ from typing import Any
 from steps.artifacts import ArtifactStore
 from steps.data import Example, PreparedDataset
 from steps.finetune import FinetuneConfig, FinetuneError, MetricsCallback, TrainedModel
+from steps.instances import has_local_storage
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,9 @@ class JumpStartTrainer:
         return ModelTrainer.from_jumpstart_config(
             jumpstart_config=jumpstart_config,
             compute=Compute(instance_type=js.instance_type, instance_count=js.instance_count,
-                            volume_size_in_gb=js.volume_size_gb, volume_kms_key_id=self.kms_key_id,
+                            volume_size_in_gb=js.volume_size_gb,
+                            # a local NVMe volume is encrypted by its hardware; SageMaker refuses a key for it
+                            volume_kms_key_id=None if has_local_storage(js.instance_type) else self.kms_key_id,
                             enable_managed_spot_training=js.spot or None),
             networking=networking,
             stopping_condition=StoppingCondition(max_runtime_in_seconds=js.max_run_seconds,

@@ -40,16 +40,18 @@ class GuardedEndpoint(Construct):
                 vpc_config=sagemaker.CfnModel.VpcConfigProperty(subnets=list(subnets),
                                                                 security_group_ids=list(security_groups)))
 
-        def variant(version: int, name: str) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+        def variant(version: int, name: str, weight: float) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
             return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                 variant_name=name, model_name=model(version).attr_model_name, instance_type=spec.instance_type,
-                initial_instance_count=spec.instance_count, initial_variant_weight=1.0)
+                initial_instance_count=spec.instance_count, initial_variant_weight=weight)
 
         production, *shadow = spec.variants
         self.config = sagemaker.CfnEndpointConfig(
             self, "Config",
-            production_variants=[variant(spec.production, production)],
-            shadow_production_variants=[variant(spec.shadow, shadow[0])] if spec.shadow else None,
+            production_variants=[variant(spec.production, production, 1.0)],
+            # a shadow variant's weight is the share of requests mirrored to it, as the deployer sets it
+            shadow_production_variants=[variant(spec.shadow, shadow[0], spec.shadow_sampling_percent / 100.0)]
+            if spec.shadow else None,
             kms_key_id=None if has_local_storage(spec.instance_type) else key.key_arn,
             data_capture_config=sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
                 enable_capture=spec.capture_sampling_percent > 0,

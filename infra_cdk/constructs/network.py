@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -46,8 +47,13 @@ class PrivateNetwork(Construct):
             subnets.insert(0, ec2.SubnetConfiguration(name="egress", subnet_type=ec2.SubnetType.PUBLIC,
                                                       cidr_mask=26, map_public_ip_on_launch=False))
         self.flow_logs = log_key.group("FlowLogs", days=log_days, retain=retain)
+        # With the region known (as `cdk deploy` knows it), the zones are named here: `max_azs` would look them up
+        # (a context lookup); without it, CloudFormation picks them (Fn::GetAZs) and there are at most two.
+        region = cdk.Stack.of(self).region
+        zones = None if cdk.Token.is_unresolved(region) else [f"{region}{z}" for z in "abc"[:max_azs]]
         self.vpc = ec2.Vpc(
-            self, "Vpc", ip_addresses=ec2.IpAddresses.cidr(cidr), max_azs=max_azs, nat_gateways=nat_gateways,
+            self, "Vpc", ip_addresses=ec2.IpAddresses.cidr(cidr), nat_gateways=nat_gateways,
+            **({"availability_zones": zones} if zones else {"max_azs": max_azs}),
             subnet_configuration=subnets, restrict_default_security_group=True,
             flow_logs={"All": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(self.flow_logs),
                                                  traffic_type=ec2.FlowLogTrafficType.ALL)},

@@ -12,6 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
 from infra_cdk.constructs.nag import acknowledge
+from monitoring.metrics import GENAIOPS_NAMESPACE
 
 
 def bucket_statements(read: Sequence[s3.IBucket], write: Sequence[s3.IBucket]) -> list[iam.PolicyStatement]:
@@ -75,7 +76,7 @@ class SageMakerExecutionRole(Construct):
                                 resources=[f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:"
                                            "log-group:/aws/sagemaker/*"]),
             iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
-                                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "genaiops"]}}),
+                                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", GENAIOPS_NAMESPACE]}}),
             iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
             iam.PolicyStatement(actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                                          "ecr:BatchCheckLayerAvailability"],
@@ -108,9 +109,10 @@ def vpc_arn(vpc: ec2.IVpc) -> str:
 
 
 class ApproversRole(Construct):
-    """What an approver may change: a model package's approval status (to Rejected or back to pending; approvals
-    are made in MLflow, where the approvers group, the gate and the audit log apply), reading what they decide
-    on, and the MLflow UI of the tracking server. Nothing else. Assumed with MFA by the principals given."""
+    """What an approver may change: a model package's approval status, to Rejected or back to pending, and nothing
+    else; they read the packages and the MLflow UI of the tracking server. Approvals are made in MLflow through
+    genaiops' approval server, where the approvers group, the gate and the audit log apply, so this role cannot
+    set MLflow tags. Assumed with MFA by the principals given."""
 
     def __init__(self, scope: Construct, id: str, *, groups: Sequence[str], tracking_server_arn: str,
                  principals: Sequence[iam.IPrincipal]) -> None:
@@ -141,8 +143,7 @@ class ApproversRole(Construct):
                                                          "sagemaker-mlflow:GetExperiment",
                                                          "sagemaker-mlflow:SearchExperiments",
                                                          "sagemaker-mlflow:ListArtifacts",
-                                                         "sagemaker-mlflow:GetMetricHistory",
-                                                         "sagemaker-mlflow:SetModelVersionTag"],
+                                                         "sagemaker-mlflow:GetMetricHistory"],
                                 resources=[tracking_server_arn]),
         ])
         for group in groups:

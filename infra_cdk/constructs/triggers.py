@@ -51,13 +51,15 @@ class DeploymentTriggers(Construct):
                                                        "switch. The API key comes from Secrets Manager."})
 
     def add(self, id: str, *, pattern: events.EventPattern, deployment: str, description: str,
-            parameters: dict[str, str] | None = None) -> events.Rule:
-        """A rule whose events run `deployment` (`flow/name`); `parameters` are JSON texts that may hold
-        `events.EventField` values of the event."""
+            parameters: dict[str, str] | None = None, tags: Sequence[str] = ()) -> events.Rule:
+        """A rule whose events run `deployment` (`flow/name`) with `tags`; `parameters` are JSON texts. Both may
+        hold `events.EventField` values of the event."""
         rule = events.Rule(self, id, event_pattern=pattern, description=description)
         command = ["prefect", "deployment", "run", deployment]
         for name, value in (parameters or {}).items():
             command += ["--param", f"{name}={value}"]
+        for tag in tags:
+            command += ["--tag", tag]
         rule.add_target(targets.EcsTask(
             cluster=self.cluster, task_definition=self.task, subnet_selection=self.subnets,
             security_groups=[self.security_group], assign_public_ip=False, dead_letter_queue=self.dead_letters,

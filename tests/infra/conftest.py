@@ -21,6 +21,9 @@ ENDPOINTS = [{"name": "summarizer-pinned", "model": "dialogue-summarizer", "prod
               "instance_type": "ml.m5.xlarge"}]
 
 
+PREFECT_API = "https://prefect.example.org/api"
+
+
 class Synth:
     def __init__(self, app: cdk.App, outdir: Path, stage: str) -> None:
         self.app, self.outdir, self.stage = app, outdir, stage
@@ -44,7 +47,7 @@ def synth(outdir: Path, stage: str, **context: Any) -> Synth:
 
 @pytest.fixture(scope="session")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synth(tmp_path_factory.mktemp("cdk-dev"), "dev", endpoints=ENDPOINTS)
+    return synth(tmp_path_factory.mktemp("cdk-dev"), "dev", endpoints=ENDPOINTS, prefect_api_url=PREFECT_API)
 
 
 @pytest.fixture(scope="session")

@@ -62,5 +62,5 @@ def test_tuning_in_the_monitoring_section_reaches_the_stack(tmp_path: Any) -> No
     tuned = synth(tmp_path, "dev", endpoints=ENDPOINTS, monitoring=monitoring)
     alarms = _alarms(tuned)
     _equal(alarms, _expected(MonitoringConfig.model_validate({**monitoring, "notify_topic_arn": TOPIC})))
-    assert alarms["summarizer-pinned/v3/5xx-rate"]["Threshold"] == 2
+    assert alarms["summarizer-pinned/production/5xx-rate"]["Threshold"] == 2
     assert not any(name.endswith("no-invocations") for name in alarms)

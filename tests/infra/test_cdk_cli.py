@@ -35,7 +35,8 @@ def test_cdk_ls_and_synth_run_offline(tmp_path: Path) -> None:
     assert synthesized.returncode == 0, synthesized.stderr[-3000:]
     templates = sorted(p.name for p in out.glob("*.template.json"))
     assert templates == sorted(f"{s.replace('-dev-', '-prod-')}.template.json" for s in STACKS)
-    assert json.loads((out / "validation-report.json").read_text())["pluginReports"] == []
+    reports = json.loads((out / "validation-report.json").read_text())["pluginReports"]
+    assert all(r["violations"] == [] for r in reports), reports  # cdk-nag answered; the CLI's own check passed
 
 
 def test_a_bad_context_value_fails_in_one_line(tmp_path: Path) -> None:

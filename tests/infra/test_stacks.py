@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from aws_cdk.assertions import Match
 
@@ -84,13 +85,19 @@ def test_data_buckets_are_kms_encrypted_versioned_tls_only_logged_and_expiring(d
 
 
 def test_dev_is_disposable_and_prod_is_retained(dev: Synth, prod: Synth) -> None:
+    kept = ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::Logs::LogGroup", "AWS::SecretsManager::Secret",
+            "AWS::ECR::Repository")
     for stage, expected in ((dev, "Delete"), (prod, "Retain")):
-        for lifecycle in ("data", "monitoring", "orchestration", "network"):
+        for lifecycle in LIFECYCLES:
             document = stage.json(lifecycle)
-            for kind in ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::Logs::LogGroup"):
+            for kind in kept:
                 for resource in _of_type(document, kind).values():
                     assert resource["DeletionPolicy"] == expected, (stage.stage, lifecycle, kind)
-        assert stage.stack("data").termination_protection is (stage is prod)
+            assert stage.stack(lifecycle).termination_protection is (stage is prod)
+    # the registry is the approval record: prod keeps the tracking server and the groups
+    for kind in ("AWS::SageMaker::MlflowTrackingServer", "AWS::SageMaker::ModelPackageGroup"):
+        assert [r.get("DeletionPolicy") for r in _of_type(prod.json("registry"), kind).values()] == ["Retain"]
+        assert [r.get("DeletionPolicy") for r in _of_type(dev.json("registry"), kind).values()] != ["Retain"]
     assert _of_type(dev.json("data"), "Custom::S3AutoDeleteObjects")  # dev buckets empty themselves on delete
     assert not _of_type(prod.json("data"), "Custom::S3AutoDeleteObjects")
     assert STAGES["prod"].retain and not STAGES["dev"].retain
@@ -120,7 +127,7 @@ def approvers_may_only_change_approval_status(document: dict[str, Any]) -> None:
             assert statement.get("Condition") == {"StringEquals": {"sagemaker:ModelApprovalStatus":
                                                                ["Rejected", "PendingManualApproval"]}}, statement
         elif statement["Sid"] == "MlflowUi":
-            assert writes == ["sagemaker-mlflow:SetModelVersionTag"]
+            assert writes == []  # approvals go through the approval server, not MLflow tags set by hand
         else:
             assert writes == [], statement
     [role] = [r for r in _of_type(document, "AWS::IAM::Role").values()
@@ -167,14 +174,32 @@ def test_orchestration_runs_a_private_prefect_worker_and_triggers_the_approval_w
     assert command[:4] == ["prefect", "deployment", "run", "retrain/dialogue-summarizer"]
     from pipelines.orchestration import Trigger
 
+    tags = Trigger(kind="alarm", name="dialogue-summarizer/embedding-drift").tags()  # as a run it starts is tagged
+    assert command[6:] == [part for tag in tags for part in ("--tag", tag)]
+
     Trigger.model_validate(json.loads(command[5].removeprefix("trigger=")))  # what the retrain flow takes
     assert json.loads(command[5].removeprefix("trigger=")) == {
         "kind": "alarm", "name": "dialogue-summarizer/embedding-drift", "detail": "went into ALARM at 2026-12-01T03:00:00Z"}
-    # the worker passes the flow roles only to ECS tasks
-    worker_policy = next(p for p in _of_type(document, "AWS::IAM::Policy").values()
-                         if any(s["Action"] == "iam:PassRole" for s in p["Properties"]["PolicyDocument"]["Statement"]
-                                if "ecs-tasks.amazonaws.com" in str(s.get("Condition"))))
-    assert worker_policy
+    # the worker passes the two flow roles, and only to ECS tasks
+    roles = {k for k, r in _of_type(document, "AWS::IAM::Role").items()
+             if r["Properties"].get("Description", "").startswith("genaiops flow runs")}
+    assert len(roles) == 2
+    [passing] = [s for p in _of_type(document, "AWS::IAM::Policy").values()
+                 for s in p["Properties"]["PolicyDocument"]["Statement"]
+                 if s["Action"] == "iam:PassRole" and "ecs-tasks.amazonaws.com" in str(s.get("Condition"))]
+    assert {r["Fn::GetAtt"][0] for r in passing["Resource"]} == roles
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+    # the work pool's job variables: the roles and the API key's secret here, the private network from the network
+    variables = json.dumps(document["Outputs"]["WorkPoolJobVariables"]["Value"])
+    assert all(key in variables for key in ("prefect_api_key_secret_arn", "task_role_arn", "execution_role_arn"))
+    assert 'assignPublicIp\\":\\"DISABLED' in json.dumps(dev.json("network")["Outputs"]["WorkPoolNetwork"]["Value"])
+
+
+def test_without_the_prefect_api_the_worker_waits_and_no_trigger_fires(prod: Synth) -> None:
+    document = prod.json("orchestration")
+    [service] = _of_type(document, "AWS::ECS::Service").values()
+    assert service["Properties"]["DesiredCount"] == 0
+    assert not _of_type(document, "AWS::Events::Rule")
 
 
 def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_scaling(dev: Synth) -> None:
@@ -182,8 +207,10 @@ def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_sca
     configs = list(_of_type(document, "AWS::SageMaker::EndpointConfig").values())
     pinned = next(c for c in configs if c["Properties"].get("ShadowProductionVariants"))
     small = next(c for c in configs if not c["Properties"].get("ShadowProductionVariants"))
-    assert [v["VariantName"] for v in pinned["Properties"]["ProductionVariants"]] == ["v3"]
-    assert [v["VariantName"] for v in pinned["Properties"]["ShadowProductionVariants"]] == ["v4"]
+    # the variant names stay when the pinned versions change, so an update is SageMaker's blue/green with guardrails
+    assert [v["VariantName"] for v in pinned["Properties"]["ProductionVariants"]] == ["production"]
+    assert [(v["VariantName"], v["InitialVariantWeight"]) for v in pinned["Properties"]["ShadowProductionVariants"]] \
+        == [("shadow", 1.0)]  # every request mirrored (shadow_sampling_percent 100)
     assert "KmsKeyId" not in pinned["Properties"]  # ml.g5: hardware-encrypted local storage, SageMaker takes no key
     assert "KmsKeyId" in small["Properties"]  # ml.m5: an EBS volume, encrypted with the platform's key
     capture = pinned["Properties"]["DataCaptureConfig"]
@@ -199,11 +226,10 @@ def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_sca
     routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert routing["Type"] == "CANARY" and routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 10}
     rollback = {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]}
-    assert rollback == {"summarizer-pinned/v3/5xx-rate", "summarizer-pinned/v3/model-latency-p99",
-                        "summarizer-pinned/v3/empty-output-rate", "summarizer-pinned/v4/5xx-rate",
-                        "summarizer-pinned/v4/model-latency-p99", "summarizer-pinned/v4/empty-output-rate"}
+    assert rollback == {f"summarizer-pinned/{variant}/{alarm}" for variant in ("production", "shadow")
+                        for alarm in ("5xx-rate", "model-latency-p99", "empty-output-rate")}
     dev.template("serving").has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
-        "ResourceId": "endpoint/summarizer-pinned/variant/v3", "MinCapacity": 1, "MaxCapacity": 2})
+        "ResourceId": "endpoint/summarizer-pinned/variant/production", "MinCapacity": 1, "MaxCapacity": 2})
     dev.template("serving").has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
         "TargetTrackingScalingPolicyConfiguration": Match.object_like({"TargetValue": 50, "PredefinedMetricSpecification": {
             "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})})
@@ -214,8 +240,8 @@ def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_sca
 
 def test_guarded_endpoint_defaults_are_the_deployers() -> None:
     from infra_cdk.config import LOCAL_STORAGE_FAMILIES
-    from serving.deployer import LOCAL_STORAGE_FAMILIES as DEPLOYER_FAMILIES
     from serving.deployer import AutoscalingConfig, DeploymentConfig
+    from steps.instances import LOCAL_STORAGE_FAMILIES as DEPLOYER_FAMILIES
 
     assert LOCAL_STORAGE_FAMILIES == DEPLOYER_FAMILIES  # who gets a volume key
 
@@ -259,3 +285,28 @@ def test_every_output_that_names_a_setting_names_one_that_exists(dev: Synth) -> 
                      "GENAIOPS_CAPTURE_BUCKET", "GENAIOPS_KMS_KEY_ID", "GENAIOPS_SAGEMAKER_ROLE_ARN",
                      "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE"}
     assert named <= known
+
+
+def test_the_serving_stack_names_the_release_flows_endpoints_as_the_release_flow_does() -> None:
+    from infra_cdk.serving import release_endpoint
+    from serving.release import ReleaseConfig
+
+    for model in ("dialogue-summarizer", "support_bot.v2", "a--b__c", "x" * 80):
+        assert release_endpoint(model) == ReleaseConfig().endpoint_of(model), model
+
+
+@pytest.mark.parametrize(("context", "message"), [
+    ({"stage": "test"}, r"-c stage=test: one of dev, prod"),
+    ({"monitoring": {"alarms": {"5xx": {"threshold": 1}}}}, r"-c monitoring: .*unknown default alarm\(s\) 5xx"),
+    ({"endpoints": [{"name": "dialogue-summarizer", "model": "dialogue-summarizer", "production": 1}]},
+     r"dialogue-summarizer is the release flow's endpoint"),
+    ({"endpoints": [{"name": "e", "model": "other", "production": 1}]}, r"e serves other, not one of the models"),
+    ({"prefect_api_url": "prefect.example.org"}, r"not an http\(s\) URL"),
+    ({"notify_emails": "ops"}, r"not an email address: ops"),
+])
+def test_a_context_value_the_app_cannot_use_is_named(context: dict[str, Any], message: str, tmp_path: Path) -> None:
+    from infra_cdk.app import AppError, build_app
+
+    stage = context.pop("stage", None)
+    with pytest.raises(AppError, match=message):
+        build_app(stage=stage, outdir=str(tmp_path), context=context)
