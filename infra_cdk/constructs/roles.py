@@ -88,7 +88,10 @@ class SageMakerExecutionRole(Construct):
                                 resources=["*"], conditions={"ArnEquals": {"ec2:Vpc": vpc_arn(vpc)}}),
             iam.PolicyStatement(actions=["s3:GetObject", "s3:ListBucket"], resources=[
                 f"arn:{stack.partition}:s3:::jumpstart-cache-prod-{stack.region}",
-                f"arn:{stack.partition}:s3:::jumpstart-cache-prod-{stack.region}/*"]),
+                f"arn:{stack.partition}:s3:::jumpstart-cache-prod-{stack.region}/*",
+                # gated models (accept_eula) are served from JumpStart's private cache
+                f"arn:{stack.partition}:s3:::jumpstart-private-cache-prod-{stack.region}",
+                f"arn:{stack.partition}:s3:::jumpstart-private-cache-prod-{stack.region}/*"]),
         ])
         acknowledge(policy, **{
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/*]":
@@ -100,6 +103,8 @@ class SageMakerExecutionRole(Construct):
                 "Deep learning container images live in AWS-owned accounts that differ by region; pulls only.",
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::jumpstart-cache-prod-<AWS::Region>/*]":
                 "JumpStart's public model artifacts and scripts, read-only.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::jumpstart-private-cache-prod-<AWS::Region>/*]":
+                "JumpStart's gated model artifacts (accepted with accept_eula), read-only.",
         })
 
 
