@@ -12,6 +12,11 @@ LOCAL_STORAGE_FAMILIES = frozenset({"c5d", "c6gd", "c6id", "g4dn", "g5", "g6", "
                                     "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "r5d", "r6gd", "r6id", "trn1", "trn1n"})
 
 
+def package_group(model: str) -> str:
+    """The model package group of a registered model, as the registry mirror names it."""
+    return model.replace("_", "-").replace(".", "-")
+
+
 def has_local_storage(instance_type: str) -> bool:
     """`ml.g5.xlarge` → True: its volume is encrypted by the hardware, and SageMaker takes no KMS key for it."""
     parts = instance_type.split(".")
@@ -53,7 +58,7 @@ class EndpointAsCode(BaseModel):
 
     @property
     def group(self) -> str:
-        return self.model.replace("_", "-").replace(".", "-")
+        return package_group(self.model)
 
     @property
     def variants(self) -> list[str]:

@@ -16,6 +16,7 @@ from constructs import Construct
 
 from infra_cdk.config import EndpointAsCode
 from infra_cdk.constructs.alarms import EndpointAlarms
+from infra_cdk.constructs.ids import pascal
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
 
 PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
@@ -45,7 +46,7 @@ class MonitoringStack(cdk.Stack):
         self.endpoints: dict[str, EndpointAlarms] = {}
         for endpoint in endpoints:
             self.endpoints[endpoint.name] = EndpointAlarms(
-                self, f"Alarms{endpoint.name.title().replace('-', '')}", endpoint=endpoint.name,
+                self, f"Alarms{pascal(endpoint.name)}", endpoint=endpoint.name,
                 variants=endpoint.variants, period=config.period,
                 specs=endpoint_alarms(endpoint.name, endpoint.variants, endpoint.model, config))
         subscribers = [budgets.CfnBudget.SubscriberProperty(subscription_type="SNS", address=self.topic.topic_arn)]

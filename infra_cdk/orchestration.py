@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from infra_cdk.constructs.ids import logical_id, pascal
 from infra_cdk.constructs.logs import LogKey
 from infra_cdk.constructs.nag import acknowledge
 from infra_cdk.constructs.triggers import DeploymentTriggers, alarm_names, alarm_trigger
@@ -122,8 +122,8 @@ class OrchestrationStack(cdk.Stack):
             "AwsSolutions-IAM5[Resource::*]": "Task definition calls and EC2 Describe calls have no resource types; "
                                               "RunTask is held to this cluster by its condition.",
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/"
-            f"<{self.get_logical_id(_cfn(self.cluster))}>/*]": "The flow runs' tasks in this cluster only.",
-            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(_cfn(flow_logs))}.Arn>:*]":
+            f"<{logical_id(self.cluster)}>/*]": "The flow runs' tasks in this cluster only.",
+            f"AwsSolutions-IAM5[Resource::<{logical_id(flow_logs)}.Arn>:*]":
                 "The log streams of the flow runs' log group, read-only.",
         })
         service = ecs.FargateService(self, "WorkerService", cluster=self.cluster, task_definition=worker,
@@ -141,14 +141,14 @@ class OrchestrationStack(cdk.Stack):
                                       api_url=prefect_api_url or "", api_key=api_key, subnets=subnets,
                                       security_group=security_group, log_group=worker_logs, retain=retain)
         for model in models if prefect_api_url else []:  # without the API, a trigger could only fail
-            triggers.add(f"Approval{_id(model)}", deployment=f"approval-watch/{model}",
+            triggers.add(f"Approval{pascal(model)}", deployment=f"approval-watch/{model}",
                          description=f"a {model} model package changed: run approval-watch/{model}",
                          pattern=events.EventPattern(source=["aws.sagemaker"],
                                                      detail_type=["SageMaker Model Package State Change"],
                                                      detail={"ModelPackageGroupName": [model_package_groups[model]]}))
             retrain_alarms = retrain_alarm_names(model, monitoring)
             if retrain_alarms:
-                triggers.add(f"Retrain{_id(model)}", deployment=f"retrain/{model}",
+                triggers.add(f"Retrain{pascal(model)}", deployment=f"retrain/{model}",
                              description=f"an alarm whose action is retrain went into ALARM: run retrain/{model}",
                              pattern=events.EventPattern(source=["aws.cloudwatch"],
                                                          detail_type=["CloudWatch Alarm State Change"],
@@ -162,7 +162,7 @@ class OrchestrationStack(cdk.Stack):
         if events_role is not None:
             acknowledge(events_role, **{
                 f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:*:task/"
-                f"<{self.get_logical_id(_cfn(self.cluster))}>/*]": "EventBridge runs and tags the trigger's tasks "
+                f"<{logical_id(self.cluster)}>/*]": "EventBridge runs and tags the trigger's tasks "
                                                                    "in this cluster only."})
 
         # The ECS work pool's job variables (prefect-aws's ECS worker) that this stack owns; `vpc_id` and
@@ -257,12 +257,3 @@ def retrain_alarm_names(model: str, monitoring: Mapping[str, Any]) -> list[str]:
     specs = endpoint_alarms(release_endpoint(model), ["*"], model, config)
     return [spec.name for spec in specs if any(a.kind == "retrain" for a in spec.actions)]
 
-
-def _id(name: str) -> str:
-    return "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
-
-
-def _cfn(construct: Construct) -> cdk.CfnElement:
-    child = construct.node.default_child
-    assert isinstance(child, cdk.CfnElement)
-    return child

@@ -11,6 +11,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from infra_cdk.config import package_group
+from infra_cdk.constructs.ids import pascal
 from infra_cdk.constructs.roles import ApproversRole
 
 MLFLOW_PREFIX = "mlflow"
@@ -37,9 +39,9 @@ class RegistryStack(cdk.Stack):
         self.tracking_server_arn = self.tracking_server.attr_tracking_server_arn
         self.groups = {}
         for model in models:
-            group = model.replace("_", "-").replace(".", "-")  # as the registry mirror names it
+            group = package_group(model)
             self.groups[model] = sagemaker.CfnModelPackageGroup(
-                self, f"Group{group.title().replace('-', '')}", model_package_group_name=group,
+                self, f"Group{pascal(group)}", model_package_group_name=group,
                 model_package_group_description=f"genaiops versions of {model}, mirrored from MLflow")
         if retain:  # the registry is the approval record: a deleted or replaced stack keeps it
             for resource in (self.tracking_server, *self.groups.values()):

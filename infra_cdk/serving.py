@@ -18,16 +18,13 @@ from constructs import Construct
 
 from infra_cdk.config import EndpointAsCode
 from infra_cdk.constructs.endpoint import GuardedEndpoint
+from infra_cdk.constructs.ids import pascal
 from infra_cdk.constructs.logs import LogKey
 
 
 def release_endpoint(model: str) -> str:
     """The endpoint the release flow serves a model on by default (`serving.release.ReleaseConfig`)."""
     return re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", model)).strip("-")[:63]
-
-
-def _id(name: str) -> str:
-    return "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
 
 
 class ServingStack(cdk.Stack):
@@ -38,16 +35,16 @@ class ServingStack(cdk.Stack):
         super().__init__(scope, id, **kwargs)
         log_key = LogKey(self, "LogKey", retain=retain, purpose="SageMaker endpoints")
         names = [*(release_endpoint(m) for m in models), *(e.name for e in endpoints)]
-        self.log_groups = {name: log_key.group(f"Logs{_id(name)}", days=log_days, retain=retain,
+        self.log_groups = {name: log_key.group(f"Logs{pascal(name)}", days=log_days, retain=retain,
                                                name=f"/aws/sagemaker/Endpoints/{name}") for name in names}
         subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
         self.endpoints = {
-            spec.name: GuardedEndpoint(self, f"Endpoint{_id(spec.name)}", spec=spec, role=role, key=key,
+            spec.name: GuardedEndpoint(self, f"Endpoint{pascal(spec.name)}", spec=spec, role=role, key=key,
                                        capture=capture, subnets=subnet_ids,
                                        security_groups=[security_group.security_group_id],
                                        rollback_alarms=rollback_alarms.get(spec.name, []))
             for spec in endpoints}
         for spec in endpoints:
             self.endpoints[spec.name].node.add_dependency(self.log_groups[spec.name])
-            cdk.CfnOutput(self, f"Endpoint{_id(spec.name)}Name", value=spec.name,
+            cdk.CfnOutput(self, f"Endpoint{pascal(spec.name)}Name", value=spec.name,
                           description="an endpoint kept as code (invoke it with sagemaker-runtime)")

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from model_registry.approval import ApprovalConfig
+
 log = logging.getLogger("genaiops.notify")
 
 
@@ -70,8 +72,10 @@ def failed_run_hook(flow: Any, flow_run: Any, state: Any) -> None:
         log.exception("could not send the failure notification of flow run %s", flow_run.id)
 
 
-def waiting_for_approval(notifier: Notifier, result: Any, approvers: list[str]) -> None:
-    """A new version waits for an approver: where to read its gate report and approve it."""
+def waiting_for_approval(notifier: Notifier, result: Any, approval: ApprovalConfig) -> None:
+    """A new version waits for an approver (the approvers of `approval`, the demo account left out): where to read
+    its gate report and approve it."""
+    approvers = [a for a in approval.approvers if a != approval.demo_account]
     notifier.send(f"genaiops: {result.model_name} v{result.version} waits for approval",
                   f"{result.model_name} version {result.version} passed its gates ({result.gate_summary}) and is "
                   f"{result.status}; approvers: {', '.join(approvers)}",

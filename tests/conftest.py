@@ -86,3 +86,18 @@ def sample_jsonl(tmp_path: Path) -> Path:
     path = tmp_path / "sample.jsonl"
     write_jsonl(generate_records(120, seed=7), path)
     return path
+
+
+def tiny_pipeline(data: Path, model: Path, *, name: str = "tiny-summarizer",
+                  gates: list[dict[str, object]] | None = None, **sections: object) -> dict[str, object]:
+    """A pipeline config document that trains and evaluates the tiny model in seconds; `sections` add or replace."""
+    return {
+        "model_name": name,
+        "data": {"source": str(data), "contract": {"min_rows": 20}},
+        "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
+                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
+        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
+                     "bootstrap": {"resamples": 200},
+                     "gates": [{"metric": "empty_rate", "max": 1.0}] if gates is None else gates},
+        **sections,
+    }

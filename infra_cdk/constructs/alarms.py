@@ -10,13 +10,10 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
+from infra_cdk.constructs.ids import pascal
 from monitoring.alarms import AlarmSpec
 from monitoring.cloudwatch import alarm_requests
 from monitoring.dashboards import cloudwatch_body, panels
-
-
-def _logical(name: str) -> str:
-    return "".join(part.title() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
 
 
 def _snake(key: str) -> str:
@@ -49,7 +46,7 @@ class EndpointAlarms(Construct):
         for spec, request in zip(specs, alarm_requests(endpoint, specs), strict=True):
             props = _props(request)
             props["tags"] = [cdk.CfnTag(key=t["key"], value=t["value"]) for t in props.get("tags", [])]
-            self.alarms[spec.name] = cloudwatch.CfnAlarm(self, _logical(spec.name), **props)
+            self.alarms[spec.name] = cloudwatch.CfnAlarm(self, pascal(spec.name), **props)
         stack = cdk.Stack.of(self)
         body = cloudwatch_body(panels(endpoint, variants), region=stack.region, period=period,
                                alarm_arns=[a.attr_arn for a in self.alarms.values()])

@@ -9,8 +9,9 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct, IConstruct
+from constructs import Construct
 
+from infra_cdk.constructs.ids import logical_id
 from infra_cdk.constructs.nag import acknowledge
 from monitoring.metrics import GENAIOPS_NAMESPACE
 
@@ -43,17 +44,9 @@ class BucketAccess(Construct):
         super().__init__(scope, id)
         self.policy = iam.ManagedPolicy(self, "Policy", description=description,
                                         statements=[*bucket_statements(read, write), key_statement(key)])
-        stack = cdk.Stack.of(self)
         for bucket in dict.fromkeys([*read, *write]):
-            logical = stack.get_logical_id(_cfn(bucket))
-            acknowledge(self.policy, **{f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/*]":
+            acknowledge(self.policy, **{f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/*]":
                                         "Object-level actions on the objects of one genaiops bucket (<bucket>/*)."})
-
-
-def _cfn(construct: IConstruct) -> cdk.CfnElement:
-    child = construct.node.default_child
-    assert isinstance(child, cdk.CfnElement)
-    return child
 
 
 class SageMakerExecutionRole(Construct):

@@ -217,8 +217,7 @@ def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
     reused = [stage for stage, was in (("prepare", dataset.reused), ("finetune", trained.reused)) if was]
     outcome = _result(settings, registry, store, version, dataset.hash, result, reused)
     if outcome.status == T.PENDING and not outcome.reused:
-        reliable(notify, policy)(make_notifier(settings, config), outcome,
-                                 [a for a in config.approval.approvers if a != config.approval.demo_account])
+        reliable(notify, policy)(make_notifier(settings, config), outcome, config.approval)
     return _finish(outcome)
 
 

@@ -23,22 +23,14 @@ from pipelines.settings import PipelineConfig, load_settings
 from serving.control_plane import local_client
 from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
+from tests.conftest import tiny_pipeline
 
 MODEL = "tiny-summarizer"
 
 
 def _document(data: Path, model: Path, demo: bool) -> dict[str, Any]:
-    return {
-        "model_name": MODEL,
-        "data": {"source": str(data), "contract": {"min_rows": 20}},
-        "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
-                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
-        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
-                     "bootstrap": {"resamples": 200}, "gates": [{"metric": "empty_rate", "max": 1.0}]},
-        "deployment": {"instance_type": "ml.m5.large"},
-        "approval": {"demo": demo},
-        "rollout": {"min_duration_s": 0, "min_requests": 8, "resamples": 200},
-    }
+    return tiny_pipeline(data, model, name=MODEL, deployment={"instance_type": "ml.m5.large"},
+                         approval={"demo": demo}, rollout={"min_duration_s": 0, "min_requests": 8, "resamples": 200})
 
 
 def _run(config: Path, workspace: Path) -> subprocess.CompletedProcess[str]:

@@ -23,20 +23,13 @@ from prefect import flow
 from model_registry import tags as T
 from pipelines.orchestration import OrchestrationConfig, RetryConfig, Trigger, is_transient, reliable
 from pipelines.settings import PipelineConfig, load_settings
+from tests.conftest import tiny_pipeline
 
 FAST = OrchestrationConfig(retries=RetryConfig(attempts=3, first_delay_s=0.05, jitter=0.5))
 
 
 def _config_document(data: Path, model: Path) -> dict[str, Any]:
-    return {
-        "model_name": "tiny-summarizer",
-        "data": {"source": str(data), "contract": {"min_rows": 20}},
-        "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
-                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
-        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
-                     "bootstrap": {"resamples": 200}, "gates": [{"metric": "empty_rate", "max": 1.0}]},
-        "orchestration": {"retries": {"attempts": 3, "first_delay_s": 0.05}},
-    }
+    return tiny_pipeline(data, model, orchestration={"retries": {"attempts": 3, "first_delay_s": 0.05}})
 
 
 def _sagemaker() -> Any:

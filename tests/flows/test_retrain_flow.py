@@ -13,17 +13,11 @@ from model_registry import tags as T
 from pipelines.flows import GateFailedError, retrain
 from pipelines.settings import PipelineConfig, load_settings
 from serving.deployer import Version
+from tests.conftest import tiny_pipeline
 
 
 def _config(data: Path, model: Path, gates: list[dict[str, object]]) -> PipelineConfig:
-    return PipelineConfig.model_validate({
-        "model_name": "tiny-summarizer",
-        "data": {"source": str(data), "contract": {"min_rows": 20}},
-        "finetune": {"base_model": str(model), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
-                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
-        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
-                     "bootstrap": {"resamples": 200}, "gates": gates},
-    })
+    return PipelineConfig.model_validate(tiny_pipeline(data, model, gates=gates))
 
 
 def _client() -> MlflowClient:

@@ -21,6 +21,7 @@ from model_registry import tags as T
 from pipelines.auth_server import BIN, free_port
 from pipelines.deployments import load_deployments
 from pipelines.orchestration import Trigger
+from tests.conftest import tiny_pipeline
 from tests.servers import descendants, running
 
 MODEL = "dialogue-summarizer"  # the name the repository's prefect.yaml serves
@@ -42,14 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     data = root / "sample.jsonl"
     write_jsonl(generate_records(120, seed=7), data)
     config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "model_name": MODEL,
-        "data": {"source": str(data), "contract": {"min_rows": 20}},
-        "finetune": {"base_model": str(tiny_model_dir), "max_steps": 3, "batch_size": 4, "eval_samples": 4,
-                     "eval_steps": 2, "save_steps": 2, "learning_rate": 0.01},
-        "evaluate": {"max_samples": 4, "general_samples": 4, "generation": {"max_new_tokens": 6, "batch_size": 4},
-                     "bootstrap": {"resamples": 200}, "gates": [{"metric": "empty_rate", "max": 1.0}]},
-    }))
+    config.write_text(yaml.safe_dump(tiny_pipeline(data, tiny_model_dir, name=MODEL)))
     workspace, port = root / "workspace", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENAIOPS_", "PREFECT_API_URL", "PREFECT_HOME"))}
     env.update(GENAIOPS_WORKSPACE=str(workspace), PREFECT_RUNNER_POLL_FREQUENCY="2",

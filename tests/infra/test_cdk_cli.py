@@ -9,16 +9,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 STACKS = [f"genaiops-dev-{s}" for s in ("network", "data", "registry", "monitoring", "serving", "orchestration")]
 
-pytestmark = pytest.mark.skipif(not CDK.exists(), reason="the CDK CLI is installed by `make test` (npm ci)")
-
-
 def _cdk(*args: str) -> subprocess.CompletedProcess[str]:
+    assert CDK.exists(), "the pinned CDK CLI is not installed: run `npm ci` (`make test` and `make synth` do)"
     env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
            "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "true",
            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
