@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
+from contracts.names import release_endpoint
 from infra_cdk.config import EndpointAsCode, StageProps
 from infra_cdk.constructs.nag import ScopedChecks
 from infra_cdk.data import DataStack
@@ -28,7 +29,7 @@ from infra_cdk.monitoring import MonitoringStack
 from infra_cdk.network import NetworkStack
 from infra_cdk.orchestration import OrchestrationStack
 from infra_cdk.registry import RegistryStack
-from infra_cdk.serving import ServingStack, release_endpoint
+from infra_cdk.serving import ServingStack
 from monitoring.monitor import MonitoringConfig
 
 # Feature flags live here rather than in cdk.json, so tests and `cdk synth` build the same app.

@@ -4,23 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
-
-# Instance families whose local NVMe storage is encrypted by the instance's hardware: SageMaker refuses a
-# KmsKeyId in an endpoint config that uses one of them.
-LOCAL_STORAGE_FAMILIES = frozenset({"c5d", "c6gd", "c6id", "g4dn", "g5", "g6", "g6e", "gr6", "m5d", "m6gd", "m6id",
-                                    "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "r5d", "r6gd", "r6id", "trn1", "trn1n"})
-
-
-def package_group(model: str) -> str:
-    """The model package group of a registered model, as the registry mirror names it."""
-    return model.replace("_", "-").replace(".", "-")
-
-
-def has_local_storage(instance_type: str) -> bool:
-    """`ml.g5.xlarge` → True: its volume is encrypted by the hardware, and SageMaker takes no KMS key for it."""
-    parts = instance_type.split(".")
-    return len(parts) == 3 and parts[1] in LOCAL_STORAGE_FAMILIES
+from contracts.names import NAME_PATTERN as NAME
+from contracts.names import package_group
 
 
 class EndpointAsCode(BaseModel):

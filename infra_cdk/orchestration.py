@@ -26,11 +26,11 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from contracts.names import release_endpoint
 from infra_cdk.constructs.ids import logical_id, pascal
 from infra_cdk.constructs.logs import LogKey
 from infra_cdk.constructs.nag import acknowledge
 from infra_cdk.constructs.triggers import DeploymentTriggers, alarm_names, alarm_trigger
-from infra_cdk.serving import release_endpoint
 from monitoring.metrics import GENAIOPS_NAMESPACE
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
 

@@ -11,7 +11,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from infra_cdk.config import package_group
+from contracts.names import package_group
 from infra_cdk.constructs.ids import pascal
 from infra_cdk.constructs.roles import ApproversRole
 

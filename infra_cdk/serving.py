@@ -4,7 +4,6 @@ kept forever)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,15 +15,11 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from contracts.names import release_endpoint
 from infra_cdk.config import EndpointAsCode
 from infra_cdk.constructs.endpoint import GuardedEndpoint
 from infra_cdk.constructs.ids import pascal
 from infra_cdk.constructs.logs import LogKey
-
-
-def release_endpoint(model: str) -> str:
-    """The endpoint the release flow serves a model on by default (`serving.release.ReleaseConfig`)."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", model)).strip("-")[:63]
 
 
 class ServingStack(cdk.Stack):

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_registry import tags as T
+from contracts import tags as T
 
 APPROVAL_TAGS = frozenset({T.APPROVAL_STATUS, T.APPROVAL_NOTE, T.APPROVED_BY, T.APPROVED_AT})
 STATUSES = (T.PENDING, T.APPROVED, T.REJECTED)

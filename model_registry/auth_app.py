@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import APPROVAL_TAGS, ApprovalConfig, AuditEntry, gate_digest
 from model_registry.audit import AuditLog, now
 from model_registry.evidence import RegistryUnavailableError, run_evidence

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.evidence import REPORT_FOLDER
 from steps.data import PreparedDataset
 from steps.evaluate import EvalResult, GateReport

@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.permissions import RunEvidence
 
 REPORT_FOLDER = "gate_report"  # where the gate report sits among the run's artifacts

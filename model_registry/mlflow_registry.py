@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from model_registry import tags as T
+from contracts import tags as T
 
 log = logging.getLogger(__name__)
 

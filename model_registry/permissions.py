@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import APPROVAL_TAGS, LINEAGE_TAGS, ApprovalConfig, refuse_tag_write
 
 Action = Literal[

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_registry import tags as T
+from contracts import tags as T
+from contracts.names import package_group
 from model_registry.approval import ApprovalConfig, AuditEntry, gate_digest
 from model_registry.audit import AuditLog, now
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
@@ -65,7 +66,7 @@ class ModelPackageMirror:
     def __init__(self, client: Any, config: ModelPackageConfig, model_name: str) -> None:
         self.client = client
         self.config = config
-        self.group = config.group or model_name.replace("_", "-").replace(".", "-")
+        self.group = config.group or package_group(model_name)
 
     def sync(self, registry: MlflowRegistry, audit: AuditLog, approval: ApprovalConfig) -> list[MirrorDecision]:
         """One pass over every version of the registry's model; returns what it did per version."""
@@ -152,7 +153,7 @@ class ModelPackageMirror:
             self.client.create_model_package_group(
                 ModelPackageGroupName=self.group,
                 ModelPackageGroupDescription=f"Mirror of the MLflow registered model {model_name}; approve in MLflow.",
-                Tags=[{"Key": "genaiops:mlflow-model", "Value": model_name}])
+                Tags=[{"Key": T.MLFLOW_MODEL, "Value": model_name}])
             log.info("created SageMaker model package group %s", self.group)
 
     def _find_package(self, version: RegisteredVersion) -> str | None:

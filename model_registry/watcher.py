@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import ApprovalConfig, AuditEntry, approval_stands, gate_digest
 from model_registry.audit import AuditLog, now
 from model_registry.mlflow_registry import MlflowRegistry

@@ -10,10 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from contracts.tags import ENDPOINT
 from monitoring.alarms import AlarmSpec, put_metric_request
 from monitoring.dashboards import cloudwatch_body, panels
-
-ENDPOINT_TAG = "genaiops:endpoint"
 
 
 def alarm_names(client: Any, endpoint: str) -> list[str]:
@@ -37,7 +36,7 @@ def alarm_requests(endpoint: str, specs: Sequence[AlarmSpec]) -> list[dict[str, 
     requests = []
     for spec in specs:
         topics = [a.target for a in spec.actions if a.kind == "notify" and a.target]
-        requests.append(put_metric_request(spec, alarm_actions=topics, ok_actions=topics, tags={ENDPOINT_TAG: endpoint}))
+        requests.append(put_metric_request(spec, alarm_actions=topics, ok_actions=topics, tags={ENDPOINT: endpoint}))
     return requests
 
 

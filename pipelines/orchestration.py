@@ -157,7 +157,7 @@ class Trigger(BaseModel):
 
     def mlflow_tags(self) -> dict[str, str]:
         """On the MLflow run and the version it registers (the approval server checks that the two agree)."""
-        from model_registry import tags as T
+        from contracts import tags as T
 
         return {T.TRIGGER: self.kind, T.TRIGGER_NAME: self.name[:250], T.TRIGGER_DETAIL: self.detail[:5000]}
 

@@ -22,20 +22,18 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_registry import tags as T
+from contracts import tags as T
+from contracts.instances import has_local_storage
+from contracts.names import Strategy, resource_name
 from model_registry.sagemaker_mirror import model_data
-from steps.instances import has_local_storage
 
 log = logging.getLogger(__name__)
 
-Strategy = Literal["all_at_once", "ab", "shadow", "canary", "linear"]
-STRATEGIES: tuple[str, ...] = ("all_at_once", "ab", "shadow", "canary", "linear")
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/genaiops-local-sagemaker"
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 
@@ -86,9 +84,6 @@ class DeploymentConfig(BaseModel):
     timeout_seconds: int = Field(3600, gt=0, description="how long to wait for an endpoint to reach InService")
 
 
-BASELINE = "base"  # the version (and variant) name of the base model served as it is, before any champion
-
-
 class Version(BaseModel):
     """A packaged model version."""
 
@@ -116,7 +111,7 @@ class Version(BaseModel):
 
     @property
     def model_name(self) -> str:
-        return _name(f"{self.model}-{self.variant}-{self.digest[:10]}")
+        return resource_name(f"{self.model}-{self.variant}-{self.digest[:10]}")
 
 
 class Plan(BaseModel):
@@ -195,9 +190,8 @@ class SageMakerDeployer:
         if cfg.kms_key_id and not has_local_storage(cfg.instance_type):
             body["KmsKeyId"] = cfg.kms_key_id  # a local NVMe volume is encrypted by its hardware and takes no key
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
-        config_request = {"EndpointConfigName": _name(f"{endpoint}-{strategy.replace('_', '')}-{digest}"), **body,
-                          "Tags": [{"Key": "genaiops:endpoint", "Value": endpoint},
-                                   {"Key": "genaiops:strategy", "Value": strategy}]}
+        config_request = {"EndpointConfigName": resource_name(f"{endpoint}-{strategy.replace('_', '')}-{digest}"),
+                          **body, "Tags": [{"Key": T.ENDPOINT, "Value": endpoint}, {"Key": T.STRATEGY, "Value": strategy}]}
         deployment = self._deployment_config(strategy, rollback_alarms or [])
         scaling = [self._scaling(endpoint, v["VariantName"]) for v in production] if cfg.autoscaling else []
         return Plan(endpoint=endpoint, strategy=strategy, models=models, endpoint_config=config_request,
@@ -211,8 +205,8 @@ class SageMakerDeployer:
                 "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                                 "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "HF_HUB_OFFLINE": "1"}},
             "ExecutionRoleArn": self.role_arn,
-            "Tags": [{"Key": "genaiops:model", "Value": version.model}, {"Key": "genaiops:version", "Value": version.version},
-                     {"Key": "genaiops:package-digest", "Value": version.digest[:64]}],
+            "Tags": [{"Key": T.MODEL, "Value": version.model}, {"Key": T.VERSION, "Value": version.version},
+                     {"Key": T.PACKAGE, "Value": version.digest[:64]}],
         }
         if self.config.subnets:
             request["VpcConfig"] = {"Subnets": self.config.subnets, "SecurityGroupIds": self.config.security_group_ids}
@@ -245,7 +239,7 @@ class SageMakerDeployer:
         target = {"ServiceNamespace": "sagemaker", "ResourceId": resource,
                   "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
                   "MinCapacity": scaling.min_capacity, "MaxCapacity": scaling.max_capacity}
-        policy = {"PolicyName": _name(f"{endpoint}-{variant}-invocations"), "ServiceNamespace": "sagemaker",
+        policy = {"PolicyName": resource_name(f"{endpoint}-{variant}-invocations"), "ServiceNamespace": "sagemaker",
                   "ResourceId": resource, "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
                   "PolicyType": "TargetTrackingScaling",
                   "TargetTrackingScalingPolicyConfiguration": {
@@ -295,7 +289,7 @@ class SageMakerDeployer:
                 existing = None
             if existing is None:
                 self.client.create_endpoint(EndpointName=plan.endpoint, EndpointConfigName=plan.config_name,
-                                            Tags=[{"Key": "genaiops:endpoint", "Value": plan.endpoint},
+                                            Tags=[{"Key": T.ENDPOINT, "Value": plan.endpoint},
                                                   *({"Key": k, "Value": v} for k, v in plan.tags.items())])
                 created.append(("endpoint", plan.endpoint))
                 self.progress(f"creating endpoint {plan.endpoint} with {plan.config_name}")
@@ -487,14 +481,6 @@ class SageMakerDeployer:
         config = self.client.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
         return any(v.get("ModelName") == model for v in [*config["ProductionVariants"],
                                                          *config.get("ShadowProductionVariants", [])])
-
-
-def _name(text: str) -> str:
-    """A SageMaker resource name (63 characters of letters, digits and hyphens) from any text."""
-    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", text)).strip("-")
-    if len(cleaned) > 63:
-        cleaned = cleaned[:52].rstrip("-") + "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
-    return cleaned
 
 
 def _reason(exc: BaseException) -> str:

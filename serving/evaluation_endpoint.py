@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contracts.tags import EXPIRES_AT, PURPOSE
 from serving.deployer import SageMakerDeployer, Version
 
 log = logging.getLogger(__name__)
 
-EXPIRES_TAG = "genaiops:expires-at"
-PURPOSE_TAG = "genaiops:purpose"
 
 
 @contextmanager
@@ -32,7 +31,7 @@ def evaluation_endpoint(deployer: SageMakerDeployer, name: str, candidate: Versi
     expires = (now or datetime.now(UTC)) + timedelta(seconds=ttl_s)
     try:
         deployer.deploy(name, candidate, "ab", champion=base,
-                        tags={EXPIRES_TAG: expires.isoformat(timespec="seconds"), PURPOSE_TAG: "evaluation"})
+                        tags={EXPIRES_AT: expires.isoformat(timespec="seconds"), PURPOSE: "evaluation"})
         yield name
     finally:
         try:
@@ -49,7 +48,7 @@ def expired(client: Any, now: datetime | None = None) -> list[tuple[str, str]]:
     for page in client.get_paginator("list_endpoints").paginate():
         for summary in page["Endpoints"]:
             tags = {t["Key"]: t["Value"] for t in client.list_tags(ResourceArn=summary["EndpointArn"]).get("Tags", [])}
-            stamp = tags.get(EXPIRES_TAG)
+            stamp = tags.get(EXPIRES_AT)
             if stamp and datetime.fromisoformat(stamp) <= now:
                 found.append((summary["EndpointName"], stamp))
     return found

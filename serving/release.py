@@ -21,50 +21,53 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_registry import tags as T
+from contracts import tags as T
+from contracts.names import BASELINE, NAME_PATTERN, Strategy, release_endpoint
+from contracts.names import strategy as _strategy
+from contracts.tags import (
+    RELEASE_AGAINST,
+    RELEASE_ENDPOINT,
+    RELEASE_FINISHED,
+    RELEASE_PREVIOUS,
+    RELEASE_REASON,
+    RELEASE_STARTED,
+    RELEASE_STATE,
+    RELEASE_STRATEGY,
+)
 from model_registry.approval import ApprovalConfig, AuditEntry, gate_digest
 from model_registry.audit import AuditLog, now
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmSpec
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
-from serving.deployer import BASELINE, DeploymentError, SageMakerDeployer, Strategy, Version
+from serving.deployer import DeploymentError, SageMakerDeployer, Version
 from serving.rollout import Decision, RolloutConfig, VariantEvidence, decide
 from steps.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-RELEASE_ENDPOINT = "genaiops.release.endpoint"
-RELEASE_STRATEGY = "genaiops.release.strategy"
-RELEASE_STATE = "genaiops.release.state"
-RELEASE_STARTED = "genaiops.release.started"
-RELEASE_FINISHED = "genaiops.release.finished"
-RELEASE_REASON = "genaiops.release.reason"
-RELEASE_PREVIOUS = "genaiops.release.previous"  # the champion a promoted version replaced: the rollback target
-RELEASE_AGAINST = "genaiops.release.against"  # the variant the release met: the champion's (vN), or the base model's
 
 
 class ReleaseConfig(BaseModel):
     """How approved versions go out (the `release` section of a pipeline config)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    endpoint: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+    endpoint: str | None = Field(None, pattern=NAME_PATTERN,
                                  description="the endpoint the model serves on; default: from the model name")
-    strategy: Literal["shadow", "ab", "canary", "linear", "all_at_once"] = Field(
+    strategy: Strategy = Field(
         "shadow", description="how a candidate meets traffic while a champion serves")
     baseline: bool = Field(True, description="with no champion yet, the base model (as it is, with the same template "
                                              "and decoding) serves the endpoint first, and the first candidate meets it "
                                              "with the strategy above; false: the first candidate goes all_at_once")
 
     def endpoint_of(self, model: str) -> str:
-        return self.endpoint or re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", model)).strip("-")[:63]
+        return self.endpoint or release_endpoint(model)
 
 
 class ReleaseOutcome(BaseModel):
@@ -345,9 +348,3 @@ class Rollout:
 
 def _named(version: Version) -> str:
     return "the base model" if version.version == BASELINE else f"v{version.version}"
-
-
-def _strategy(name: str) -> Strategy:
-    if name not in ("all_at_once", "ab", "shadow", "canary", "linear"):
-        raise ValueError(f"unknown strategy {name!r}")
-    return name  # type: ignore[return-value]

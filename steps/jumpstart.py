@@ -14,10 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from contracts.instances import has_local_storage
 from steps.artifacts import ArtifactStore
 from steps.data import Example, PreparedDataset
 from steps.finetune import FinetuneConfig, FinetuneError, MetricsCallback, TrainedModel
-from steps.instances import has_local_storage
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import ApprovalConfig
 
 CONFIG = ApprovalConfig()

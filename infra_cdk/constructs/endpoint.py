@@ -12,7 +12,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from infra_cdk.config import EndpointAsCode, has_local_storage
+from contracts.instances import has_local_storage
+from infra_cdk.config import EndpointAsCode
 from infra_cdk.constructs.nag import acknowledge
 
 LOCAL_STORAGE = ("The instance type has local NVMe storage, which its hardware encrypts; SageMaker refuses a KmsKeyId "

@@ -175,7 +175,7 @@ def run_lifecycle(config: ConfigOption = None) -> None:
         fail("`genaiops run` is the local lifecycle; on the aws backend run `genaiops retrain`, `approvals watch`, "
              "`release` and `rollout` (or their Prefect deployments)", EXIT_USAGE)
     prefect_home(settings)
-    from model_registry import tags as T
+    from contracts import tags as T
     from pipelines.flows.lifecycle import lifecycle
 
     err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
@@ -214,7 +214,7 @@ def run_lifecycle(config: ConfigOption = None) -> None:
 
 
 def _print_result(result: Any, settings: Any, pipeline: Any, approval_hint: bool = True) -> None:
-    from model_registry import tags as T
+    from contracts import tags as T
 
     table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
     for column in ("metric", "candidate", "base", "change"):

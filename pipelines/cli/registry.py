@@ -76,7 +76,7 @@ def models_list(
     config: ConfigOption = None,
 ) -> None:
     """Every version with its approval status, gate and approver."""
-    from model_registry import tags as T
+    from contracts import tags as T
 
     _, pipeline, registry = _registry(config, name)
     table = Table(title=f"{registry.model_name} ({pipeline.experiment})")
@@ -109,7 +109,7 @@ def models_show(name: Annotated[str, typer.Argument()], version: Annotated[str, 
 def _decide(name: str, version: str, status: str, note: str | None, config: Path | None) -> None:
     from mlflow.exceptions import MlflowException
 
-    from model_registry import tags as T
+    from contracts import tags as T
 
     settings, _, registry = _registry(config, name)
     if not settings.tracking_uri.startswith(("http://", "https://")):
@@ -130,7 +130,7 @@ def approve(name: Annotated[str, typer.Argument()], version: Annotated[str, type
             note: Annotated[str | None, typer.Option(help="Why; kept with the approval.")] = None,
             config: ConfigOption = None) -> None:
     """Approve a version, as the signed-in user (MLFLOW_TRACKING_USERNAME), under the approval rules."""
-    from model_registry import tags as T
+    from contracts import tags as T
 
     _decide(name, version, T.APPROVED, note, config)
 
@@ -140,7 +140,7 @@ def reject(name: Annotated[str, typer.Argument()], version: Annotated[str, typer
            note: Annotated[str | None, typer.Option(help="Why; kept with the rejection.")] = None,
            config: ConfigOption = None) -> None:
     """Reject a version, as the signed-in user, under the approval rules."""
-    from model_registry import tags as T
+    from contracts import tags as T
 
     _decide(name, version, T.REJECTED, note, config)
 

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import ApprovalConfig
 from model_registry.audit import AuditLog
 from model_registry.candidates import (

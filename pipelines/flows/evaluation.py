@@ -12,7 +12,8 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, ConfigDict
 
-from model_registry import tags as T
+from contracts import tags as T
+from contracts.names import resource_name
 from model_registry.mlflow_registry import MlflowRegistry
 from pipelines.backends import make_sagemaker
 from pipelines.notify import failed_run_hook
@@ -20,7 +21,7 @@ from pipelines.offline import go_offline
 from pipelines.orchestration import expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig, Settings
 from serving import package
-from serving.deployer import SageMakerDeployer, Version, _name
+from serving.deployer import SageMakerDeployer, Version
 from serving.evaluation_endpoint import evaluation_endpoint
 from steps.data import Example
 from steps.endpoint_generation import EndpointGenerator, runtime_client
@@ -69,7 +70,7 @@ def evaluation_deployer(settings: Settings, config: PipelineConfig, progress: An
 
 def evaluation_name(config: PipelineConfig, dataset_hash: str) -> str:
     """The temporary evaluation endpoint of a dataset: a rerun of the same inputs finds the one a crash left."""
-    return _name(f"{config.model_name}-eval-{dataset_hash[:12]}")
+    return resource_name(f"{config.model_name}-eval-{dataset_hash[:12]}")
 
 
 def evaluate_served(settings: Settings, config: PipelineConfig, trained: TrainedModel, samples: list[Example],

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.mlflow_registry import RegisteredVersion
 from pipelines.backends import audit_spec, make_registry, make_store
 from pipelines.flows import RetrainResult, approval_watch, retrain

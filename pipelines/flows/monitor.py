@@ -113,7 +113,7 @@ def sagemaker_endpoint(settings: Settings, endpoint: str, client: Any = None) ->
 def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStore, model: str) -> Reference:
     """The training split the served model learnt from: the dataset its version's lineage names (or the one the
     config names), raw inputs recovered from the templated prompts."""
-    from model_registry import tags as T
+    from contracts import tags as T
     from steps.data import load_prepared
 
     dataset_hash, template = config.monitoring.drift.reference_dataset, config.data.template

@@ -7,7 +7,8 @@ import functools
 
 from prefect import flow, get_run_logger
 
-from model_registry import tags as T
+from contracts import tags as T
+from contracts.names import BASELINE
 from model_registry.mlflow_registry import RegisteredVersion
 from pipelines.backends import capture_uri, make_alarm_sync, make_registry, make_sagemaker, make_store
 from pipelines.notify import failed_run_hook
@@ -15,7 +16,7 @@ from pipelines.offline import go_offline
 from pipelines.orchestration import Trigger, current_trigger
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
 from serving import package
-from serving.deployer import BASELINE, SageMakerDeployer, Version
+from serving.deployer import SageMakerDeployer, Version
 from serving.release import ReleaseOutcome, Releaser, Rollout, RolloutStatus
 from steps.artifacts import ArtifactNotFoundError
 from steps.base_model import resolve_base_model

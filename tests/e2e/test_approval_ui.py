@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.audit import AuditLog
 from model_registry.mlflow_registry import MlflowRegistry
 from model_registry.watcher import request_key, watch_approvals

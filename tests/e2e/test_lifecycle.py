@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from model_registry import tags as T
+from contracts import tags as T
 from tests.offline import BIN, guarded_env, refused, run_guarded
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

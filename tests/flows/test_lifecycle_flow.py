@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from mlflow import MlflowClient
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.audit import AuditLog
 from pipelines.flows.lifecycle import DEMO_NOTE, lifecycle
 from pipelines.settings import PipelineConfig, load_settings

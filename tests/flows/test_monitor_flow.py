@@ -163,7 +163,7 @@ def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any])
 
 def test_the_reference_is_the_training_split_the_served_versions_lineage_names(
         lab: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from model_registry import tags as T
+    from contracts import tags as T
     from pipelines.backends import make_registry, make_store
     from pipelines.flows.monitor import MonitorError, reference_of
     from pipelines.settings import load_settings

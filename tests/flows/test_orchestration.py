@@ -20,7 +20,7 @@ from botocore.stub import Stubber
 from mlflow import MlflowClient
 from prefect import flow
 
-from model_registry import tags as T
+from contracts import tags as T
 from pipelines.orchestration import OrchestrationConfig, RetryConfig, Trigger, is_transient, reliable
 from pipelines.settings import PipelineConfig, load_settings
 from tests.conftest import tiny_pipeline

@@ -9,7 +9,8 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from model_registry import tags as T
+from contracts import tags as T
+from contracts.tags import RELEASE_REASON, RELEASE_STATE, RELEASE_STRATEGY
 from model_registry.audit import AuditLog
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmStore
@@ -19,7 +20,6 @@ from pipelines.settings import PipelineConfig, load_settings
 from serving import package
 from serving.control_plane import local_client
 from serving.local import LocalEndpoints
-from serving.release import RELEASE_REASON, RELEASE_STATE, RELEASE_STRATEGY
 from steps.artifacts import LocalStore
 from tests.conftest import make_tiny_model
 

@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from moto.server import ThreadedMotoServer
 
-from model_registry import tags as T
+from contracts import tags as T
 from pipelines.orchestration import OrchestrationConfig, RetryConfig
 from pipelines.settings import PipelineConfig
 from serving import package

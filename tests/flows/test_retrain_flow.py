@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from model_registry import tags as T
+from contracts import tags as T
 from pipelines.flows import GateFailedError, retrain
 from pipelines.settings import PipelineConfig, load_settings
 from serving.deployer import Version

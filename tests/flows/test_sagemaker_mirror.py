@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.audit import AuditLog
 from steps.artifacts import S3Store
 from tests.approvals import CONFIG, as_user, cli, register

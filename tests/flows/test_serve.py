@@ -17,7 +17,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from model_registry import tags as T
+from contracts import tags as T
 from pipelines.auth_server import BIN, free_port
 from pipelines.deployments import load_deployments
 from pipelines.orchestration import Trigger

@@ -239,11 +239,7 @@ def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_sca
 
 
 def test_guarded_endpoint_defaults_are_the_deployers() -> None:
-    from infra_cdk.config import LOCAL_STORAGE_FAMILIES
     from serving.deployer import AutoscalingConfig, DeploymentConfig
-    from steps.instances import LOCAL_STORAGE_FAMILIES as DEPLOYER_FAMILIES
-
-    assert LOCAL_STORAGE_FAMILIES == DEPLOYER_FAMILIES  # who gets a volume key
 
     endpoint, deployment, scaling = EndpointAsCode(name="e", model="m", production=1), DeploymentConfig(), \
         AutoscalingConfig()
@@ -285,14 +281,6 @@ def test_every_output_that_names_a_setting_names_one_that_exists(dev: Synth) -> 
                      "GENAIOPS_CAPTURE_BUCKET", "GENAIOPS_KMS_KEY_ID", "GENAIOPS_SAGEMAKER_ROLE_ARN",
                      "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE"}
     assert named <= known
-
-
-def test_the_serving_stack_names_the_release_flows_endpoints_as_the_release_flow_does() -> None:
-    from infra_cdk.serving import release_endpoint
-    from serving.release import ReleaseConfig
-
-    for model in ("dialogue-summarizer", "support_bot.v2", "a--b__c", "x" * 80):
-        assert release_endpoint(model) == ReleaseConfig().endpoint_of(model), model
 
 
 @pytest.mark.parametrize(("context", "message"), [

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from contracts.names import BASELINE
 from serving import package
 from serving.control_plane import local_client, stop_running
-from serving.deployer import BASELINE, DeploymentConfig, SageMakerDeployer, Version
+from serving.deployer import DeploymentConfig, SageMakerDeployer, Version
 from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from steps.data import Example
@@ -101,7 +102,8 @@ def test_inputs_go_out_in_batches_and_a_missing_variant_is_an_error(endpoint: tu
 
 def test_the_evaluation_endpoint_serves_candidate_and_base_and_is_gone_when_the_stage_ends_however_it_ends(
         packages: dict[str, Any]) -> None:
-    from serving.evaluation_endpoint import EXPIRES_TAG, evaluation_endpoint
+    from contracts.tags import EXPIRES_AT as EXPIRES_TAG
+    from serving.evaluation_endpoint import evaluation_endpoint
 
     root, candidate, base, deployer = (packages[k] for k in ("root", "candidate", "base", "deployer"))
     url = None
@@ -130,8 +132,8 @@ def test_the_evaluation_endpoint_serves_candidate_and_base_and_is_gone_when_the_
 def test_endpoints_gc_deletes_only_the_endpoints_whose_expiry_passed(packages: dict[str, Any]) -> None:
     from typer.testing import CliRunner
 
+    from contracts.tags import EXPIRES_AT as EXPIRES_TAG
     from pipelines.cli import app
-    from serving.evaluation_endpoint import EXPIRES_TAG
 
     root, candidate, base, deployer = (packages[k] for k in ("root", "candidate", "base", "deployer"))
     past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="seconds")

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.mlflow_registry import MlflowRegistry
 from tests.servers import mlflow_server
 

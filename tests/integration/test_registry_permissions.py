@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import AuditEntry
 from model_registry.audit import AuditLog
 from steps.artifacts import LocalStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_registry import tags as T
+from contracts import tags as T
 from model_registry.approval import ApprovalConfig
 from model_registry.permissions import RunEvidence, Write, missing_fields, refuse_registration, refuse_write
 

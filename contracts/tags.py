@@ -1,4 +1,5 @@
-"""The approval protocol on MLflow model versions: tag names, statuses and aliases (DESIGN.md)."""
+"""Tags that cross layers: the approval and release protocol on MLflow model versions (tag names, statuses,
+aliases; DESIGN.md), and the tags genaiops puts on SageMaker resources."""
 
 from __future__ import annotations
 
@@ -38,3 +39,28 @@ ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+
+# --- the release on a model version (written by the release account) ----------------------------------------
+
+RELEASE_ENDPOINT: Final = "genaiops.release.endpoint"
+RELEASE_STRATEGY: Final = "genaiops.release.strategy"
+RELEASE_STATE: Final = "genaiops.release.state"
+RELEASE_STARTED: Final = "genaiops.release.started"
+RELEASE_FINISHED: Final = "genaiops.release.finished"
+RELEASE_REASON: Final = "genaiops.release.reason"
+RELEASE_PREVIOUS: Final = "genaiops.release.previous"  # the champion a promoted version replaced: the rollback target
+RELEASE_AGAINST: Final = "genaiops.release.against"  # the variant the release met: the champion's (vN), or base
+
+# --- SageMaker resource tags (models, endpoint configs, endpoints, model package groups) ---------------------
+
+MODEL: Final = "genaiops:model"  # on a SageMaker model: the registered model it serves
+VERSION: Final = "genaiops:version"  # on a SageMaker model: the registered version (N, base or candidate)
+PACKAGE: Final = "genaiops:package-digest"  # on a SageMaker model: the SHA-256 of its package
+ENDPOINT: Final = "genaiops:endpoint"  # on endpoints, endpoint configs and CloudWatch alarms: the endpoint
+STRATEGY: Final = "genaiops:strategy"  # on an endpoint config: how it was deployed
+EXPIRES_AT: Final = "genaiops:expires-at"  # on a temporary endpoint: when `genaiops endpoints gc` may delete it
+PURPOSE: Final = "genaiops:purpose"  # on a temporary endpoint: what it is for (evaluation)
+MLFLOW_MODEL: Final = "genaiops:mlflow-model"  # on a model package group: the MLflow registered model it mirrors
+ALARMS_OWNER: Final = "genaiops:alarms"  # on an endpoint kept as code: "stack", the stack owns its alarms
+STAGE: Final = "genaiops:stage"  # on every stack's resources: the stage (cost allocation)
+STACK: Final = "genaiops:stack"  # on every stack's resources: the lifecycle stack (cost allocation)
