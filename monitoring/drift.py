@@ -15,6 +15,7 @@ nothing of `serving`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from steps.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 Encoder = Callable[[Sequence[str]], Any]  # texts -> an (n, d) array of unit vectors
 
@@ -51,6 +54,7 @@ class CaptureCursor(BaseModel):
     model_config = ConfigDict(frozen=True)
     floor: str = ""  # yyyy/mm/dd/hh: files of earlier hours are done
     read: dict[str, int] = {}
+    skipped: int = 0  # complete lines that were no capture record anyone can read (hostile or foreign): counted
 
 
 def read_capture(store: ArtifactStore, endpoint: str, cursor: CaptureCursor | None = None, *,
@@ -59,11 +63,15 @@ def read_capture(store: ArtifactStore, endpoint: str, cursor: CaptureCursor | No
 
     `store` holds capture as SageMaker lays it out, `<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`: the local
     endpoint's capture folder (a LocalStore) or the S3 destination of an endpoint's data capture (an S3Store).
-    A last line still being written is left for the next read; files older than `settle_hours` are done.
+    A last line still being written is left for the next read; files older than `settle_hours` are done. A complete
+    line that cannot be read (not JSON, not a capture record, a body nested past what a parser takes, bytes that are
+    not UTF-8) is skipped and counted in the cursor's `skipped`, never raised: one hostile request must not stop
+    every reader of the endpoint's capture.
     """
     cursor = cursor or CaptureCursor()
     floor = ((now or datetime.now(UTC)) - timedelta(hours=settle_hours)).strftime("%Y/%m/%d/%H")
     records: list[Captured] = []
+    skipped = 0
     read = {k: v for k, v in cursor.read.items() if "/".join(k.split("/")[2:6]) >= floor}
     for key in store.list_keys(endpoint):
         parts = key.split("/")
@@ -79,31 +87,44 @@ def read_capture(store: ArtifactStore, endpoint: str, cursor: CaptureCursor | No
             done = index + 1
             if record is not None:
                 records.append(record)
+            elif line.strip():
+                skipped += 1
+                log.warning("%s line %d: not a readable capture record; skipped", store.uri(key), index + 1)
         read[key] = done
     records.sort(key=lambda r: r.at)
-    return records, CaptureCursor(floor=max(cursor.floor, floor), read=read)
+    return records, CaptureCursor(floor=max(cursor.floor, floor), read=read, skipped=cursor.skipped + skipped)
+
+
+# What reading a record someone else wrote may raise: not JSON or not UTF-8 (ValueError), not the capture shape
+# (KeyError, TypeError, AttributeError, a pydantic ValidationError), nested deeper than the parser goes.
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
 
 
 def _parse(variant: str, line: str) -> Captured | None:
+    """One capture line, or None when it is not one anybody can read (a torn last line, or a foreign or hostile
+    record)."""
     try:
         document = json.loads(line)
         metadata, data = document["eventMetadata"], document["captureData"]
         at = datetime.fromisoformat(metadata["inferenceTime"])  # SageMaker's "...:25Z", ours "...:25.123Z"
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
         body = json.loads(_payload(data["endpointInput"]))
-    except (ValueError, KeyError, TypeError):
-        return None  # a torn last line of a file still being written, or a foreign record
-    inputs = body.get("inputs") if isinstance(body, dict) else body
-    texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs or []]
-    outputs: list[str] | None = None
-    if not metadata.get("error"):
-        try:
-            answer = json.loads(_payload(data["endpointOutput"]))
-            outputs = [str(item.get("generated_text", "")) for item in answer]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            outputs = None
-    return Captured(variant=variant, event_id=str(metadata.get("eventId", "")), inference_id=metadata.get("inferenceId"),
-                    at=at, inputs=texts, outputs=outputs, error=bool(metadata.get("error")) or outputs is None)
+        inputs = body.get("inputs") if isinstance(body, dict) else body
+        # A request refused for its shape (inputs not text) stays a record, with no text to measure.
+        texts = [inputs] if isinstance(inputs, str) else [t for t in inputs if isinstance(t, str)] \
+            if isinstance(inputs, list) else []
+        outputs: list[str] | None = None
+        if not metadata.get("error"):
+            try:
+                answer = json.loads(_payload(data["endpointOutput"]))
+                outputs = [str(item.get("generated_text", "")) for item in answer]
+            except UNREADABLE:
+                outputs = None
+        return Captured(variant=variant, event_id=str(metadata.get("eventId", "")),
+                        inference_id=metadata.get("inferenceId"), at=at, inputs=texts, outputs=outputs,
+                        error=bool(metadata.get("error")) or outputs is None)
+    except UNREADABLE:
+        return None
 
 
 def _payload(part: dict[str, Any]) -> str:

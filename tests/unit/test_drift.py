@@ -114,3 +114,40 @@ def test_the_capture_reader_reads_s3(monkeypatch: pytest.MonkeyPatch) -> None:
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="capture")
         check_reader(S3Store("capture", client, prefix="data-capture"))
+
+
+HOSTILE_BODIES = [
+    b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested past any parser's depth
+    b"\xff\xfe not utf-8 \x80",
+    b'{"inputs": "\\ud800 a lone surrogate"}',
+    b"[" * 50_000,
+    b'{"inputs": {"nested": {"dict": [1, 2, 3]}}}',
+    b'{"inputs": 12345678901234567890123456789}',
+    b"null",
+    b'"just a string"',
+]
+
+
+def test_a_reader_skips_and_counts_the_records_it_cannot_read(tmp_path: Path) -> None:
+    """Capture of refused hostile requests, a foreign line and a record nested past the parser's depth: each is
+    skipped or read as a record without text, counted, and the readable records around them are read."""
+    store = LocalStore(tmp_path / "capture")
+    when = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    lines = [json.dumps(capture_record(body, b'{"message": "bad request"}', content_type="application/json",
+                                       accept="application/json", inference_id=None, when=when, error=True,
+                                       event_id=f"h{i}"))
+             for i, body in enumerate(HOSTILE_BODIES)]
+    lines.insert(3, "not json at all")
+    lines.insert(5, '{"captureData": ' * 5000 + "1" + "}" * 5000)  # a whole record nested too deep
+    good = capture_record(b'{"inputs": "Ana: hi."}', b'[{"generated_text": "Ana greets."}]',
+                          content_type="application/json", accept="application/json", inference_id=None,
+                          when=when, event_id="good")
+    store.put("summaries/champion/2026/11/30/10/00-00-x.jsonl",
+              ("\n".join([json.dumps(good), *lines, json.dumps(good | {"eventMetadata": {
+                  **good["eventMetadata"], "eventId": "good2"}})]) + "\n").encode())
+    records, cursor = read_capture(store, "summaries", now=when + timedelta(hours=1))
+    assert [r.event_id for r in records if not r.error] == ["good", "good2"]
+    assert cursor.skipped >= 3  # the deep body, the foreign line and the record nested too deep
+    assert len(records) + cursor.skipped == len(lines) + 2  # every line is a record or counted
+    again, after = read_capture(store, "summaries", cursor, now=when + timedelta(hours=1))
+    assert again == [] and after.skipped == cursor.skipped  # counted once
