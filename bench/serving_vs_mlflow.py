@@ -135,7 +135,7 @@ def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 600) ->
 
 class MlflowServe:
     def __init__(self, model: Path, log: Path) -> None:
-        from serving.router import free_port
+        from local_aws.supervisor import free_port
 
         self.port = free_port()
         with log.open("wb") as out:
@@ -159,7 +159,7 @@ class MlflowServe:
 
 class Endpoint:
     def __init__(self, endpoints: Any, name: str, model: Path, shadow: Path | None = None) -> None:
-        from serving.endpoint import EndpointConfig
+        from local_aws.endpoint import EndpointConfig
 
         variants: list[dict[str, Any]] = [{"name": "main", "model": str(model), "max_batch_size": 8}]
         if shadow is not None:
@@ -278,8 +278,8 @@ def main() -> None:
         parser.error(f"--parts: choose from overhead, throughput, shadow (got {args.parts!r})")
 
     from bench.common import held_out
+    from local_aws.endpoints import LocalEndpoints
     from serving.handler import Invocation, Predictor
-    from serving.local import LocalEndpoints
 
     samples = held_out(args.workspace, args.requests)
     base, texts = samples.base, samples.inputs

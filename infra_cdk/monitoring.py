@@ -23,7 +23,7 @@ PUBLISHERS = ("cloudwatch.amazonaws.com", "budgets.amazonaws.com")
 
 
 class MonitoringStack(cdk.Stack):
-    """Its topic's ARN becomes the pipeline config's `monitoring.notify_topic_arn`."""
+    """Its topic's ARN becomes the `GENAIOPS_NOTIFY_TOPIC_ARN` setting of the flows."""
 
     def __init__(self, scope: Construct, id: str, *, stage: str, retain: bool, endpoints: Sequence[EndpointAsCode],
                  monitoring: Mapping[str, Any], budget_usd: float, emails: Sequence[str], **kwargs: Any) -> None:
@@ -42,13 +42,14 @@ class MonitoringStack(cdk.Stack):
                 conditions={"StringEquals": {"aws:SourceAccount": self.account}}))
         for address in emails:  # notifications and budget alerts alike
             self.topic.add_subscription(subscriptions.EmailSubscription(address))
-        config = MonitoringConfig.model_validate({**monitoring, "notify_topic_arn": self.topic.topic_arn})
+        config = MonitoringConfig.model_validate(monitoring)
         self.endpoints: dict[str, EndpointAlarms] = {}
         for endpoint in endpoints:
             self.endpoints[endpoint.name] = EndpointAlarms(
                 self, f"Alarms{pascal(endpoint.name)}", endpoint=endpoint.name,
                 variants=endpoint.variants, period=config.period,
-                specs=endpoint_alarms(endpoint.name, endpoint.variants, endpoint.model, config))
+                specs=endpoint_alarms(endpoint.name, endpoint.variants, endpoint.model, config,
+                                      notify_topic=self.topic.topic_arn))
         subscribers = [budgets.CfnBudget.SubscriberProperty(subscription_type="SNS", address=self.topic.topic_arn)]
         budgets.CfnBudget(self, "Budget", budget=budgets.CfnBudget.BudgetDataProperty(
             budget_name=f"genaiops-{stage}", budget_type="COST", time_unit="MONTHLY",
@@ -62,4 +63,4 @@ class MonitoringStack(cdk.Stack):
                     subscribers=subscribers)
                 for kind, percent in (("ACTUAL", 80), ("FORECASTED", 100))])
         cdk.CfnOutput(self, "NotifyTopicArn", value=self.topic.topic_arn,
-                      description="monitoring.notify_topic_arn of the pipeline config")
+                      description="GENAIOPS_NOTIFY_TOPIC_ARN (where the flows' notifications and alarms go)")

@@ -4,9 +4,11 @@
   work pool and starts each flow run as its own Fargate task of the genaiops image;
 - the flow runs' task role (least privilege: the buckets, the key, SageMaker, CloudWatch, the topic, MLflow);
 - the Prefect API key in Secrets Manager, the image repository, encrypted logs;
-- EventBridge rules per model: a model package state change runs `approval-watch/<model>` at once, and an alarm
-  whose spec's actions include `retrain` (the drift alarms, by default) runs `retrain/<model>` with the alarm as its
-  trigger.
+- EventBridge rules per model: a model package state change runs `approval-watch/<model>` at once; an alarm
+  whose spec's actions include `retrain` (the drift alarms, by default) runs `retrain/<model>`, and one whose actions
+  include `rollback` (a release variant's 5XX rate, p99 latency, empty outputs) runs `rollout/<model>`, which rolls
+  a shadow or A/B candidate back; each with the alarm as its trigger. (A canary or linear release is rolled back by
+  SageMaker's own guardrails, which the deployer gives the same alarms.)
 """
 
 from __future__ import annotations
@@ -146,13 +148,15 @@ class OrchestrationStack(cdk.Stack):
                          pattern=events.EventPattern(source=["aws.sagemaker"],
                                                      detail_type=["SageMaker Model Package State Change"],
                                                      detail={"ModelPackageGroupName": [model_package_groups[model]]}))
-            retrain_alarms = retrain_alarm_names(model, monitoring)
-            if retrain_alarms:
-                triggers.add(f"Retrain{pascal(model)}", deployment=f"retrain/{model}",
-                             description=f"an alarm whose action is retrain went into ALARM: run retrain/{model}",
+            for kind, flow in (("retrain", "retrain"), ("rollback", "rollout")):
+                names = alarm_names_with(model, monitoring, kind)
+                if not names:
+                    continue
+                triggers.add(f"{pascal(kind)}{pascal(model)}", deployment=f"{flow}/{model}",
+                             description=f"an alarm whose action is {kind} went into ALARM: run {flow}/{model}",
                              pattern=events.EventPattern(source=["aws.cloudwatch"],
                                                          detail_type=["CloudWatch Alarm State Change"],
-                                                         detail={"alarmName": alarm_names(retrain_alarms),
+                                                         detail={"alarmName": alarm_names(names),
                                                                  "state": {"value": ["ALARM"]}}),
                              parameters={"trigger": alarm_trigger(  # names and times hold no quote to escape
                                  events.EventField.from_path("$.detail.alarmName"),
@@ -250,10 +254,10 @@ WILDCARDS = {
 }
 
 
-def retrain_alarm_names(model: str, monitoring: Mapping[str, Any]) -> list[str]:
-    """The names of the release endpoint's alarms whose actions include retrain, with `*` for the variant (the
-    release flow names variants vN as it releases versions)."""
+def alarm_names_with(model: str, monitoring: Mapping[str, Any], kind: str) -> list[str]:
+    """The names of the release endpoint's alarms whose actions include `kind` (retrain, rollback), with `*` for the
+    variant (the release flow names variants vN as it releases versions)."""
     config = MonitoringConfig.model_validate(monitoring)
     specs = endpoint_alarms(release_endpoint(model), ["*"], model, config)
-    return [spec.name for spec in specs if any(a.kind == "retrain" for a in spec.actions)]
+    return [spec.name for spec in specs if any(a.kind == kind for a in spec.actions)]
 

@@ -153,6 +153,15 @@ class MlflowRegistry:
     def get_version(self, version: str) -> RegisteredVersion:
         return self._as_registered(self.client.get_model_version(self.model_name, version))
 
+    def find(self, version: str) -> RegisteredVersion | None:
+        """The version, or None when there is no such version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.get_version(version)
+        except MlflowException:
+            return None
+
     def versions(self) -> list[RegisteredVersion]:
         """Every version of the model, oldest first."""
         found = self.client.search_model_versions(f"name = '{self.model_name}'", max_results=10_000)

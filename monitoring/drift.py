@@ -77,6 +77,8 @@ def read_capture(store: ArtifactStore, endpoint: str, cursor: CaptureCursor | No
         parts = key.split("/")
         if len(parts) < 7 or not key.endswith(".jsonl") or "/".join(parts[2:6]) < max(cursor.floor, floor):
             continue
+        if key in read and getattr(store, "whole_objects", False):
+            continue  # an S3 object read once is done
         lines = store.get(key).decode("utf-8", errors="replace").split("\n")
         done = read.get(key, 0)
         for index in range(done, len(lines)):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -117,11 +118,11 @@ class DriftConfig(BaseModel):
 
 
 class MonitoringConfig(BaseModel):
-    """The `monitoring` section: period, where notifications go, the default alarms' tuning, custom alarms."""
+    """The `monitoring` section: period, the default alarms' tuning, custom alarms, drift. (Where notifications go is
+    where the pipeline runs: the `GENAIOPS_NOTIFY_TOPIC_ARN` setting.)"""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     period: int = Field(60, description="seconds per datapoint of every default alarm (10, 30 or a multiple of 60)")
-    notify_topic_arn: str | None = Field(None, description="SNS topic of notify actions (aws backend)")
     alarms: dict[str, AlarmTuning] = Field(default_factory=dict, description=f"tuning per default alarm: "
                                                                              f"{', '.join(DEFAULTS)}")
     custom: list[AlarmSpec] = Field(default_factory=list, description="more alarms, as full specs")
@@ -144,8 +145,9 @@ def alarm_name(endpoint: str, variant: str | None, key: str) -> str:
 
 
 def endpoint_alarms(endpoint: str, variants: Sequence[str], model: str, config: MonitoringConfig, *,
-                    only: str | None = None) -> list[AlarmSpec]:
-    """The alarms of one endpoint: the enabled defaults per endpoint and per variant, then the custom ones."""
+                    notify_topic: str = "", only: str | None = None) -> list[AlarmSpec]:
+    """The alarms of one endpoint: the enabled defaults per endpoint and per variant, then the custom ones.
+    `notify_topic` is the SNS topic of their notify actions on AWS (locally the notifier of the run)."""
     specs = []
     for key, default in DEFAULTS.items():
         if only is not None and key != only:
@@ -156,7 +158,7 @@ def endpoint_alarms(endpoint: str, variants: Sequence[str], model: str, config: 
         scopes = [None] if default.scope == "endpoint" else list(variants)
         for variant in scopes:
             dimensions = {"EndpointName": endpoint, **({"VariantName": variant} if variant else {})}
-            targets = {"notify": config.notify_topic_arn or "", "rollback": endpoint, "retrain": model}
+            targets = {"notify": notify_topic, "rollback": endpoint, "retrain": model}
             kinds = tuning.actions if tuning.actions is not None else default.actions
             evaluation_periods = tuning.evaluation_periods or default.evaluation_periods
             specs.append(AlarmSpec(
@@ -269,3 +271,89 @@ def alarm_records(store: AlarmStore, endpoint: str | None = None) -> list[AlarmR
     """The alarms in the store, or those of one endpoint."""
     records = store.list()
     return [r for r in records if endpoint is None or r.spec.name.startswith(f"{endpoint}/")]
+
+
+# --- where alarms live -----------------------------------------------------------------------------
+
+class AlarmSync(BaseModel):
+    """What syncing an endpoint's alarms did."""
+
+    model_config = ConfigDict(frozen=True)
+    put: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+    owner: Literal["flows", "stack"] = Field("flows", description="stack: the endpoint's alarms are a stack's (an "
+                                                                  "endpoint kept as code), left as the stack made them")
+
+
+class AlarmView(BaseModel):
+    """One alarm as `genaiops alarms list` shows it, wherever it lives."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    state: str
+    since: str = Field(description="when it last changed state (UTC)")
+    rule: str
+    actions: list[str]
+    reason: str
+
+
+def rule_text(comparison: str, threshold: float, datapoints: int, periods: int, period: int) -> str:
+    from monitoring.alarms import SYMBOLS
+
+    return f"{SYMBOLS.get(comparison, comparison)} {threshold:g} ({datapoints}/{periods} x {period}s)"
+
+
+class Alarms(Protocol):
+    """An endpoint's alarms where they live: the workspace's store, evaluated here with CloudWatch's semantics, or
+    CloudWatch, which evaluates them itself and runs their actions."""
+
+    def sync(self, endpoint: str, specs: Sequence[AlarmSpec]) -> AlarmSync:
+        """Make the endpoint's alarms these specs (created or updated by name, the stale ones deleted)."""
+
+    def evaluate(self, specs: Sequence[AlarmSpec], now: datetime) -> list[Transition]:
+        """Evaluate them now, if that is this side's job; the state changes (none where CloudWatch evaluates)."""
+
+    def states(self, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Each alarm's state and reason (absent: no such alarm)."""
+
+    def dashboard(self, endpoint: str, variants: Sequence[str], *, period: int, hours: float) -> str:
+        """The endpoint's dashboard, refreshed; where to look at it."""
+
+    def views(self, endpoint: str | None) -> list[AlarmView]:
+        """Every alarm, or an endpoint's, with its state."""
+
+    def history(self, name: str) -> list[StateChange] | None:
+        """An alarm's state changes, oldest first; None when there is no such alarm."""
+
+
+class LocalAlarms:
+    """The workspace's alarms (`alarms/`), its metric series, and the dashboard pages under `dashboards/`."""
+
+    def __init__(self, store: AlarmStore, metrics: Any, dashboards: Path) -> None:
+        self.store, self.metrics, self.dashboards = store, metrics, dashboards
+
+    def sync(self, endpoint: str, specs: Sequence[AlarmSpec]) -> AlarmSync:
+        return AlarmSync(put=sorted(s.name for s in specs), deleted=sorted(self.store.sync(endpoint, specs)))
+
+    def evaluate(self, specs: Sequence[AlarmSpec], now: datetime) -> list[Transition]:
+        return evaluate_alarms(self.store, self.metrics, [s.name for s in specs], now)
+
+    def states(self, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+        return {name: (record.state, record.reason) for name in names if (record := self.store.get(name)) is not None}
+
+    def dashboard(self, endpoint: str, variants: Sequence[str], *, period: int, hours: float) -> str:
+        from monitoring.dashboards import panels, render_local
+
+        page = render_local(endpoint, panels(endpoint, variants), self.metrics, alarm_records(self.store, endpoint),
+                            self.dashboards / endpoint, end=datetime.now(UTC), hours=hours, period=period)
+        return str(page)
+
+    def views(self, endpoint: str | None) -> list[AlarmView]:
+        return [AlarmView(name=r.spec.name, state=r.state, since=r.updated, reason=r.reason,
+                          rule=rule_text(r.spec.comparison, r.spec.threshold, r.spec.m, r.spec.evaluation_periods,
+                                         r.spec.period), actions=[a.kind for a in r.spec.actions])
+                for r in alarm_records(self.store, endpoint)]
+
+    def history(self, name: str) -> list[StateChange] | None:
+        record = self.store.get(name)
+        return None if record is None else list(record.history)

@@ -1,8 +1,16 @@
-"""Factories that pick each port's implementation from Settings, once, in the flow."""
+"""The backend factory: where the question "local or aws?" is asked, once, and nowhere else.
+
+Every flow and command gets its ports here: stores, the registry, the trainer, boto3 clients of SageMaker and
+SageMaker Runtime, the deployer, metrics, alarms, notifications, the rollout's evidence. On the local backend the
+SageMaker and SageMaker Runtime clients reach the local twin (`local_aws`, started on demand), so the code above
+them is the same boto3 code on both backends; this module is the only one that knows the twin exists.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steps.artifacts import ArtifactStore, LocalStore, S3Store
@@ -11,19 +19,52 @@ from steps.finetune import LocalLoraTrainer, Trainer
 if TYPE_CHECKING:
     from model_registry.mlflow_registry import MlflowRegistry
     from model_registry.sagemaker_mirror import ModelPackageMirror
-    from monitoring.alarms import AlarmSpec
     from monitoring.metrics import MetricSink, MetricSource
+    from monitoring.monitor import Alarms
+    from pipelines.notify import Notifier
     from pipelines.settings import PipelineConfig, Settings
+    from serving.deployer import SageMakerDeployer
+    from serving.evaluation import CandidateEvaluation
+    from serving.evidence import EvidenceReader
+
+
+class BackendError(ValueError):
+    """What was asked cannot be done on this backend; the message says what to do instead."""
+
+
+def _aws(settings: Settings) -> bool:
+    return settings.backend == "aws"
+
+
+def _twin(settings: Settings) -> bool:
+    """Whether the SageMaker API is the local twin: the local backend, unless it names another endpoint."""
+    return not _aws(settings)
 
 
 def make_store(settings: Settings) -> ArtifactStore:
-    if settings.backend == "aws":
+    if _aws(settings):
         import boto3
 
         assert settings.artifact_bucket is not None  # Settings validates this for the aws backend
         return S3Store(settings.artifact_bucket, boto3.client("s3", region_name=settings.region),
                        prefix=settings.artifact_prefix, kms_key_id=settings.kms_key_id)
     return LocalStore(settings.root / "artifacts")
+
+
+def store_at(settings: Settings, uri: str) -> ArtifactStore:
+    """A store over the objects under `uri` (`s3://bucket/prefix`, `file://` or a folder): where an endpoint
+    captures, read with the credentials of the run."""
+    if uri.startswith("s3://"):
+        import boto3
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return S3Store(bucket, boto3.client("s3", region_name=settings.region), prefix=prefix.strip("/"))
+    if uri.startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return LocalStore(Path(url2pathname(urlparse(uri).path)))
+    return LocalStore(Path(uri))
 
 
 def make_registry(settings: Settings, config: PipelineConfig) -> MlflowRegistry:
@@ -35,12 +76,13 @@ def make_registry(settings: Settings, config: PipelineConfig) -> MlflowRegistry:
 
 def make_mirror(settings: Settings, config: PipelineConfig) -> ModelPackageMirror | None:
     """The SageMaker Model Registry mirror on the aws backend (None locally, or when turned off)."""
-    if settings.backend != "aws" or not config.model_packages.enabled:
+    if not _aws(settings) or not config.model_packages.enabled:
         return None
     import boto3
 
     from model_registry.sagemaker_mirror import ModelPackageMirror
 
+    # The model registry is SageMaker's own (the twin hosts endpoints only).
     return ModelPackageMirror(boto3.client("sagemaker", region_name=settings.region), config.model_packages,
                               config.model_name)
 
@@ -60,7 +102,7 @@ def sagemaker_session(settings: Settings, boto: Any = None) -> Any:
 
 
 def make_trainer(settings: Settings, store: ArtifactStore) -> Trainer:
-    if settings.backend == "aws":
+    if _aws(settings):
         from steps.jumpstart import JumpStartTrainer
 
         assert settings.sagemaker_role_arn is not None  # Settings validates this for the aws backend
@@ -76,57 +118,168 @@ def make_metrics(settings: Settings) -> tuple[MetricSink, MetricSource]:
     """Where metrics go and are read back: the workspace's SQLite series, or CloudWatch (throttling retried)."""
     from monitoring.metrics import CloudWatchSink, CloudWatchSource, SqliteMetricSink, cloudwatch_client
 
-    if settings.backend == "aws":
+    if _aws(settings):
         client = cloudwatch_client(settings.region)
         return CloudWatchSink(client), CloudWatchSource(client)
     sqlite = SqliteMetricSink(settings.root / "metrics.db")
     return sqlite, sqlite
 
 
-def make_sagemaker(settings: Settings) -> object:
-    """The boto3 `sagemaker` client of the deployer: SageMaker's, or the workspace's local control plane
-    (`GENAIOPS_SAGEMAKER_ENDPOINT_URL` points either at another one)."""
-    if settings.backend == "aws":
-        import boto3
+# --- SageMaker: the API, the runtime, the deployer ---------------------------------------------------
 
-        return boto3.client("sagemaker", region_name=settings.region, endpoint_url=settings.sagemaker_endpoint_url)
-    from serving.control_plane import local_client
+def sagemaker_url(settings: Settings) -> str | None:
+    """The SageMaker API's URL: the one set, else the local twin's (started on demand), else SageMaker's (None)."""
+    if settings.sagemaker_endpoint_url or not _twin(settings):
+        return settings.sagemaker_endpoint_url
+    from local_aws.server import ensure
 
-    return local_client(settings.root, region=settings.region, endpoint_url=settings.sagemaker_endpoint_url)
-
-
-def make_alarm_sync(settings: Settings) -> Callable[[str, Sequence[AlarmSpec]], object]:
-    """Keeps an endpoint's alarms equal to its specs: the local alarm store, or CloudWatch."""
-    if settings.backend == "aws":
-        from monitoring.cloudwatch import sync_alarms
-        from monitoring.metrics import cloudwatch_client
-
-        client = cloudwatch_client(settings.region)
-        return lambda endpoint, specs: sync_alarms(client, endpoint, specs)
-    from monitoring.alarms import AlarmStore
-
-    store = AlarmStore(settings.root / "alarms")
-    return store.sync
+    return ensure(settings.root, region=settings.region)
 
 
-def capture_uri(settings: Settings, store: ArtifactStore) -> str:
+def _client(settings: Settings, service: str, url: str | None, **config: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    local = {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if _twin(settings) else {}
+    return boto3.client(service, region_name=settings.region, endpoint_url=url, config=Config(**config), **local)
+
+
+def make_sagemaker(settings: Settings) -> Any:
+    """The boto3 `sagemaker` client every flow and command uses: SageMaker's, or the local twin's."""
+    return _client(settings, "sagemaker", sagemaker_url(settings), retries={"max_attempts": 4, "mode": "standard"},
+                   read_timeout=900)
+
+
+def runtime_url(settings: Settings) -> str:
+    """Where `sagemaker-runtime` requests go: the URL set, else the SageMaker API's when it is set or the twin's
+    (the twin answers both), else SageMaker Runtime's regional URL."""
+    url = settings.sagemaker_runtime_url or sagemaker_url(settings)
+    return url or f"https://runtime.sagemaker.{settings.region}.amazonaws.com"
+
+
+def make_runtime(settings: Settings) -> Any:
+    """A `sagemaker-runtime` client that reaches every endpoint by name; throttling retried with backoff."""
+    return _client(settings, "sagemaker-runtime", runtime_url(settings), read_timeout=900, connect_timeout=10,
+                   retries={"max_attempts": 8, "mode": "adaptive"})
+
+
+def make_deployer(settings: Settings, config: PipelineConfig, *, capture: bool = True,
+                  progress: Callable[[str], None] | None = None) -> SageMakerDeployer:
+    """The one deployer, asking the SageMaker API every second where it is the twin (it answers at once), and
+    capturing to `capture_uri` (not for temporary evaluation endpoints: `capture=False`)."""
+    from serving.deployer import SageMakerDeployer
+
+    deployment = config.deployment
+    if deployment.poll_seconds is None and (_twin(settings) or settings.sagemaker_endpoint_url):
+        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
+    autoscaling = _client(settings, "application-autoscaling", None) if _aws(settings) and deployment.autoscaling \
+        else None
+    return SageMakerDeployer(make_sagemaker(settings), deployment, role_arn=settings.sagemaker_role_arn,
+                             capture_uri=capture_uri(settings) if capture else None, autoscaling_client=autoscaling,
+                             progress=progress)
+
+
+def capture_uri(settings: Settings) -> str:
     """Where endpoints capture requests: the workspace's capture folder; on aws the capture bucket, else the artifact
     bucket's capture prefix."""
-    if settings.backend == "aws":
-        return f"s3://{settings.capture_bucket}/capture" if settings.capture_bucket else store.uri("capture")
+    if _aws(settings):
+        bucket = settings.capture_bucket or settings.artifact_bucket
+        prefix = "capture" if settings.capture_bucket else f"{settings.artifact_prefix}/capture"
+        return f"s3://{bucket}/{prefix}"
     return (settings.root / "capture").as_uri()
 
 
+def make_evaluation(settings: Settings, config: PipelineConfig, registry: MlflowRegistry, store: ArtifactStore,
+                    progress: Callable[[str], None] | None = None) -> CandidateEvaluation:
+    """How a retrain evaluates its candidate: loaded here, or, on aws where the candidate is a training job's
+    artifact, served on a temporary endpoint."""
+    from serving.evaluation import InProcessEvaluation, ServedEvaluation
+
+    if not _aws(settings):
+        return InProcessEvaluation(registry, config.evaluate)
+    return ServedEvaluation(make_deployer(settings, config, capture=False, progress=progress), make_runtime(settings),
+                            registry, store, model=config.model_name, template=config.data.template,
+                            evaluate_config=config.evaluate, package_config=config.package, region=settings.region,
+                            live_endpoint=config.release.endpoint_of(config.model_name))
+
+
+# --- monitoring, notifications, the rollout's evidence -----------------------------------------------
+
+def make_alarms(settings: Settings) -> Alarms:
+    """Where alarms live: the workspace (evaluated here with CloudWatch's semantics) or CloudWatch."""
+    if _aws(settings):
+        import boto3
+
+        from monitoring.cloudwatch import CloudWatchAlarms
+        from monitoring.metrics import cloudwatch_client
+
+        account = functools.cache(lambda: boto3.client("sts", region_name=settings.region)
+                                  .get_caller_identity()["Account"])
+        return CloudWatchAlarms(cloudwatch_client(settings.region), region=settings.region, account=account)
+    from monitoring.alarms import AlarmStore
+    from monitoring.metrics import SqliteMetricSink
+    from monitoring.monitor import LocalAlarms
+
+    return LocalAlarms(AlarmStore(settings.root / "alarms"), SqliteMetricSink(settings.root / "metrics.db"),
+                       settings.root / "dashboards")
+
+
+def notify_topic(settings: Settings) -> str:
+    """The SNS topic of alarms' notify actions (aws); locally none: the run's notifier speaks for them."""
+    return (settings.notify_topic_arn or "") if _aws(settings) else ""
+
+
+def make_notifier(settings: Settings) -> Notifier:
+    """SNS on the aws backend (`GENAIOPS_NOTIFY_TOPIC_ARN`, which the aws preflight requires); else the console and
+    `<workspace>/notifications.jsonl`."""
+    from pipelines.notify import LocalNotifier, SnsNotifier
+
+    if _aws(settings) and settings.notify_topic_arn:
+        import boto3
+
+        return SnsNotifier(boto3.client("sns", region_name=settings.region), settings.notify_topic_arn)
+    return LocalNotifier(settings.root / "notifications.jsonl")
+
+
+def make_evidence(settings: Settings, store: ArtifactStore) -> EvidenceReader:
+    """The rollout's evidence: capture at each endpoint's capture destination, and the per-request series locally or
+    CloudWatch's metrics on aws."""
+    from monitoring.metrics import SqliteMetricSink, cloudwatch_client
+    from serving.endpoints import served
+    from serving.evidence import CaptureLog, CloudWatchEvidence, WorkspaceEvidence
+
+    sagemaker = make_sagemaker(settings)
+
+    @functools.cache
+    def capture(endpoint: str) -> ArtifactStore:
+        return store_at(settings, served(sagemaker, endpoint, registered=False).capture or capture_uri(settings))
+
+    log = CaptureLog(capture, store)
+    if _aws(settings):
+        return CloudWatchEvidence(log, cloudwatch_client(settings.region))
+    return WorkspaceEvidence(log, SqliteMetricSink(settings.root / "metrics.db"))
+
+
+def shares_host(settings: Settings) -> bool:
+    """Whether every variant runs on this one machine (a shadow's latency is then not comparable)."""
+    return _twin(settings) and not settings.sagemaker_endpoint_url
+
+
+# --- registry, preflight, the twin ---------------------------------------------------------------------
+
 def audit_spec(settings: Settings) -> dict[str, object]:
     """Where the approval server appends audit entries: the same artifact store the pipeline uses."""
-    if settings.backend == "aws":
+    if _aws(settings):
         return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
                 "region": settings.region, "kms_key_id": settings.kms_key_id}
     return {"kind": "local", "root": str(settings.root / "artifacts")}
 
 
 def retrain_plan(settings: Settings, config: PipelineConfig) -> Any:
-    """Preflight and plan of an aws retrain, with read calls only (any other call fails the plan)."""
+    """Preflight and plan of an aws retrain, with read calls only (any other call fails the plan); None on the
+    local backend, which creates nothing on AWS and pays for nothing."""
+    if not _aws(settings):
+        return None
     from pipelines.plan import plan, preflight, refuse_writes
 
     boto = boto_session(settings)
@@ -146,12 +299,17 @@ def retrain_plan(settings: Settings, config: PipelineConfig) -> Any:
     return plan(settings, config, preflight(settings, config, boto, hub_document))
 
 
-def make_notifier(settings: Settings, config: PipelineConfig) -> Any:
-    """SNS on the aws backend when a topic is configured; else the console and `<workspace>/notifications.jsonl`."""
-    from pipelines.notify import LocalNotifier, SnsNotifier
+def serve_twin(settings: Settings, *, port: int, ready: Callable[[str], None]) -> int:
+    """`genaiops sagemaker-api`: the workspace's twin in the foreground until SIGTERM or Ctrl-C."""
+    if _aws(settings):
+        raise BackendError("the local SageMaker control plane is the local backend's; on aws, SageMaker answers")
+    from local_aws.server import serve
 
-    if settings.backend == "aws" and config.monitoring.notify_topic_arn:
-        import boto3
+    return serve(settings.root, port=port, region=settings.region, ready=ready)
 
-        return SnsNotifier(boto3.client("sns", region_name=settings.region), config.monitoring.notify_topic_arn)
-    return LocalNotifier(settings.root / "notifications.jsonl")
+
+def stop_twin(settings: Settings) -> list[str]:
+    """Stop the workspace's twin and every endpoint process it started; what was stopped."""
+    from local_aws.server import stop
+
+    return stop(settings.root)

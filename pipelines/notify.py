@@ -1,9 +1,8 @@
-"""Notifications of the pipeline: a run that failed, a version waiting for approval. Each carries links to where a
-person acts (the Prefect run, the MLflow version).
+"""Notifications of the platform: a run that failed, a version waiting for approval, an alarm, a rollback. Each
+carries links to where a person acts (the Prefect run, the MLflow version).
 
-On the aws backend they are published to the SNS topic of `monitoring.notify_topic_arn` (the alarms' topic, so one
-subscription hears both); locally, and on aws with no topic, they are logged and appended to
-`<workspace>/notifications.jsonl`.
+On the aws backend they are published to the SNS topic of the `GENAIOPS_NOTIFY_TOPIC_ARN` setting (the alarms'
+topic, so one subscription hears both); locally they are logged and appended to `<workspace>/notifications.jsonl`.
 """
 
 from __future__ import annotations
@@ -51,25 +50,6 @@ class SnsNotifier:
     def send(self, subject: str, message: str, links: Mapping[str, str]) -> None:
         self.client.publish(TopicArn=self.topic_arn, Subject=subject[:100], Message=_body(message, links))
         log.info("published to %s: %s", self.topic_arn, subject)
-
-
-def failed_run_hook(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect's on_failure hook of the deployable flows: the run, its reason, and a link to it."""
-    from prefect.settings import get_current_settings
-
-    from pipelines.backends import make_notifier
-    from pipelines.settings import load_settings, resolve_config
-
-    try:
-        settings = load_settings()
-        config = resolve_config(flow_run.parameters.get("config"), settings)
-        ui = get_current_settings().ui_url
-        links = {"prefect run": f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run.id}"} if ui else {}
-        make_notifier(settings, config).send(
-            f"genaiops: {flow.name} failed for {config.model_name}",
-            f"flow run {flow_run.name} ({flow.name}) ended {state.name}: {state.message}", links)
-    except Exception:  # a notification must never hide the run's own failure
-        log.exception("could not send the failure notification of flow run %s", flow_run.id)
 
 
 def waiting_for_approval(notifier: Notifier, result: Any, approval: ApprovalConfig) -> None:

@@ -37,13 +37,13 @@ TRANSIENT_CODES = frozenset({
     "InternalServerException", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
 })
 
-TaskName = Literal["prepare", "finetune", "evaluate", "evaluate-on-endpoints", "load-champion", "gate-report",
+TaskName = Literal["prepare", "finetune", "evaluate", "gate-report",
                    "package", "register", "recover", "sync-sagemaker-registry", "watch-approvals", "release",
                    "rollout", "read-capture", "data-hash", "notify", "start-deployment"]
 
 
 DEFAULT_TIMEOUTS_S: dict[TaskName, float] = {"prepare": 1800, "finetune": 48 * 3600, "evaluate": 6 * 3600,
-    "evaluate-on-endpoints": 6 * 3600, "load-champion": 900, "gate-report": 600,
+    "gate-report": 600,
     "package": 3600, "register": 1800, "recover": 900,
     "sync-sagemaker-registry": 900, "watch-approvals": 900, "release": 6 * 3600,
     "rollout": 3600, "read-capture": 1800, "data-hash": 1800, "notify": 120,

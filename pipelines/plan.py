@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from contracts.names import package_group
 from pipelines.settings import PipelineConfig, Settings
 
 
@@ -105,6 +106,18 @@ def preflight(settings: Settings, config: PipelineConfig, session: Any,
     else:
         checks.append(Check(name="KMS key", state="failed", detail="GENAIOPS_KMS_KEY_ID is unset: data, artifacts "
                                                                    "and training volumes are encrypted with it"))
+    topic = settings.notify_topic_arn
+    if topic:
+        try:
+            session.client("sns").get_topic_attributes(TopicArn=topic)
+            checks.append(Check(name="notification topic", state="ok", detail=f"{topic} exists"))
+        except (ClientError, BotoCoreError) as exc:
+            checks.append(Check(name="notification topic", state="failed",
+                                detail=f"GENAIOPS_NOTIFY_TOPIC_ARN {topic}: {_client_error(exc)}"))
+    else:
+        checks.append(Check(name="notification topic", state="failed",
+                            detail="GENAIOPS_NOTIFY_TOPIC_ARN is unset: alarms, rollbacks and failed runs would notify "
+                                   "no one (set it to the monitoring stack's NotifyTopicArn output)"))
     js = config.finetune.jumpstart
     if hub_document is not None:
         from steps.finetune import FinetuneError
@@ -166,7 +179,7 @@ def plan(settings: Settings, config: PipelineConfig, checks: list[Check]) -> Ret
                        f"after {config.evaluate.endpoint_ttl_s} s (`genaiops endpoints gc` deletes it then)"),
         Planned(kind="registrations", name=f"MLflow {config.model_name} version, SageMaker model package",
                 detail="the version with its gate report; mirrored into the model package group "
-                       f"{config.model_packages.group or config.model_name}"
+                       f"{config.model_packages.group or package_group(config.model_name)}"
                        if config.model_packages.enabled else "the version with its gate report"),
     ]
     return RetrainPlan(model=config.model_name, region=settings.region, checks=checks, creates=creates)

@@ -56,8 +56,13 @@ class Settings(BaseSettings):
     subnets: str = Field("", description="comma-separated subnet ids for SageMaker jobs (aws backend)")
     security_group_ids: str = Field("", description="comma-separated security group ids (aws backend)")
     sagemaker_endpoint_url: str | None = Field(
-        None, description="the SageMaker API every sagemaker client talks to; unset: SageMaker on aws, the "
-                          "workspace's local control plane (started on demand) locally")
+        None, description="the SageMaker hosting API (models, endpoint configs, endpoints) every client talks to; "
+                          "unset: SageMaker on aws, the workspace's local control plane (started on demand) locally")
+    sagemaker_runtime_url: str | None = Field(
+        None, description="the SageMaker Runtime every sagemaker-runtime client talks to; unset: the SageMaker API's URL "
+                          "when one is set (the local control plane answers both), else SageMaker Runtime's")
+    notify_topic_arn: str | None = Field(None, description="the SNS topic of notifications and alarm actions (aws "
+                                                           "backend; the monitoring stack's NotifyTopicArn)")
     image: str | None = Field(None, description="the genaiops container image (<repository uri>:<tag>) the ECS work "
                                                 "pool runs the flows in; `prefect deploy` reads it from prefect.yaml")
     triggered_by: str = Field(default_factory=getpass.getuser, description="who or what started the run")

@@ -1,6 +1,6 @@
 """The one deployer: a model version's package onto a SageMaker endpoint, with boto3's `sagemaker` client only.
 
-The same code deploys to SageMaker and to the local control plane (`serving.control_plane`);
+The same code deploys to SageMaker and to the local control plane (`local_aws.control_plane`);
 only the client's `endpoint_url` differs. A deployment is planned first (`plan`: the exact
 requests, named from model, version and package digest), then carried out (`apply`):
 

@@ -5,8 +5,10 @@ capture and per-request metrics) and returns **promote**, **roll back** or **wai
 evidence. Every comparison has a significance test: a one-sided two-proportion z-test for rates
 (4XX, 5XX, empty outputs: is the candidate worse by more than the allowed margin?), a bootstrap
 for the rest (ModelLatency p50 and p99 ratios, agreement with the champion on the same inputs,
-ROUGE-L against references when requests carry them). Not enough evidence is a wait; a wait
-that outlasts the maximum period is a rollback.
+ROUGE-L against references when requests carry them). Latency is compared on per-request samples
+where the endpoint records them (locally), and on the percentiles per period where only those exist
+(CloudWatch): the bootstrap then resamples periods. Not enough evidence is a wait; a wait that
+outlasts the maximum period is a rollback.
 """
 
 from __future__ import annotations
@@ -51,10 +53,13 @@ class VariantEvidence(BaseModel):
     requests: int = 0
     errors_4xx: int = 0
     errors_5xx: int = 0
-    latencies_us: list[float] = Field(default_factory=list)
+    latencies_us: list[float] = Field(default_factory=list, description="ModelLatency per request, where recorded")
+    latency_percentiles_us: dict[str, list[float]] = Field(
+        default_factory=dict, description="ModelLatency percentiles per period (p50, p99), where only those exist")
     outputs: dict[str, str] = Field(default_factory=dict, description="event id -> output text (answered requests)")
     inference_ids: dict[str, str] = Field(default_factory=dict, description="event id -> the request's inference id, "
                                                                            "which names its reference when it has one")
+    unreadable: int = Field(0, description="captured records of the endpoint that could not be read (skipped)")
 
 
 class Evidence(BaseModel):
@@ -96,8 +101,8 @@ def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: da
               config.error_rate_margin, config.alpha),
         _rate("empty-output rate", _empty(champion), len(champion.outputs), _empty(candidate), len(candidate.outputs),
               config.empty_rate_margin, config.alpha),
-        _latency("ModelLatency p50", champion.latencies_us, candidate.latencies_us, 50, config, rng),
-        _latency("ModelLatency p99", champion.latencies_us, candidate.latencies_us, 99, config, rng),
+        _latency("ModelLatency p50", champion, candidate, 50, config, rng),
+        _latency("ModelLatency p99", champion, candidate, 99, config, rng),
     ]
     if not latency_comparable:
         evidence = [e.model_copy(update={"verdict": "unknown", "test": "not judged: the shadow shares the machine and "
@@ -158,9 +163,15 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def _latency(name: str, a: Sequence[float], b: Sequence[float], q: float, config: RolloutConfig,
+def _latency(name: str, champion: VariantEvidence, candidate: VariantEvidence, q: int, config: RolloutConfig,
              rng: random.Random) -> Evidence:
-    """Bootstrap of the ratio of percentiles; worse when even its lower bound exceeds the allowed ratio."""
+    """Bootstrap of the ratio of percentiles; worse when even its lower bound exceeds the allowed ratio. On
+    per-request samples where both variants have them; else on each period's percentile (CloudWatch's): the
+    ratio of their medians, resampling periods."""
+    a, b = champion.latencies_us, candidate.latencies_us
+    if (len(a) < 2 or len(b) < 2) and f"p{q}" in champion.latency_percentiles_us:
+        return _period_latency(name, champion.latency_percentiles_us.get(f"p{q}", []),
+                               candidate.latency_percentiles_us.get(f"p{q}", []), config, rng)
     if len(a) < 2 or len(b) < 2:
         return Evidence(name=name, champion=_percentile(a, q) if a else None, candidate=_percentile(b, q) if b else None,
                         verdict="unknown", test="too few requests")
@@ -171,6 +182,21 @@ def _latency(name: str, a: Sequence[float], b: Sequence[float], q: float, config
     return Evidence(name=name, champion=_percentile(a, q), candidate=_percentile(b, q), verdict=verdict,
                     test=f"bootstrap ratio, {100 * (1 - config.alpha):.0f}% lower bound {low:.3g} vs "
                          f"{config.latency_ratio_max:g}")
+
+
+def _period_latency(name: str, a: Sequence[float], b: Sequence[float], config: RolloutConfig,
+                    rng: random.Random) -> Evidence:
+    if len(a) < 2 or len(b) < 2:
+        return Evidence(name=name, champion=statistics.median(a) if a else None,
+                        candidate=statistics.median(b) if b else None, verdict="unknown",
+                        test="too few periods of CloudWatch percentiles")
+    ratios = sorted(statistics.median([rng.choice(b) for _ in b]) / max(statistics.median([rng.choice(a) for _ in a]),
+                                                                         1e-9) for _ in range(config.resamples))
+    low = ratios[int(config.alpha * (len(ratios) - 1))]
+    verdict: Verdict = "worse" if low > config.latency_ratio_max else "ok"
+    return Evidence(name=name, champion=statistics.median(a), candidate=statistics.median(b), verdict=verdict,
+                    test=f"bootstrap over {min(len(a), len(b))} periods of the ratio of median percentiles, "
+                         f"{100 * (1 - config.alpha):.0f}% lower bound {low:.3g} vs {config.latency_ratio_max:g}")
 
 
 def _agreement(pairs: Sequence[str], champion: VariantEvidence, candidate: VariantEvidence, config: RolloutConfig,
@@ -209,24 +235,3 @@ def _rouge(champion: VariantEvidence, candidate: VariantEvidence, references: Ma
     verdict: Verdict = "worse" if high < -config.rouge_margin else "ok"
     return Evidence(name="ROUGE-L", champion=a, candidate=b, verdict=verdict,
                     test=f"bootstrap of the difference, upper bound {high:.3g} vs -{config.rouge_margin:g}")
-
-
-def local_evidence(capture: object, metrics: object, endpoint: str, variant: str, since: datetime) -> VariantEvidence:
-    """What one variant of a local endpoint recorded since `since`: its capture (a store over the capture folder)
-    and its per-request metrics (the workspace's SQLite series)."""
-    from monitoring.drift import read_capture
-    from monitoring.metrics import SAGEMAKER_NAMESPACE
-
-    records, _ = read_capture(capture, endpoint)  # type: ignore[arg-type]
-    outputs = {r.event_id: r.outputs[0] for r in records
-               if r.variant == variant and r.at >= since and r.outputs and not r.error}
-    dimensions = {"EndpointName": endpoint, "VariantName": variant}
-
-    def values(name: str) -> list[float]:
-        return [d.value for d in metrics.query(SAGEMAKER_NAMESPACE, name, dimensions, start=since)]  # type: ignore[attr-defined]
-
-    named = {r.event_id: r.inference_id for r in records if r.variant == variant and r.at >= since and r.inference_id}
-    return VariantEvidence(name=variant, requests=len(values("Invocations")),
-                           errors_4xx=int(sum(values("Invocation4XXErrors"))),
-                           errors_5xx=int(sum(values("Invocation5XXErrors"))), latencies_us=values("ModelLatency"),
-                           outputs=outputs, inference_ids=named)

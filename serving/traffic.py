@@ -17,7 +17,7 @@ from steps.data import Example
 from steps.prompts import raw_input
 
 if TYPE_CHECKING:
-    from serving.release import Rollout, RolloutStatus
+    from serving.promotion import Rollout, RolloutStatus
 
 
 class Sent(BaseModel):
@@ -60,8 +60,8 @@ def until_mirrored(rollout: Rollout, status: RolloutStatus, progress: Callable[[
     since = datetime.fromisoformat(status.started)
     answered, moved = -1, time.monotonic()
     while True:
-        champion = rollout.evidence(status.endpoint, status.champion, since).requests
-        shadow = rollout.evidence(status.endpoint, status.challenger, since).requests
+        champion = rollout.evidence.answered(status.endpoint, status.champion, since)
+        shadow = rollout.evidence.answered(status.endpoint, status.challenger, since)
         if shadow >= champion:
             return
         if shadow != answered:

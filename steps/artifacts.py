@@ -50,6 +50,8 @@ def _check_key(key: str) -> str:
 class LocalStore:
     """Artifacts as files under a root folder; writes are atomic (temp file, then rename)."""
 
+    whole_objects = False  # a file may grow (an endpoint appends its capture)
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 
@@ -109,6 +111,8 @@ class LocalStore:
 
 class S3Store:
     """Artifacts as S3 objects under a prefix, encrypted with a KMS key when one is given."""
+
+    whole_objects = True  # an object is written whole, never appended to: one read once is read
 
     def __init__(self, bucket: str, client: Any, *, prefix: str = "", kms_key_id: str | None = None) -> None:
         self.bucket = bucket

@@ -95,8 +95,29 @@ def approval_server(workspace: Path, approval: object | None = None,
 
 def control_plane_state(root: Path) -> dict[str, list[str]]:
     """The endpoints, endpoint configs and models the workspace's local SageMaker control plane holds."""
-    from serving.control_plane import local_client
+    from local_aws.server import client
 
-    return {"endpoints": [e["EndpointName"] for e in local_client(root).list_endpoints()["Endpoints"]],
+    return {"endpoints": [e["EndpointName"] for e in client(root).list_endpoints()["Endpoints"]],
             "configs": sorted(p.stem for p in (root / "sagemaker" / "endpoint-configs").glob("*.json")),
             "models": sorted(p.stem for p in (root / "sagemaker" / "models").glob("*.json"))}
+
+
+def create_endpoint(root: Path, name: str, variants: list[dict[str, object]], *, capture: float = 100.0,
+                    timeout_s: float = 60.0, max_batch_size: int = 8, shadow_share: float = 0.1) -> str:
+    """An endpoint on the workspace's twin through SageMaker's API (the way `genaiops endpoints create` makes one),
+    waited for until InService; returns the twin's URL, which answers SageMaker Runtime for every endpoint.
+    Each variant: name, model (a folder or package), and weight, or shadow with sampling_percent."""
+    from local_aws.server import client, running_url
+    from serving import endpoints
+
+    sagemaker = client(root)
+    specs = [endpoints.VariantSpec(name=str(v["name"]), package_uri=Path(str(v["model"])).resolve().as_uri(),
+                                   **{k: v[k] for k in ("weight", "shadow", "sampling_percent") if k in v})
+             for v in variants]
+    endpoints.create(sagemaker, name, specs, role_arn="arn:aws:iam::000000000000:role/local", instance_type="ml.m5.large",
+                     capture_uri=(root / "capture").resolve().as_uri(), capture_percent=capture, timeout_s=timeout_s,
+                     max_batch_size=max_batch_size, shadow_share=shadow_share)
+    sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 900})
+    url = running_url(root)
+    assert url is not None
+    return url

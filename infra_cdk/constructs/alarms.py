@@ -12,7 +12,7 @@ from constructs import Construct
 
 from infra_cdk.constructs.ids import pascal
 from monitoring.alarms import AlarmSpec
-from monitoring.cloudwatch import alarm_requests
+from monitoring.cloudwatch import STACK_OWNED, alarm_requests
 from monitoring.dashboards import cloudwatch_body, panels
 
 
@@ -36,14 +36,15 @@ def _props(request: dict[str, Any]) -> dict[str, Any]:
 
 class EndpointAlarms(Construct):
     """One endpoint's alarms and dashboard. Each alarm's properties are the PutMetricAlarm request the release flow
-    would make for the same spec (`monitoring.cloudwatch.alarm_requests`): one source, three consumers."""
+    would make for the same spec (`monitoring.cloudwatch.alarm_requests`): one source, three consumers. They are
+    tagged as the stack's, so that the flows leave them as the stack made them."""
 
     def __init__(self, scope: Construct, id: str, *, endpoint: str, variants: Sequence[str], specs: Sequence[AlarmSpec],
                  period: int) -> None:
         super().__init__(scope, id)
         self.specs = list(specs)
         self.alarms: dict[str, cloudwatch.CfnAlarm] = {}
-        for spec, request in zip(specs, alarm_requests(endpoint, specs), strict=True):
+        for spec, request in zip(specs, alarm_requests(endpoint, specs, owner=STACK_OWNED), strict=True):
             props = _props(request)
             props["tags"] = [cdk.CfnTag(key=t["key"], value=t["value"]) for t in props.get("tags", [])]
             self.alarms[spec.name] = cloudwatch.CfnAlarm(self, pascal(spec.name), **props)

@@ -106,17 +106,16 @@ def _flow(run: Any, pipeline: Any, **options: Any) -> Any:
     """Run a flow that retrains first; a configuration mistake or an expected failure is one line, not a traceback."""
     from pipelines.flows import GateFailedError, PreflightError
     from pipelines.flows.evaluation import EvaluationSetupError
+    from pipelines.flows.lifecycle import DemoApprovalError
     from steps.base_model import BaseModelError
     from steps.data import DataSourceError, DataValidationError
     from steps.finetune import FinetuneError
 
     try:
         return run(pipeline, **options)
-    except (BaseModelError, FinetuneError, PreflightError, EvaluationSetupError) as exc:
+    except (BaseModelError, FinetuneError, PreflightError, EvaluationSetupError, DemoApprovalError) as exc:
         fail(str(exc), EXIT_USAGE)
     except (DataSourceError, DataValidationError, GateFailedError) as exc:
-        fail(str(exc), EXIT_FAILED)
-    except NotImplementedError as exc:  # a stage this backend cannot run yet: said in one line, before any cost
         fail(str(exc), EXIT_FAILED)
 
 
@@ -126,28 +125,27 @@ def retrain(
     plan_only: Annotated[bool, typer.Option("--plan", help="aws backend: check what the run needs, print what it "
                                                            "creates and costs at most, and stop.")] = False,
 ) -> None:
-    """Run the retrain flow: prepare → fine-tune → evaluate → register for approval."""
+    """Run the retrain flow: prepare → fine-tune → evaluate → register for approval. On the aws backend the run
+    first checks, with read calls only, what it needs (`--plan` prints those checks and what it creates, and stops)."""
     go_offline()
     settings, pipeline = load(config)
     prefect_home(settings)
     from pipelines.flows import retrain as retrain_flow
 
-    if settings.backend == "aws":
+    if plan_only:
         from pipelines.backends import retrain_plan
 
         planned = retrain_plan(settings, pipeline)
+        if planned is None:
+            fail("--plan: the local backend creates nothing on AWS and pays for nothing; set GENAIOPS_BACKEND=aws",
+                 EXIT_USAGE)
         _print_plan(planned)
         if not planned.ready:
             fail("cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in planned.checks if c.state == "failed"),
                  EXIT_USAGE)
-        if plan_only:
-            return
-    elif plan_only:
-        fail("--plan: the local backend creates nothing on AWS and pays for nothing; set GENAIOPS_BACKEND=aws",
-             EXIT_USAGE)
+        return
     err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
-    _print_result(_flow(retrain_flow, pipeline, **({"checked": True} if settings.backend == "aws" else {})),
-                  settings, pipeline)
+    _print_result(_flow(retrain_flow, pipeline), settings, pipeline)
 
 
 def _print_plan(planned: Any) -> None:
@@ -167,13 +165,11 @@ def _print_plan(planned: Any) -> None:
 
 @app.command("run")
 def run_lifecycle(config: ConfigOption = None) -> None:
-    """The whole local lifecycle (what `make run` runs): retrain → gate → register → approval → shadow release →
-    held-out traffic → rollout decision → promote; a second run with nothing new reuses everything."""
+    """The whole lifecycle (what `make run` runs on the local backend): retrain → gate → register → approval →
+    shadow release → held-out traffic → rollout decision → promote; a second run with nothing new reuses
+    everything."""
     go_offline()
     settings, pipeline = load(config)
-    if settings.backend != "local":
-        fail("`genaiops run` is the local lifecycle; on the aws backend run `genaiops retrain`, `approvals watch`, "
-             "`release` and `rollout` (or their Prefect deployments)", EXIT_USAGE)
     prefect_home(settings)
     from contracts import tags as T
     from pipelines.flows.lifecycle import lifecycle

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,9 +23,9 @@ from pipelines.offline import go_offline
 
 
 @monitor_app.command("run")
-def monitor_run(endpoint: Annotated[str, typer.Argument(help="A local endpoint.")], config: ConfigOption = None) -> None:
-    """Publish the drift and quality metrics of new capture; evaluate the endpoint's alarms and run their actions
-    (local), or put them and its dashboard to CloudWatch (aws)."""
+def monitor_run(endpoint: Annotated[str, typer.Argument(help="An endpoint.")], config: ConfigOption = None) -> None:
+    """Publish the drift and quality metrics of new capture; sync the endpoint's alarms and dashboard; evaluate the
+    alarms and run their actions (local), where CloudWatch does not (aws)."""
     go_offline()
     settings, pipeline = load(config)
     prefect_home(settings)
@@ -42,53 +41,52 @@ def monitor_run(endpoint: Annotated[str, typer.Argument(help="A local endpoint."
     for transition in result.transitions:
         out.print(f"[bold]{transition.alarm}[/]: {transition.change.old} -> {transition.change.new}: "
                   f"{transition.change.reason}")
-    if result.cloudwatch:  # aws: CloudWatch holds and evaluates the alarms
-        out.print(f"CloudWatch: {len(result.cloudwatch['put'])} alarms put, {len(result.cloudwatch['deleted'])} "
-                  f"removed; dashboard {result.cloudwatch['dashboard']}")
-        return
+    if result.unreadable:
+        out.print(f"{result.unreadable} captured records could not be read and were skipped")
+    alarms = result.alarms
+    out.print(f"alarms: {len(alarms.put)} in place, {len(alarms.deleted)} removed" if alarms.owner == "flows"
+              else "alarms: the stack's (an endpoint kept as code), left as it made them")
+    out.print(f"dashboard: {result.dashboard}")
     _alarm_table(endpoint)
 
 
 def _alarm_table(endpoint: str | None, as_json: bool = False) -> None:
-    from monitoring.alarms import SYMBOLS, AlarmStore, describe
-    from monitoring.monitor import alarm_records
+    from pipelines.backends import make_alarms
     from pipelines.settings import load_settings
 
-    records = alarm_records(AlarmStore(load_settings().root / "alarms"), endpoint)
+    views = make_alarms(load_settings()).views(endpoint)
     if as_json:
-        out.print(json.dumps([describe(r) for r in records], indent=2), soft_wrap=True)
+        out.print(json.dumps([v.model_dump() for v in views], indent=2), soft_wrap=True)
         return
     table = Table(title=f"alarms{' of ' + endpoint if endpoint else ''} (the whole reason: genaiops alarms history NAME)")
     for column in ("alarm", "state", "since (UTC)", "rule", "actions"):
         table.add_column(column, no_wrap=True, min_width=len(column))
     table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=36)
     colours = {"OK": "green", "ALARM": "red", "INSUFFICIENT_DATA": "yellow"}
-    for record in records:
-        spec = record.spec
-        rule = f"{SYMBOLS[spec.comparison]} {spec.threshold:g} ({spec.m}/{spec.evaluation_periods} x {spec.period}s)"
-        table.add_row(spec.name, f"[{colours[record.state]}]{record.state}[/]", record.updated[5:16].replace("T", " "),
-                      rule, ", ".join(a.kind for a in spec.actions), record.reason.removeprefix("Threshold Crossed: "))
+    for view in views:
+        table.add_row(view.name, f"[{colours.get(view.state, 'white')}]{view.state}[/]",
+                      view.since[5:16].replace("T", " "), view.rule, ", ".join(view.actions),
+                      view.reason.removeprefix("Threshold Crossed: "))
     out.print(table)
 
 
 @app.command()
 def dashboard(
-    endpoint: Annotated[str, typer.Argument(help="A local endpoint.")],
+    endpoint: Annotated[str, typer.Argument(help="An endpoint.")],
     hours: Annotated[float, typer.Option(help="How far back the charts go.", min=0.05, max=24 * 14)] = 3.0,
     period: Annotated[int | None, typer.Option(help="Seconds per point (default: monitoring.period).", min=1)] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of the page (default: the workspace's).")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Write the endpoint's dashboard (charts per variant, drift, quality, alarms) as an HTML page; print its path."""
-    from pipelines.flows.monitor import local_dashboard
-    from serving.local import EndpointError
+    """Refresh the endpoint's dashboard (charts per variant, drift, quality, alarms): an HTML page in the workspace,
+    or CloudWatch's on aws; print where it is."""
+    from pipelines.flows.monitor import NoEndpointError, dashboard
 
     settings, pipeline = load(config)
     try:
-        page = local_dashboard(settings, pipeline, endpoint, hours=hours, period=period, out_dir=out_dir)
-    except EndpointError as exc:
-        fail(f"{exc}; `genaiops endpoints list` shows the endpoints", EXIT_USAGE)
-    out.print(str(page))
+        page = dashboard(settings, pipeline, endpoint, hours=hours, period=period)
+    except NoEndpointError as exc:
+        fail(str(exc), EXIT_USAGE)
+    out.print(page)
 
 
 @alarms_app.command("list")
@@ -101,13 +99,15 @@ def alarms_list(endpoint: Annotated[str | None, typer.Argument(help="Only this e
 @alarms_app.command("history")
 def alarms_history(name: Annotated[str, typer.Argument(help="The alarm's name.")]) -> None:
     """An alarm's state changes: when, old -> new, and why (with the datapoints)."""
-    from monitoring.alarms import AlarmStore
+    from pipelines.backends import make_alarms
     from pipelines.settings import load_settings
 
-    record = AlarmStore(load_settings().root / "alarms").get(name)
-    if record is None:
+    alarms = make_alarms(load_settings())
+    history = alarms.history(name)
+    if history is None:
         fail(f"no alarm named {name!r}; `genaiops alarms list` shows them", EXIT_USAGE)
-    for change in record.history:
+    for change in history:
         out.print(f"{change.at}  {change.old} -> {change.new}  {change.reason}")
-    if not record.history:
-        out.print(f"{name}: {record.state} ({record.reason}); no state change yet")
+    if not history:
+        state, reason = alarms.states([name]).get(name, ("?", ""))
+        out.print(f"{name}: {state} ({reason}); no state change yet")

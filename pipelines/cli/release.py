@@ -35,10 +35,7 @@ def _rollout(config: Any) -> Any:
     settings, pipeline = load(config)
     from pipelines.flows.release import make_rollout
 
-    try:
-        return make_rollout(settings, pipeline, lambda text: err.print(text))
-    except NotImplementedError as exc:
-        fail(str(exc), EXIT_FAILED)
+    return make_rollout(settings, pipeline, lambda text: err.print(text))
 
 
 def _who() -> str:

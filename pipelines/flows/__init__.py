@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -15,18 +16,24 @@ from model_registry.audit import AuditLog
 from model_registry.candidates import (
     candidate_description,
     candidate_tags,
-    load_champion,
     model_config,
     publish_report,
 )
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
-from pipelines.backends import make_mirror, make_notifier, make_registry, make_store, make_trainer
+from pipelines.backends import (
+    make_evaluation,
+    make_mirror,
+    make_notifier,
+    make_registry,
+    make_store,
+    make_trainer,
+    retrain_plan,
+)
 from pipelines.deployments import start
-from pipelines.flows.evaluation import EvaluationSetupError, evaluation_deployer, evaluation_name
-from pipelines.flows.evaluation import evaluate_served as _evaluate_served
-from pipelines.notify import failed_run_hook, waiting_for_approval
+from pipelines.flows.hooks import failed_run_hook
+from pipelines.notify import waiting_for_approval
 from pipelines.offline import go_offline
 from pipelines.orchestration import (
     Trigger,
@@ -40,10 +47,11 @@ from pipelines.orchestration import (
 )
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
 from serving import package
+from serving.evaluation import CandidateEvaluation, EvaluationSetupError
 from steps.artifacts import ArtifactStore
 from steps.base_model import BaseModelError, resolve_base_model, token_counter
-from steps.data import DataSourceError, DataValidationError, PreparedDataset, prepare_dataset
-from steps.evaluate import EvalResult, decide, evaluate_trained
+from steps.data import DataSourceError, DataValidationError, Example, PreparedDataset, prepare_dataset
+from steps.evaluate import EvalResult, decide
 from steps.finetune import FinetuneError, TrainedModel, run_training
 
 
@@ -80,9 +88,14 @@ class RetrainResult(BaseModel):
 prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
 resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
 train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
-evaluate = task(name="evaluate", cache_policy=NO_CACHE)(evaluate_trained)
-evaluate_served = task(name="evaluate-on-endpoints", cache_policy=NO_CACHE)(_evaluate_served)
-champion_of = task(name="load-champion", cache_policy=NO_CACHE)(load_champion)
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(evaluation: CandidateEvaluation, trained: TrainedModel, samples: list[Example], dataset_hash: str,
+             progress: Callable[[str], None]) -> EvalResult:
+    """Candidate, base model and champion on the held-out split: loaded here, or served (aws)."""
+    return evaluation(trained, samples, dataset_hash, progress)
+
+
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
 build_package = task(name="package", cache_policy=NO_CACHE)(package.of_candidate)
 recover_crashed = task(name="recover", cache_policy=NO_CACHE)(recover)
@@ -127,24 +140,21 @@ def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
 
 
 @flow(name="retrain", on_failure=[failed_run_hook])
-def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
-            trigger: Trigger | None = None) -> RetrainResult:
+def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None = None) -> RetrainResult:
     """Prepare data, fine-tune, evaluate against the base model, gate and register the candidate.
 
     `config` is a PipelineConfig or the path of its YAML (a deployment's parameter; else $GENAIOPS_CONFIG).
     `trigger` says why the run started; it is recorded on the MLflow run and on the version. Runs that crashed
-    are closed first. On the aws backend the run checks, with read calls only, that it can start
-    (`pipelines.plan`) and logs what it will create, unless its caller did (`checked`)."""
+    are closed first. On the aws backend the run first checks, with read calls only, that it can start
+    (`pipelines.plan`), and logs what it will create."""
     go_offline()
     settings = load_settings()
     config = resolve_config(config, settings)
     trigger = current_trigger(trigger, settings.triggered_by)
     logger = get_run_logger()
     logger.info("%s: retrain, triggered by %s", config.model_name, trigger.describe())
-    if settings.backend == "aws" and not checked:
-        from pipelines.backends import retrain_plan
-
-        planned = retrain_plan(settings, config)
+    planned = retrain_plan(settings, config)  # None where nothing is paid for (the local backend)
+    if planned is not None:
         for item in planned.checks:
             logger.info("preflight %s: %s: %s", item.state, item.name, item.detail)
         if not planned.ready:
@@ -155,8 +165,8 @@ def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
     policy = config.orchestration
     store, registry = make_store(settings), make_registry(settings, config)
     trainer = make_trainer(settings, store)
-    deployer = evaluation_deployer(settings, config) if settings.backend == "aws" else None
-    reliable(recover_crashed, policy)(registry, deployer, evaluation_endpoint=lambda h: evaluation_name(config, h))
+    evaluation = make_evaluation(settings, config, registry, store, logger.info)
+    reliable(recover_crashed, policy)(registry, evaluation.deployer, evaluation_endpoint=evaluation.endpoint)
 
     base_path = resolve_model(config.finetune.base_model, settings.root / "models")
     dataset = reliable(prepare, policy)(config.data, store, token_counter(base_path))
@@ -184,13 +194,8 @@ def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
         registry.log_params(run_id, {"base_model": trained.base_model})
         if trained.loss_curve and Path(trained.loss_curve).exists():
             registry.log_artifact(run_id, trained.loss_curve)
-        if settings.backend == "aws":  # served, not loaded: a temporary endpoint with candidate and base
-            result = reliable(evaluate_served, policy)(settings, config, trained, dataset.splits["test"], registry,
-                                                       store, dataset.hash, logger.info)
-        else:
-            champion, champion_version = reliable(champion_of, policy)(registry)
-            result = reliable(evaluate, policy, retry=False)(trained, dataset.splits["test"], config.evaluate,
-                                                             champion, champion_version)
+        result = reliable(evaluate, policy, retry=evaluation.retryable)(evaluation, trained, dataset.splits["test"],
+                                                                       dataset.hash, logger.info)
         report = decide(result, config.evaluate.gates, config.evaluate.bootstrap)
         registry.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
                                       if model is not None for k, v in model.metrics.items()})
@@ -217,7 +222,7 @@ def retrain(config: PipelineConfig | str | None = None, checked: bool = False,
     reused = [stage for stage, was in (("prepare", dataset.reused), ("finetune", trained.reused)) if was]
     outcome = _result(settings, registry, store, version, dataset.hash, result, reused)
     if outcome.status == T.PENDING and not outcome.reused:
-        reliable(notify, policy)(make_notifier(settings, config), outcome, config.approval)
+        reliable(notify, policy)(make_notifier(settings), outcome, config.approval)
     return _finish(outcome)
 
 

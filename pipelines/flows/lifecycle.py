@@ -1,9 +1,10 @@
-"""The whole local lifecycle in one flow run (`genaiops run`, what `make run` runs).
+"""The whole lifecycle in one flow run (`genaiops run`, what `make run` runs on the local backend).
 
 retrain → gate → register → approval → release request → shadow release → held-out traffic → rollout
 decision → promote (or roll back). Every stage is the platform's own: the retrain, approval-watch and release
-flows, the approval server, the deployer and the local SageMaker control plane, boto3's runtime client, the
-rollout decision. Every stage is idempotent, so a second run with nothing new reuses all of it and says so.
+flows, the approval server, the deployer and the SageMaker API (the local control plane on a laptop), boto3's
+runtime client, the rollout decision. Every stage is idempotent, so a second run with nothing new reuses all of it
+and says so.
 
 The approval is a person's job. With `approval.demo` (the default), the run makes it itself as the demo approver
 account, through the same approval server a person uses (so the policy, the server's stamp and the audit log all
@@ -23,18 +24,27 @@ from pydantic import BaseModel, ConfigDict
 
 from contracts import tags as T
 from model_registry.mlflow_registry import RegisteredVersion
-from pipelines.backends import audit_spec, make_registry, make_store
+from pipelines.backends import audit_spec, make_registry, make_runtime, make_store, runtime_url
 from pipelines.flows import RetrainResult, approval_watch, retrain
+from pipelines.flows.monitor import NoEndpointError, dashboard
 from pipelines.flows.release import make_rollout, release
 from pipelines.offline import go_offline
+from pipelines.orchestration import expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig, Settings, load_settings
-from serving.release import Rollout, RolloutStatus
+from serving.promotion import Rollout, RolloutStatus
 from serving.traffic import Sent, send, until_mirrored
 from steps.data import load_prepared
-from steps.endpoint_generation import runtime_client
 
 DEMO_NOTE = ("DEMO APPROVAL: made by `genaiops run` (make run) as the demo approver, not a person's review; "
              "set approval.demo: false to approve in the MLflow UI yourself")
+
+
+class DemoApprovalError(ValueError):
+    """A demo approval was asked for where approvals are people's (a shared registry)."""
+
+
+expected(DemoApprovalError)
+quiet_expected_failures()
 
 
 class Stage(BaseModel):
@@ -85,6 +95,10 @@ def demo_approval(settings: Settings, config: PipelineConfig, version: str) -> R
     from pipelines.auth_server import auth_server
 
     account = config.approval.demo_account
+    if not settings.tracking_uri.startswith("sqlite:"):
+        raise DemoApprovalError(f"approval.demo approves through an approval server over this workspace's store; "
+                         f"{settings.tracking_uri} is a shared registry, where approvals are people's: set "
+                         "approval.demo: false")
     given = parse_passwords(settings.ui_passwords.get_secret_value()) if settings.ui_passwords else {}
     logger = get_run_logger()
     logger.info("starting the approval server to approve v%s as %s (a demo approval)", version, account)
@@ -100,8 +114,6 @@ def demo_approval(settings: Settings, config: PipelineConfig, version: str) -> R
 @task(name="held-out-traffic", cache_policy=NO_CACHE)
 def drive(settings: Settings, config: PipelineConfig, rollout: Rollout, status: RolloutStatus) -> tuple[RolloutStatus, Sent]:
     """Held-out records through boto3's runtime client until the evidence decides (or a bound is reached)."""
-    from serving.local import LocalEndpoints
-
     logger = get_run_logger()
     registry = make_registry(settings, config)
     challenger = registry.alias_version(T.CHALLENGER)
@@ -110,7 +122,7 @@ def drive(settings: Settings, config: PipelineConfig, rollout: Rollout, status: 
     if not records:
         logger.warning("v%s's dataset has no held-out records to send", challenger.version)
         return status, Sent()
-    runtime = runtime_client(settings.region, LocalEndpoints(settings.root).describe(status.endpoint).url)
+    runtime = make_runtime(settings)
     sent, budget = Sent(), 5 * max(config.rollout.min_requests, len(records))
     offset = 0
     while status.decision is not None and status.decision.action == "wait" and sent.requests < budget:
@@ -134,8 +146,6 @@ def lifecycle(config: PipelineConfig | None = None) -> LifecycleResult:
     config = config or PipelineConfig()
     settings = load_settings()
     logger = get_run_logger()
-    if settings.backend != "local":
-        raise NotImplementedError("`genaiops run` is the local lifecycle; on aws each flow runs on its own")
     trained = retrain(config)
     stages = [Stage(name="retrain", outcome=f"v{trained.version} registered, gate {trained.gate}"
                     + (": inputs unchanged, the existing version reused" if trained.reused else ""),
@@ -196,14 +206,10 @@ def lifecycle(config: PipelineConfig | None = None) -> LifecycleResult:
 
 
 def _where(settings: Settings, config: PipelineConfig, done: LifecycleResult, endpoint: str) -> LifecycleResult:
-    from pipelines.flows.monitor import local_dashboard
-    from serving.local import EndpointError, LocalEndpoints
-
     champion = make_registry(settings, config).alias_version(T.CHAMPION)
+    found = {"endpoint": endpoint, "champion": champion.version if champion else None}
     try:
-        url = LocalEndpoints(settings.root).describe(endpoint).url
-        page = local_dashboard(settings, config, endpoint, hours=1)
-    except EndpointError:
-        return done.model_copy(update={"endpoint": endpoint, "champion": champion.version if champion else None})
-    return done.model_copy(update={"endpoint": endpoint, "endpoint_url": url, "dashboard": str(page),
-                                   "champion": champion.version if champion else None})
+        page = dashboard(settings, config, endpoint, hours=1)
+    except NoEndpointError:
+        return done.model_copy(update=found)
+    return done.model_copy(update={**found, "endpoint_url": runtime_url(settings), "dashboard": page})

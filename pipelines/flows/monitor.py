@@ -1,41 +1,50 @@
-"""The `monitor` flow: new capture of an endpoint → drift and quality metrics → its alarms → actions.
+"""The `monitor` flow: new capture of an endpoint → drift and quality metrics → its alarms → actions; the same
+calls on both backends.
 
-Locally it watches a local endpoint: metrics go to the workspace's SQLite series, every alarm is
-evaluated with CloudWatch's semantics, and the actions of an alarm that went into ALARM run once per
-transition: `notify` logs and appends to `<workspace>/alarms/notifications.jsonl`; `retrain` and
-`rollback` file a request (create-only, under `requests/<kind>/` in the artifact store) and emit a
-Prefect event (`genaiops.alarm.retrain`, `genaiops.alarm.rollback`); `retrain` also starts a run of the model's
-`retrain` deployment (`genaiops serve`) carrying the alarm as its trigger.
-
-On the aws backend it watches a SageMaker endpoint: capture is read from the S3 destination of the
-endpoint's data capture, metrics go out with `PutMetricData`, and the endpoint's alarms and dashboard
-are put to CloudWatch, which evaluates them and runs their actions (SNS topics).
+The endpoint is what SageMaker's API says (`DescribeEndpoint`: its variants, the primary one, the registered
+version each serves from its model's tags, where it captures); capture is read from that destination past a cursor
+kept in the artifact store; metrics go to the metric sink; the endpoint's alarms are synced through the one alarm
+port and its dashboard refreshed. Where the alarms are evaluated here (the local backend), the actions of an alarm
+that went into ALARM run once per transition: `notify` through the run's notifier; `retrain` and `rollback` file a
+request (create-only, under `requests/<kind>/` in the artifact store), emit a Prefect event
+(`genaiops.alarm.retrain`, `genaiops.alarm.rollback`) and start the model's `retrain` or `rollout` deployment
+(`genaiops serve`) with the alarm as its trigger. On AWS CloudWatch evaluates them: notify is the alarm's SNS
+action, and EventBridge rules start those deployments.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from monitoring.alarms import AlarmAction, AlarmStore
+from contracts import tags as T
+from contracts.names import BASELINE
+from monitoring.alarms import AlarmAction
 from monitoring.drift import CaptureCursor, Captured, minilm_encoder, read_capture
-from monitoring.monitor import Reference, Transition, drift_metrics, endpoint_alarms, evaluate_alarms, run_actions
-from pipelines.backends import make_metrics, make_registry, make_store
+from monitoring.monitor import AlarmSync, Reference, Transition, drift_metrics, endpoint_alarms, run_actions
+from pipelines.backends import (
+    make_alarms,
+    make_metrics,
+    make_notifier,
+    make_registry,
+    make_sagemaker,
+    make_store,
+    notify_topic,
+    store_at,
+)
 from pipelines.deployments import start
-from pipelines.notify import failed_run_hook
+from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
 from pipelines.orchestration import Trigger, expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
-from steps.artifacts import ArtifactNotFoundError, ArtifactStore, LocalStore, S3Store
+from serving.endpoints import EndpointNotFoundError, Served, served
+from steps.artifacts import ArtifactNotFoundError, ArtifactStore
 from steps.prompts import raw_input
-
-VERSION_TAG = "genaiops:model-version"  # on a SageMaker model: the registered version it serves (models:/name/N)
 
 
 class MonitorResult(BaseModel):
@@ -45,7 +54,9 @@ class MonitorResult(BaseModel):
     metrics: dict[str, float]
     transitions: list[Transition]
     actions_run: int
-    cloudwatch: dict[str, Any] = {}
+    alarms: AlarmSync = AlarmSync()
+    dashboard: str = ""
+    unreadable: int = 0  # captured records that could not be read, skipped (since the cursor began)
 
 
 class MonitorError(RuntimeError):
@@ -60,76 +71,37 @@ expected(MonitorError)
 quiet_expected_failures()
 
 
-class Watched(BaseModel):
-    """What the flow needs of an endpoint: its variants, the primary one and the model it serves, its capture."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-    variants: list[str]
-    primary: str
-    model: str  # models:/NAME/VERSION when known, else a folder
-    capture: Any  # an ArtifactStore over `<endpoint>/<variant>/yyyy/mm/dd/hh/*.jsonl`
-
-
-def local_endpoint(settings: Settings, endpoint: str) -> Watched:
-    from serving.local import EndpointError, LocalEndpoints
-
+def watched(settings: Settings, endpoint: str) -> Served:
+    """The endpoint as SageMaker's API shows it (the local control plane answers the same)."""
     try:
-        state = LocalEndpoints(settings.root).describe(endpoint)
-    except EndpointError as exc:
-        raise NoEndpointError(f"{exc}; `genaiops endpoints list` shows the endpoints") from exc
-    primary = max((v for v in state.variants if not v.shadow), key=lambda v: v.weight)
-    root = Path(state.capture).parent if state.capture else settings.root / "capture"
-    return Watched(variants=[v.name for v in state.variants], primary=primary.name, model=primary.model,
-                   capture=LocalStore(root))
-
-
-def sagemaker_endpoint(settings: Settings, endpoint: str, client: Any = None) -> Watched:
-    """A SageMaker endpoint: its variants (production and shadow), the primary's model, its capture in S3."""
-    import boto3
-
-    sagemaker = client or boto3.client("sagemaker", region_name=settings.region)
-    try:
-        described = sagemaker.describe_endpoint(EndpointName=endpoint)
-    except sagemaker.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] == "ValidationException":
-            raise NoEndpointError(f"endpoint {endpoint}: {exc}") from exc
-        raise
-    config = sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
-    production = config.get("ProductionVariants", [])
-    variants = [v["VariantName"] for v in [*production, *config.get("ShadowProductionVariants", [])]]
-    weights = {v["VariantName"]: v.get("CurrentWeight", 0) for v in described.get("ProductionVariants", [])}
-    primary = max(production, key=lambda v: weights.get(v["VariantName"], v.get("InitialVariantWeight", 0)))
-    arn = sagemaker.describe_model(ModelName=primary["ModelName"])["ModelArn"]
-    tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=arn).get("Tags", [])}
-    destination = config.get("DataCaptureConfig", {}).get("DestinationS3Uri", "")
-    if not destination.startswith("s3://"):
+        found = served(make_sagemaker(settings), endpoint)
+    except EndpointNotFoundError as exc:
+        raise NoEndpointError(f"{exc}; `genaiops endpoints list` shows the endpoints") from None
+    if not found.capture:
         raise MonitorError(f"endpoint {endpoint} captures no data (its config has no DataCaptureConfig)")
-    bucket, _, prefix = destination.removeprefix("s3://").partition("/")
-    capture = S3Store(bucket, boto3.client("s3", region_name=settings.region), prefix=prefix.strip("/"))
-    return Watched(variants=variants, primary=primary["VariantName"], model=tags.get(VERSION_TAG, primary["ModelName"]),
-                   capture=capture)
+    return found
 
 
-def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStore, model: str) -> Reference:
-    """The training split the served model learnt from: the dataset its version's lineage names (or the one the
-    config names), raw inputs recovered from the templated prompts."""
-    from contracts import tags as T
+def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStore, tags: dict[str, str]) -> Reference:
+    """The training split the served model learnt from: the dataset its version's lineage names (the challenger's
+    when the base model serves: its traffic is the task's), or the one the config names; raw inputs recovered from
+    the templated prompts."""
     from steps.data import load_prepared
 
     dataset_hash, template = config.monitoring.drift.reference_dataset, config.data.template
     if dataset_hash is None:
-        if not model.startswith("models:/"):
-            raise MonitorError(f"{model} is not a registered version, so its training data is unknown: set "
-                               "monitoring.drift.reference_dataset to a prepared dataset's hash")
+        version = tags.get(T.VERSION, "")
+        if not (version.isdigit() or version == BASELINE) or tags.get(T.MODEL) != config.model_name:
+            raise MonitorError(f"the primary variant serves no registered version of {config.model_name}, so its "
+                               "training data is unknown: set monitoring.drift.reference_dataset to a prepared "
+                               "dataset's hash")
         registry = make_registry(settings, config)
-        name, _, selector = model.removeprefix("models:/").partition("/")
-        name, _, alias = name.partition("@")
-        version = registry.client.get_model_version_by_alias(name, alias) if alias else \
-            registry.client.get_model_version(name, selector)
-        dataset_hash = dict(version.tags or {}).get(T.DATASET_HASH)
+        found = registry.get_version(version) if version.isdigit() else registry.alias_version(T.CHALLENGER)
+        dataset_hash = found.tags.get(T.DATASET_HASH) if found is not None else None
         if not dataset_hash:
-            raise MonitorError(f"{model} has no {T.DATASET_HASH} tag")
-        template = str(registry.logged_config(model).get("template", template))
+            raise MonitorError(f"{config.model_name} v{version}: no {T.DATASET_HASH} to compare live traffic with")
+        template = str(registry.logged_config(f"models:/{config.model_name}/{found.version}")  # type: ignore[union-attr]
+                       .get("template", template))
     train = load_prepared(store, dataset_hash).splits["train"][: config.monitoring.drift.reference_size]
     return Reference(inputs=[raw_input(template, e.prompt) for e in train], outputs=[e.target for e in train])
 
@@ -140,16 +112,14 @@ def _token_counter(settings: Settings, config: PipelineConfig) -> Any:
     return token_counter(resolve_base_model(config.finetune.base_model, settings.root / "models"))
 
 
-def _runners(settings: Settings, store: ArtifactStore) -> dict[str, Any]:
+def _runners(settings: Settings, config: PipelineConfig, store: ArtifactStore) -> dict[str, Any]:
     logger = get_run_logger()
+    notifier = make_notifier(settings)
 
     def notify(action: AlarmAction, alarm: str, reason: str) -> None:
-        logger.warning("ALARM %s: %s", alarm, reason)
-        with (settings.root / "alarms" / "notifications.jsonl").open("a", encoding="utf-8") as out:
-            out.write(json.dumps({"at": datetime.now(UTC).isoformat(), "alarm": alarm, "reason": reason,
-                                  "topic": action.target}) + "\n")
+        notifier.send(f"genaiops: ALARM {alarm}", reason, {})
 
-    def request(kind: str) -> Any:
+    def request(kind: str, deployment: str) -> Any:
         def file(action: AlarmAction, alarm: str, reason: str) -> None:
             from prefect.events import emit_event
 
@@ -160,12 +130,12 @@ def _runners(settings: Settings, store: ArtifactStore) -> dict[str, Any]:
             emit_event(event=f"genaiops.alarm.{kind}", resource={"prefect.resource.id": f"genaiops.{kind}.{action.target}"},
                        payload=body)
             logger.warning("ALARM %s: %s requested for %s (%s)", alarm, kind, action.target, store.uri(key))
-            if kind == "retrain":  # the model's retrain deployment, when a Prefect server serves it
-                start("retrain", action.target, Trigger(kind="alarm", name=alarm, detail=reason),
-                      idempotency_key=f"alarm:{alarm}:{stamp}")
+            # the model's deployment, when a Prefect server serves it (as EventBridge rules start it on AWS)
+            start(deployment, config.model_name, Trigger(kind="alarm", name=alarm, detail=reason),
+                  idempotency_key=f"alarm:{alarm}:{stamp}")
         return file
 
-    return {"notify": notify, "retrain": request("retrain"), "rollback": request("rollback")}
+    return {"notify": notify, "retrain": request("retrain", "retrain"), "rollback": request("rollback", "rollout")}
 
 
 @task(name="read-capture", cache_policy=NO_CACHE)
@@ -183,9 +153,9 @@ def new_capture(capture: ArtifactStore, endpoint: str, store: ArtifactStore) -> 
 @flow(name="monitor", on_failure=[failed_run_hook])
 def monitor(endpoint: str | None = None, config: PipelineConfig | str | None = None,
             now: datetime | None = None) -> MonitorResult:
-    """Publish the drift and quality metrics of the endpoint's new capture; evaluate its alarms (locally) or put
-    them to CloudWatch (aws); run the actions of those that went into ALARM. The endpoint defaults to the one the
-    model is released to."""
+    """Publish the drift and quality metrics of the endpoint's new capture; sync its alarms and dashboard; run the
+    actions of those that went into ALARM where they are evaluated here. The endpoint defaults to the one the model
+    is released to."""
     go_offline()
     settings = load_settings()
     config = resolve_config(config, settings)
@@ -193,73 +163,53 @@ def monitor(endpoint: str | None = None, config: PipelineConfig | str | None = N
     endpoint = endpoint or config.release.endpoint_of(config.model_name)
     logger = get_run_logger()
     now = now or datetime.now(UTC)
-    aws = settings.backend == "aws"
     try:
-        watched = sagemaker_endpoint(settings, endpoint) if aws else local_endpoint(settings, endpoint)
+        found = watched(settings, endpoint)
     except NoEndpointError:
         if not released:
             raise
         logger.info("%s: no endpoint %s yet (nothing released): nothing to monitor", config.model_name, endpoint)
         return MonitorResult(endpoint=endpoint, new_records=0, metrics={}, transitions=[], actions_run=0)
     store = make_store(settings)
-    sink, source = make_metrics(settings)
-    specs = endpoint_alarms(endpoint, watched.variants, config.model_name, config.monitoring)
+    sink, _ = make_metrics(settings)
+    variants = [v.name for v in found.variants]
+    specs = endpoint_alarms(endpoint, variants, config.model_name, config.monitoring, notify_topic=notify_topic(settings))
 
-    records, after, cursor = new_capture(watched.capture, endpoint, store)
+    records, after, cursor = new_capture(store_at(settings, found.capture), endpoint, store)
     datums = []
-    primary = sum(len(r.inputs) for r in records if r.variant == watched.primary)
-    if primary >= config.monitoring.drift.min_requests:
-        reference = reference_of(settings, config, store, watched.model)
+    primary = found.primary
+    requests = sum(len(r.inputs) for r in records if r.variant == primary.name)
+    if requests >= config.monitoring.drift.min_requests:
+        reference = reference_of(settings, config, store, primary.tags)
         encode = minilm_encoder() if config.monitoring.drift.embedding else None
-        datums = drift_metrics(endpoint, records, reference, watched.primary,
+        datums = drift_metrics(endpoint, records, reference, primary.name,
                                count_tokens=_token_counter(settings, config), encode=encode,
                                config=config.monitoring.drift, when=now)
         sink.put(datums)
         store.put(cursor, after.model_dump_json().encode())  # only capture that went into statistics is done
     elif records:
-        logger.info("%s: %d new requests to the primary variant; the monitors wait for %d", endpoint, primary,
+        logger.info("%s: %d new requests to the primary variant; the monitors wait for %d", endpoint, requests,
                     config.monitoring.drift.min_requests)
+    if after.skipped:
+        logger.warning("%s: %d captured records could not be read and were skipped", endpoint, after.skipped)
     logger.info("%s: %d new captured invocations, %d metrics published", endpoint, len(records), len(datums))
     metrics = {f"{d.name}{'/' + d.dimensions['VariantName'] if 'VariantName' in d.dimensions else ''}": d.value
                for d in datums}
-    if aws:  # CloudWatch evaluates them and runs their actions
-        return MonitorResult(endpoint=endpoint, new_records=len(records), metrics=metrics, transitions=[],
-                             actions_run=0, cloudwatch=_put_to_cloudwatch(settings, endpoint, watched, specs, config))
-
-    alarms = AlarmStore(settings.root / "alarms")
-    alarms.sync(endpoint, specs)  # re-running keeps one alarm per name, with its state and history
-    transitions = evaluate_alarms(alarms, source, [s.name for s in specs], now)
-    ran = run_actions(transitions, _runners(settings, store))
+    alarms = make_alarms(settings)
+    synced = alarms.sync(endpoint, specs)  # re-running keeps one alarm per name, with its state and history
+    transitions = alarms.evaluate(specs, now)
+    ran = run_actions(transitions, _runners(settings, config, store))
+    page = alarms.dashboard(endpoint, variants, period=config.monitoring.period, hours=3)
     return MonitorResult(endpoint=endpoint, new_records=len(records), transitions=transitions, actions_run=ran,
-                         metrics=metrics)
+                         metrics=metrics, alarms=synced, dashboard=page, unreadable=after.skipped)
 
 
-def _put_to_cloudwatch(settings: Settings, endpoint: str, watched: Watched, specs: Any,
-                       config: PipelineConfig) -> dict[str, Any]:
-    import boto3
-
-    from monitoring.cloudwatch import put_dashboard, sync_alarms
-    from monitoring.metrics import cloudwatch_client
-
-    client = cloudwatch_client(settings.region)
-    changed = sync_alarms(client, endpoint, specs)
-    account = boto3.client("sts", region_name=settings.region).get_caller_identity()["Account"]
-    dashboard = put_dashboard(client, endpoint, watched.variants, region=settings.region, account=account,
-                              period=config.monitoring.period)
-    return {**changed, "dashboard": dashboard}
-
-
-def local_dashboard(settings: Settings, config: PipelineConfig, endpoint: str, *, hours: float = 3.0,
-                    period: int | None = None, out_dir: Path | None = None) -> Path:
-    """Write a local endpoint's dashboard page (charts per variant, drift, quality, alarms); returns its path."""
-    from monitoring.dashboards import panels, render_local
-    from monitoring.metrics import SqliteMetricSink
-    from monitoring.monitor import alarm_records
-    from serving.local import LocalEndpoints
-
-    state = LocalEndpoints(settings.root).describe(endpoint)
-    return render_local(endpoint, panels(endpoint, [v.name for v in state.variants]),
-                        SqliteMetricSink(settings.root / "metrics.db"),
-                        alarm_records(AlarmStore(settings.root / "alarms"), endpoint),
-                        out_dir or settings.root / "dashboards" / endpoint, end=datetime.now(UTC), hours=hours,
-                        period=period or config.monitoring.period)
+def dashboard(settings: Settings, config: PipelineConfig, endpoint: str, *, hours: float = 3.0,
+              period: int | None = None) -> str:
+    """Refresh the endpoint's dashboard (charts per variant, drift, quality, alarms); where to look at it."""
+    try:
+        found = served(make_sagemaker(settings), endpoint, registered=False)
+    except EndpointNotFoundError as exc:
+        raise NoEndpointError(f"{exc}; `genaiops endpoints list` shows the endpoints") from None
+    return make_alarms(settings).dashboard(endpoint, [v.name for v in found.variants],
+                                           period=period or config.monitoring.period, hours=hours)

@@ -1,30 +1,41 @@
 """The release and rollout flows: approved versions go out exactly once (`serving.release`), and a shadow or
-A/B test ends in a promotion or a rollback on live evidence (`serving.rollout`)."""
+A/B test ends in a promotion or a rollback on live evidence (`serving.promotion`), the same on both backends."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from prefect import flow, get_run_logger
 
 from contracts import tags as T
 from contracts.names import BASELINE
 from model_registry.mlflow_registry import RegisteredVersion
-from pipelines.backends import capture_uri, make_alarm_sync, make_registry, make_sagemaker, make_store
-from pipelines.notify import failed_run_hook
+from pipelines.backends import (
+    make_alarms,
+    make_deployer,
+    make_evidence,
+    make_notifier,
+    make_registry,
+    make_store,
+    notify_topic,
+    shares_host,
+)
+from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
 from pipelines.orchestration import Trigger, current_trigger
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
 from serving import package
-from serving.deployer import SageMakerDeployer, Version
-from serving.release import ReleaseOutcome, Releaser, Rollout, RolloutStatus
+from serving.deployer import Version
+from serving.promotion import Rollout, RolloutStatus
+from serving.release import ReleaseOutcome, Releaser
 from steps.artifacts import ArtifactNotFoundError
 from steps.base_model import resolve_base_model
 from steps.data import load_prepared
 from steps.evaluate import rouge_l
 
 
-def make_releaser(settings: Settings, config: PipelineConfig, progress: object = None) -> Releaser:
+def make_releaser(settings: Settings, config: PipelineConfig, progress: Callable[[str], None] | None = None) -> Releaser:
     store, registry = make_store(settings), make_registry(settings, config)
 
     @functools.cache
@@ -37,24 +48,12 @@ def make_releaser(settings: Settings, config: PipelineConfig, progress: object =
         return Version(model=config.model_name, version=BASELINE, package_uri=built.uri, digest=built.digest,
                        image=built.image)
 
-    deployment = config.deployment
-    if deployment.poll_seconds is None and settings.backend == "local":  # the local control plane answers at once
-        deployment = deployment.model_copy(update={"poll_seconds": 1.0})
-    deployer = SageMakerDeployer(make_sagemaker(settings), deployment, role_arn=settings.sagemaker_role_arn,
-                                 capture_uri=capture_uri(settings, store), progress=progress)  # type: ignore[arg-type]
-    return Releaser(registry, store, deployer, config=config.release, monitoring=config.monitoring,
-                    approval=config.approval, sync_alarms=make_alarm_sync(settings), baseline=baseline)
+    return Releaser(registry, store, make_deployer(settings, config, progress=progress), config=config.release,
+                    monitoring=config.monitoring, approval=config.approval, alarms=make_alarms(settings),
+                    notify_topic=notify_topic(settings), baseline=baseline)
 
 
-def make_rollout(settings: Settings, config: PipelineConfig, progress: object = None) -> Rollout:
-    if settings.backend != "local":
-        raise NotImplementedError("the rollout decision reads the local endpoint's capture and metrics; on aws it "
-                                  "needs the S3 capture and CloudWatch readers")
-    from monitoring.metrics import SqliteMetricSink
-    from serving.rollout import local_evidence
-    from steps.artifacts import LocalStore
-
-    capture, metrics = LocalStore(settings.root / "capture"), SqliteMetricSink(settings.root / "metrics.db")
+def make_rollout(settings: Settings, config: PipelineConfig, progress: Callable[[str], None] | None = None) -> Rollout:
     store = make_store(settings)
 
     @functools.cache
@@ -70,9 +69,10 @@ def make_rollout(settings: Settings, config: PipelineConfig, progress: object = 
         scored against its reference."""
         return held_out(challenger.tags[T.DATASET_HASH]) if T.DATASET_HASH in challenger.tags else {}
 
-    return Rollout(make_releaser(settings, config, progress), config.rollout,
-                   lambda endpoint, variant, since: local_evidence(capture, metrics, endpoint, variant, since),
-                   rouge=rouge_l, references=references, shared_host=True)
+    notifier = make_notifier(settings)
+    return Rollout(make_releaser(settings, config, progress), config.rollout, make_evidence(settings, store),
+                   rouge=rouge_l, references=references, shared_host=shares_host(settings),
+                   notify=lambda subject, message: notifier.send(subject, message, {}))
 
 
 @flow(name="release", on_failure=[failed_run_hook])
@@ -91,13 +91,17 @@ def release(config: PipelineConfig | str | None = None, trigger: Trigger | None 
 
 
 @flow(name="rollout", on_failure=[failed_run_hook])
-def rollout(config: PipelineConfig | str | None = None) -> RolloutStatus:
-    """Decide a running shadow or A/B test on its evidence: promote, roll back, or wait."""
+def rollout(config: PipelineConfig | str | None = None, trigger: Trigger | None = None) -> RolloutStatus:
+    """Decide a running shadow or A/B test on its evidence: promote, roll back, or wait. Started by a rollback alarm
+    of the candidate's variant (`trigger` of kind alarm: the EventBridge rule on AWS, the monitor flow locally), it
+    rolls the candidate back while that alarm is in ALARM."""
     go_offline()
     settings = load_settings()
     config = resolve_config(config, settings)
     logger = get_run_logger()
-    status = make_rollout(settings, config, logger.info).act()
+    trigger = current_trigger(trigger, settings.triggered_by)
+    logger.info("%s: rollout, triggered by %s", config.model_name, trigger.describe())
+    status = make_rollout(settings, config, logger.info).act(alarm=trigger.name if trigger.kind == "alarm" else None)
     if status.decision is not None:
         logger.info("%s: %s: %s", status.endpoint, status.decision.action, status.decision.reason)
     return status

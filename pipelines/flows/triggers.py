@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipelines.backends import make_store
 from pipelines.deployments import start
-from pipelines.notify import failed_run_hook
+from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
 from pipelines.orchestration import SourceSeen, Trigger, reliable, source_seen
 from pipelines.settings import PipelineConfig, load_settings, resolve_config

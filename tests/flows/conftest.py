@@ -18,14 +18,28 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture
 def workspace(isolated_env: Path) -> Iterator[Path]:
     """The test's workspace; its local endpoints and SageMaker control plane are stopped afterwards."""
+    from local_aws.server import stop
     from pipelines.settings import load_settings
-    from serving.control_plane import stop_running
-    from serving.local import LocalEndpoints
 
     root = load_settings().root
     try:
         yield root
     finally:
-        for name in LocalEndpoints(root).store.names():
-            LocalEndpoints(root).delete(name)
-        stop_running(root)
+        stop(root)
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """One moto server for the session (S3, IAM, STS, KMS, CloudWatch, SNS, SQS, SageMaker's training jobs) on
+    127.0.0.1: clients that cache their endpoint (MLflow's S3 client) keep reaching it. Tests reset it."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.servers import free_port
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        moto.stop()

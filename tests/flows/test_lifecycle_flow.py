@@ -17,11 +17,10 @@ import yaml
 from mlflow import MlflowClient
 
 from contracts import tags as T
+from local_aws.server import client as local_client
 from model_registry.audit import AuditLog
 from pipelines.flows.lifecycle import DEMO_NOTE, lifecycle
 from pipelines.settings import PipelineConfig, load_settings
-from serving.control_plane import local_client
-from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from tests.conftest import tiny_pipeline
 
@@ -48,7 +47,7 @@ def test_make_run_stops_for_a_person_then_approves_as_the_demo_releases_promotes
     mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = stopped.retrain.version
     assert mlflow.get_model_version(MODEL, version).tags[T.APPROVAL_STATUS] == T.PENDING
-    assert not LocalEndpoints(workspace).store.names()
+    assert local_client(workspace).list_endpoints()["Endpoints"] == []
 
     config = tmp_path / "demo.yaml"
     config.write_text(yaml.safe_dump(_document(sample_jsonl, tiny_model_dir, demo=True)))

@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 
+from local_aws.server import stop
 from monitoring.alarms import AlarmStore
 from monitoring.drift import read_capture
 from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
 from pipelines.flows.monitor import monitor
 from pipelines.settings import PipelineConfig
-from serving.endpoint import EndpointConfig
-from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from steps.base_model import token_counter
 from steps.data import DataConfig, prepare_dataset
 from steps.prompts import raw_input
 from steps.sample_data import generate_records, write_jsonl
+from tests.servers import create_endpoint
 
 NAME = "watched"
 OTHER_TOPICS = [
@@ -47,20 +47,16 @@ def lab(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     write_jsonl(generate_records(600, seed=7), source)
     data = DataConfig.model_validate({"source": str(source), "contract": {"min_rows": 20}})
     dataset = prepare_dataset(data, LocalStore(workspace / "artifacts"), token_counter(tiny_model_dir))
-    endpoints = LocalEndpoints(workspace)
-    endpoints.create(EndpointConfig.model_validate({
-        "name": NAME, "timeout_s": 60, "variants": [{"name": "main", "model": str(tiny_model_dir), "threads": 1}]}))
+    url = create_endpoint(workspace, NAME, [{"name": "main", "model": tiny_model_dir}])
     config = PipelineConfig.model_validate({
         "finetune": {"base_model": str(tiny_model_dir)},
         "monitoring": {"period": 10, "drift": {"reference_dataset": dataset.hash, "min_requests": 20},
                        "alarms": {"5xx_rate": {"evaluation_periods": 3, "datapoints_to_alarm": 1},
                                   "no_invocations": {"evaluation_periods": 2, "datapoints_to_alarm": 2}}}})
     try:
-        yield {"workspace": workspace, "url": endpoints.describe(NAME).url, "config": config, "dataset": dataset,
-               "template": data.template}
+        yield {"workspace": workspace, "url": url, "config": config, "dataset": dataset, "template": data.template}
     finally:
-        endpoints.delete(NAME)
-    assert not [r for r in AlarmStore(workspace / "alarms").list() if r.spec.name.startswith(f"{NAME}/")]
+        stop(workspace)
 
 
 def invoke(lab: dict[str, Any], text: str) -> int:
@@ -137,9 +133,9 @@ def test_drift_fires_its_alarm_and_a_retrain_errors_the_5xx_alarm_and_idleness_n
     later = datetime.now(UTC) + timedelta(seconds=60)  # six 10-second periods without a single invocation
     monitor(NAME, lab["config"], now=later)
     assert states(lab)["main/no-invocations"] == "ALARM"
-    notes = (lab["workspace"] / "alarms" / "notifications.jsonl").read_text().splitlines()
-    assert {json.loads(n)["alarm"] for n in notes} >= {f"{NAME}/embedding-drift", f"{NAME}/main/5xx-rate",
-                                                        f"{NAME}/main/no-invocations"}
+    notes = (lab["workspace"] / "notifications.jsonl").read_text().splitlines()  # the one notifier's
+    assert {json.loads(n)["subject"] for n in notes} >= {f"genaiops: ALARM {NAME}/{name}" for name in (
+        "embedding-drift", "main/5xx-rate", "main/no-invocations")}
 
 
 def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any]) -> None:
@@ -177,9 +173,10 @@ def test_the_reference_is_the_training_split_the_served_versions_lineage_names(
                                     tags={T.DATASET_HASH: lab["dataset"].hash})
     plain = config.model_copy(update={"monitoring": config.monitoring.model_copy(
         update={"drift": config.monitoring.drift.model_copy(update={"reference_dataset": None})})})
-    reference = reference_of(settings, plain, make_store(settings), f"models:/lineage-model/{version.version}")
+    reference = reference_of(settings, plain, make_store(settings), {T.MODEL: "lineage-model",
+                                                                       T.VERSION: version.version})
     train = lab["dataset"].splits["train"][: len(reference.inputs)]
     assert reference.inputs[0] == raw_input(lab["template"], train[0].prompt) and "Summarize" not in reference.inputs[0]
     assert reference.outputs == [e.target for e in train]
     with pytest.raises(MonitorError, match="reference_dataset"):
-        reference_of(settings, plain, make_store(settings), str(tiny_model_dir))
+        reference_of(settings, plain, make_store(settings), {})

@@ -11,6 +11,8 @@ from mlflow import MlflowClient
 
 from contracts import tags as T
 from contracts.tags import RELEASE_REASON, RELEASE_STATE, RELEASE_STRATEGY
+from local_aws.server import client as local_client
+from local_aws.server import running_url
 from model_registry.audit import AuditLog
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmStore
@@ -18,8 +20,6 @@ from monitoring.monitor import endpoint_alarms
 from pipelines.flows.release import release
 from pipelines.settings import PipelineConfig, load_settings
 from serving import package
-from serving.control_plane import local_client
-from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from tests.conftest import make_tiny_model
 
@@ -121,7 +121,7 @@ def traffic(workspace: Path, shadow: str, count: int) -> None:
     from monitoring.drift import read_capture
     from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
 
-    url = LocalEndpoints(workspace).describe(ENDPOINT).url
+    url = f"{running_url(workspace)}/endpoints/{ENDPOINT}"
     for index in range(count):
         body = json.dumps({"inputs": f"Ana: parcel {index} is late. Ben: I will call."}).encode()
         request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
@@ -240,7 +240,7 @@ def test_a_canary_whose_rollback_alarm_fires_returns_all_traffic_to_the_champion
                                                            "bake_seconds": 3600}),
         "monitoring": CONFIG.monitoring.model_validate({"period": 10, "alarms": {"5xx_rate": {
             "evaluation_periods": 1, "datapoints_to_alarm": 1}}})})
-    url = LocalEndpoints(workspace).describe(ENDPOINT).url
+    url = f"{running_url(workspace)}/endpoints/{ENDPOINT}"
     seen: list[tuple[int, str]] = []
     done = threading.Event()
 

@@ -18,18 +18,18 @@ from typing import Any
 import boto3
 import pytest
 from mlflow import MlflowClient
-from moto.server import ThreadedMotoServer
 
 from contracts import tags as T
+from local_aws.server import client as local_client
+from local_aws.server import running_url
+from local_aws.server import stop as stop_twin
 from pipelines.orchestration import OrchestrationConfig, RetryConfig
 from pipelines.settings import PipelineConfig
 from serving import package
-from serving.control_plane import local_client, running_url, stop_running
-from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from tests.integration.test_aws_plan import answer_service_quotas
 from tests.jumpstart import ROLE_ARN, answer_describe_hub_content, create_role
-from tests.servers import control_plane_state, free_port
+from tests.servers import control_plane_state
 
 REGION = "us-east-1"
 BUCKET = "genaiops-artifacts"
@@ -56,18 +56,6 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return Path(base), adapter
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """One moto server for the module: clients that cache their endpoint (MLflow's S3 client) keep reaching it."""
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        moto.stop()
-
-
 @pytest.fixture
 def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_path: Path, moto_url: str,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
@@ -87,6 +75,7 @@ def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_
         s3.create_bucket(Bucket=f"jumpstart-cache-prod-{REGION}")
         create_role()
         key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+        topic = boto3.client("sns", region_name=REGION).create_topic(Name="genaiops-notifications")["TopicArn"]
         # JumpStart's base model, uncompressed under a prefix as JumpStart keeps it: the base model's package.
         scratch = LocalStore(tmp_path / "scratch")
         base = package.of_base("jumpstart:meta-textgeneration-llama-3-2-1b-instruct", str(base_dir),
@@ -130,6 +119,7 @@ def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_
         local_client(workspace)  # the local control plane, started with the AWS environment above
         for name, value in {"BACKEND": "aws", "REGION": REGION, "ARTIFACT_BUCKET": BUCKET, "KMS_KEY_ID": key,
                             "SAGEMAKER_ROLE_ARN": ROLE_ARN, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            "NOTIFY_TOPIC_ARN": topic,
                             "SAGEMAKER_ENDPOINT_URL": running_url(workspace)}.items():
             monkeypatch.setenv(f"GENAIOPS_{name}", value)
         config = PipelineConfig.model_validate({
@@ -144,9 +134,7 @@ def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_
     finally:
         for log in sorted((workspace / "endpoints").glob("*/*.log")):  # shown with a failure
             print(f"--- {log}\n{log.read_text(errors='replace')[-3000:]}")
-        for name in LocalEndpoints(workspace).store.names():
-            LocalEndpoints(workspace).delete(name)
-        stop_running(workspace)
+        stop_twin(workspace)
         urllib.request.urlopen(reset, timeout=30).close()  # and leave nothing to the next test
 
 
@@ -173,13 +161,14 @@ def test_an_aws_retrain_trains_on_jumpstart_evaluates_on_a_temporary_endpoint_an
 
 def test_an_evaluation_that_fails_half_way_leaves_no_endpoint_config_or_model_and_no_version(
         aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.flows import evaluation, retrain
-    from steps.endpoint_generation import runtime_client
+    from pipelines import backends
+    from pipelines.flows import retrain
 
     answered: list[int] = []
+    make_runtime = backends.make_runtime
 
-    def failing(region: str, endpoint_url: str | None = None) -> Any:
-        client = runtime_client(region, endpoint_url)
+    def failing(settings: Any) -> Any:
+        client = make_runtime(settings)
 
         def count(**_: Any) -> None:
             answered.append(1)
@@ -189,7 +178,7 @@ def test_an_evaluation_that_fails_half_way_leaves_no_endpoint_config_or_model_an
         client.meta.events.register("before-call.sagemaker-runtime.InvokeEndpoint", count)
         return client
 
-    monkeypatch.setattr(evaluation, "runtime_client", failing)
+    monkeypatch.setattr(backends, "make_runtime", failing)
     # A reset connection is transient: the stage is tried once more (each attempt removes its endpoint), then fails.
     config = aws["config"].model_copy(update={"orchestration": OrchestrationConfig(
         retries=RetryConfig(attempts=1, first_delay_s=0.05))})

@@ -39,24 +39,21 @@ def _deploy_and_invoke(version: Version) -> None:
     import json
     import urllib.request
 
-    from serving.control_plane import local_client, stop_running
+    from local_aws.server import client, running_url, stop
     from serving.deployer import DeploymentConfig, SageMakerDeployer
-    from serving.local import LocalEndpoints
 
     workspace = load_settings().root
     try:
-        SageMakerDeployer(local_client(workspace), DeploymentConfig(instance_type="ml.m5.large", poll_seconds=1)).deploy(
+        SageMakerDeployer(client(workspace), DeploymentConfig(instance_type="ml.m5.large", poll_seconds=1)).deploy(
             "tiny", version, "all_at_once")
-        url = LocalEndpoints(workspace).describe("tiny").url
-        request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": "Ana: hi. Ben: hello."}).encode(),
+        request = urllib.request.Request(f"{running_url(workspace)}/endpoints/tiny/invocations",
+                                         data=json.dumps({"inputs": "Ana: hi. Ben: hello."}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=300) as response:
             assert response.headers["X-Amzn-Invoked-Production-Variant"] == version.variant
             assert len(json.loads(response.read())) == 1
     finally:
-        for name in LocalEndpoints(workspace).store.names():
-            LocalEndpoints(workspace).delete(name)
-        stop_running(workspace)
+        stop(workspace)
 
 
 def test_passing_candidate_is_registered_pending_with_lineage_then_reused(

@@ -111,7 +111,7 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
     from monitoring.monitor import MonitoringConfig, endpoint_alarms, evaluate_alarms, run_actions
     from pipelines.deployments import start
     from pipelines.flows.monitor import _runners
-    from pipelines.settings import load_settings
+    from pipelines.settings import PipelineConfig, load_settings
 
     monkeypatch.setenv("GENAIOPS_WORKSPACE", str(served.workspace))
     settings = load_settings()
@@ -129,7 +129,7 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
 
         transitions = evaluate_alarms(alarms, SqliteMetricSink(settings.root / "metrics.db"), [spec.name], now)
         assert [t.change.new for t in transitions] == ["ALARM"]
-        return run_actions(transitions, _runners(settings, make_store(settings)))
+        return run_actions(transitions, _runners(settings, PipelineConfig(model_name=MODEL), make_store(settings)))
 
     digest = hashlib.sha256(served.data.read_bytes()).hexdigest()
     with temporary_settings({PREFECT_API_URL: served.api}):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra_cdk.config import EndpointAsCode
-from monitoring.cloudwatch import alarm_requests
+from monitoring.cloudwatch import STACK_OWNED, alarm_requests
 from monitoring.monitor import MonitoringConfig, endpoint_alarms
 from tests.infra.conftest import ENDPOINTS, Synth, synth
 
@@ -33,8 +33,8 @@ def _alarms(stage: Synth) -> dict[str, dict[str, Any]]:
 def _expected(config: MonitoringConfig) -> dict[str, dict[str, Any]]:
     expected = {}
     for endpoint in map(EndpointAsCode.model_validate, ENDPOINTS):
-        specs = endpoint_alarms(endpoint.name, endpoint.variants, endpoint.model, config)
-        expected.update({r["AlarmName"]: r for r in alarm_requests(endpoint.name, specs)})
+        specs = endpoint_alarms(endpoint.name, endpoint.variants, endpoint.model, config, notify_topic=TOPIC)
+        expected.update({r["AlarmName"]: r for r in alarm_requests(endpoint.name, specs, owner=STACK_OWNED)})
     return expected
 
 
@@ -51,7 +51,7 @@ def _equal(template: dict[str, dict[str, Any]], expected: dict[str, dict[str, An
 
 def test_the_monitoring_stacks_alarms_are_the_specs_of_monitoring(dev: Synth) -> None:
     alarms = _alarms(dev)
-    _equal(alarms, _expected(MonitoringConfig(notify_topic_arn=TOPIC)))
+    _equal(alarms, _expected(MonitoringConfig()))
     # two endpoint-wide drift alarms each; eight per variant, disagreement only where there are two variants
     assert len(alarms) == (2 + 8 * 2) + (2 + 7)
     assert any(a["Metrics"] for a in alarms.values() if "Metrics" in a)  # the 5XX rate is metric math
@@ -61,6 +61,6 @@ def test_tuning_in_the_monitoring_section_reaches_the_stack(tmp_path: Any) -> No
     monitoring = {"period": 300, "alarms": {"5xx_rate": {"threshold": 2}, "no_invocations": {"enabled": False}}}
     tuned = synth(tmp_path, "dev", endpoints=ENDPOINTS, monitoring=monitoring)
     alarms = _alarms(tuned)
-    _equal(alarms, _expected(MonitoringConfig.model_validate({**monitoring, "notify_topic_arn": TOPIC})))
+    _equal(alarms, _expected(MonitoringConfig.model_validate(monitoring)))
     assert alarms["summarizer-pinned/production/5xx-rate"]["Threshold"] == 2
     assert not any(name.endswith("no-invocations") for name in alarms)

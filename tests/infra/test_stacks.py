@@ -152,7 +152,8 @@ def test_orchestration_runs_a_private_prefect_worker_and_triggers_the_approval_w
     assert not any("KEY" in e["Name"] for e in container["Environment"])
     for group in _of_type(document, "AWS::Logs::LogGroup").values():
         assert "KmsKeyId" in group["Properties"] and "RetentionInDays" in group["Properties"]
-    rules = {r["Properties"]["EventPattern"]["source"][0]: r["Properties"]
+    rules = {r["Properties"]["EventPattern"]["source"][0] + ("/rollout" if "rollout/" in r["Properties"]["Description"]
+                                                             else ""): r["Properties"]
              for r in _of_type(document, "AWS::Events::Rule").values()}
     assert rules["aws.sagemaker"]["EventPattern"] == {
         "source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
@@ -180,6 +181,18 @@ def test_orchestration_runs_a_private_prefect_worker_and_triggers_the_approval_w
     Trigger.model_validate(json.loads(command[5].removeprefix("trigger=")))  # what the retrain flow takes
     assert json.loads(command[5].removeprefix("trigger=")) == {
         "kind": "alarm", "name": "dialogue-summarizer/embedding-drift", "detail": "went into ALARM at 2026-12-01T03:00:00Z"}
+    # a rollback alarm of any release variant starts the rollout, which rolls a shadow or A/B candidate back
+    rollback = [s.name for s in endpoint_alarms("dialogue-summarizer", ["*"], "dialogue-summarizer", MonitoringConfig())
+                if any(a.kind == "rollback" for a in s.actions)]
+    assert {n.rsplit("/", 1)[1] for n in rollback} == {"5xx-rate", "model-latency-p99", "empty-output-rate"}
+    assert rules["aws.cloudwatch/rollout"]["EventPattern"]["detail"] == {
+        "alarmName": [{"wildcard": n} for n in rollback], "state": {"value": ["ALARM"]}}
+    [target] = rules["aws.cloudwatch/rollout"]["Targets"]
+    command = json.loads(target["InputTransformer"]["InputTemplate"].replace(
+        "<detail-alarmName>", "dialogue-summarizer/v2/5xx-rate").replace("<time>", "2026-12-01T03:00:00Z")
+    )["containerOverrides"][0]["command"]
+    assert command[:4] == ["prefect", "deployment", "run", "rollout/dialogue-summarizer"]
+    assert Trigger.model_validate_json(command[5].removeprefix("trigger=")).name == "dialogue-summarizer/v2/5xx-rate"
     # the worker passes the two flow roles, and only to ECS tasks
     roles = {k for k, r in _of_type(document, "AWS::IAM::Role").items()
              if r["Properties"].get("Description", "").startswith("genaiops flow runs")}
@@ -279,7 +292,7 @@ def test_every_output_that_names_a_setting_names_one_that_exists(dev: Synth) -> 
              if o.get("Description", "").startswith(ENV_PREFIX)}
     assert named == {"GENAIOPS_SUBNETS", "GENAIOPS_SECURITY_GROUP_IDS", "GENAIOPS_ARTIFACT_BUCKET",
                      "GENAIOPS_CAPTURE_BUCKET", "GENAIOPS_KMS_KEY_ID", "GENAIOPS_SAGEMAKER_ROLE_ARN",
-                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE"}
+                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE", "GENAIOPS_NOTIFY_TOPIC_ARN"}
     assert named <= known
 
 

@@ -58,6 +58,7 @@ def aws(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         create_role()
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+        topic = boto3.client("sns").create_topic(Name="genaiops-notifications")["TopicArn"]
         calls: list[str] = []
 
         def observed(settings: Any) -> Any:
@@ -70,7 +71,7 @@ def aws(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
 
         monkeypatch.setattr("pipelines.backends.boto_session", observed)
         for name, value in {"BACKEND": "aws", "ARTIFACT_BUCKET": BUCKET, "KMS_KEY_ID": key,
-                            "SAGEMAKER_ROLE_ARN": ROLE_ARN,
+                            "SAGEMAKER_ROLE_ARN": ROLE_ARN, "NOTIFY_TOPIC_ARN": topic,
                             "MLFLOW_TRACKING_URI": "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/x"
                             }.items():
             monkeypatch.setenv(f"GENAIOPS_{name}", value)
@@ -104,7 +105,8 @@ def test_a_ready_plan_lists_the_jobs_endpoints_and_instance_hours_and_writes_not
     assert result.exit_code == 0, text
     for line in ("ok       execution role: arn:aws:iam::123456789012:role/genaiops-training exists",
                  f"ok       artifact bucket: s3://{BUCKET} is reachable",
-                 "ok       KMS key:", "ok       JumpStart model: meta-textgeneration-llama-3-2-1b-instruct",
+                 "ok       KMS key:", "ok       notification topic: arn:aws:sns:us-east-1:",
+                 "ok       JumpStart model: meta-textgeneration-llama-3-2-1b-instruct",
                  "ok       quota: ml.g5.2xlarge for training job usage: 2 ≥ 1 needed",
                  "ok       quota: ml.g5.xlarge for endpoint usage: 4 ≥ 2 needed",
                  "training job: meta-textgeneration-llama-3-2-1b-instruc-<dataset hash> on 1 x ml.g5.2xlarge, "
@@ -122,6 +124,14 @@ def test_a_missing_role_stops_the_run_before_any_cost(aws: dict[str, Any], tmp_p
     assert result.exit_code == 2
     assert "execution role: GENAIOPS_SAGEMAKER_ROLE_ARN arn:aws:iam::123456789012:role/genaiops-training: " \
            "NoSuchEntity" in result.output
+
+
+def test_without_a_notification_topic_the_plan_names_the_setting(aws: dict[str, Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GENAIOPS_NOTIFY_TOPIC_ARN")
+    result = plan(REPO / "configs" / "aws.yaml")
+    assert result.exit_code == 2
+    assert "notification topic: GENAIOPS_NOTIFY_TOPIC_ARN is unset" in result.output
 
 
 def test_the_plan_session_refuses_any_call_that_is_not_a_read() -> None:

@@ -31,8 +31,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endpoint(aws: dict[str, Any]) -> None:
     client = aws["cloudwatch"]
-    config = MonitoringConfig(notify_topic_arn=aws["topic"])
-    specs = endpoint_alarms("summaries", ["a", "b"], "dialogue-summarizer", config)
+    config = MonitoringConfig()
+    specs = endpoint_alarms("summaries", ["a", "b"], "dialogue-summarizer", config, notify_topic=aws["topic"])
     sync_alarms(client, "summaries", specs)
     sync_alarms(client, "summaries", specs)  # a re-run creates nothing more
     alarms = {a["AlarmName"]: a for a in client.describe_alarms(AlarmNamePrefix="summaries/")["MetricAlarms"]}
@@ -54,9 +54,9 @@ def test_alarms_are_put_once_kept_equal_to_their_specs_and_removed_with_the_endp
     drift = alarms["summaries/embedding-drift"]
     assert drift["Namespace"] == "genaiops/Monitoring" and drift["TreatMissingData"] == "ignore"
 
-    quieter = MonitoringConfig.model_validate({"notify_topic_arn": aws["topic"], "alarms": {
-        "4xx_rate": {"enabled": False}, "5xx_rate": {"threshold": 2}}})
-    changed = sync_alarms(client, "summaries", endpoint_alarms("summaries", ["a", "b"], "m", quieter))
+    quieter = MonitoringConfig.model_validate({"alarms": {"4xx_rate": {"enabled": False}, "5xx_rate": {"threshold": 2}}})
+    changed = sync_alarms(client, "summaries", endpoint_alarms("summaries", ["a", "b"], "m", quieter,
+                                                              notify_topic=aws["topic"]))
     assert changed["deleted"] == ["summaries/a/4xx-rate", "summaries/b/4xx-rate"]
     threshold = client.describe_alarms(AlarmNames=["summaries/a/5xx-rate"])["MetricAlarms"][0]["Threshold"]
     assert threshold == 2.0
@@ -103,3 +103,25 @@ def test_metric_data_goes_out_in_batches_of_1000_and_comes_back_per_period(aws: 
     counts = source.datapoints(metric.model_copy(update={"stat": "SampleCount"}), period=300, start=start,
                                end=start + timedelta(minutes=25))
     assert counts == [300.0] * 5
+
+
+def test_the_stacks_alarms_are_left_as_the_stack_made_them(aws: dict[str, Any]) -> None:
+    """One owner per alarm: an endpoint kept as code has the monitoring stack's alarms (tagged as the stack's); the
+    flows' sync neither overwrites their actions nor deletes them, and owns every other endpoint's."""
+    from monitoring.cloudwatch import STACK_OWNED, CloudWatchAlarms, alarm_requests
+
+    client = aws["cloudwatch"]
+    stack_specs = endpoint_alarms("pinned", ["production"], "m", MonitoringConfig(), notify_topic=aws["topic"])
+    for request in alarm_requests("pinned", stack_specs, owner=STACK_OWNED):  # as CloudFormation puts them
+        client.put_metric_alarm(**request)
+    alarms = CloudWatchAlarms(client, region=REGION, account=lambda: "123456789012")
+    flows = endpoint_alarms("pinned", ["production", "other"], "m", MonitoringConfig())  # no topic
+    synced = alarms.sync("pinned", flows)
+    assert synced.owner == "stack" and synced.put == [] and synced.deleted == []
+    kept = client.describe_alarms(AlarmNamePrefix="pinned/")["MetricAlarms"]
+    assert sorted(a["AlarmName"] for a in kept) == sorted(s.name for s in stack_specs)
+    assert all(a["AlarmActions"] == [aws["topic"]] for a in kept)  # the stack's actions stand
+    released = alarms.sync("released", endpoint_alarms("released", ["v1"], "m", MonitoringConfig(),
+                                                       notify_topic=aws["topic"]))
+    assert released.owner == "flows" and released.put
+    assert "released/v1/5xx-rate" in alarms.states(["released/v1/5xx-rate"])

@@ -25,11 +25,13 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from local_aws.endpoints import LocalEndpoints
+from local_aws.server import client as local_client
+from local_aws.server import ensure
+from local_aws.server import stop as stop_twin
 from monitoring.alarms import AlarmSpec, AlarmStore
 from serving import package
-from serving.control_plane import ensure, local_client, stop_running
 from serving.deployer import DeploymentConfig, DeploymentError, SageMakerDeployer, Version
-from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from tests.conftest import make_tiny_model
 from tests.servers import running
@@ -70,9 +72,7 @@ def plane(tiny_model_dir: Path, smollm2_tokenizer_dir: Path,
                "v1": version(tiny_model_dir, "1"), "v2": version(second, "2"), "failing": version(failing, "3"),
                "broken": version(broken, "4")}
     finally:
-        for name in LocalEndpoints(workspace).store.names():
-            LocalEndpoints(workspace).delete(name)
-        stop_running(workspace)
+        stop_twin(workspace)
 
 
 def deployer(plane: dict[str, Any], **overrides: Any) -> SageMakerDeployer:
@@ -81,8 +81,9 @@ def deployer(plane: dict[str, Any], **overrides: Any) -> SageMakerDeployer:
 
 
 def invoke(plane: dict[str, Any], target: str | None = None) -> tuple[int, str]:
-    """One request to the endpoint as a caller sends it: (status, the variant that answered)."""
-    url = LocalEndpoints(plane["workspace"]).describe(ENDPOINT).url
+    """One request to the endpoint as a caller sends it, to SageMaker Runtime's route at the control plane's URL:
+    (status, the variant that answered)."""
+    url = plane["url"]
     headers = {"Content-Type": "application/json"}
     if target:
         headers["X-Amzn-SageMaker-Target-Variant"] = target
@@ -323,3 +324,79 @@ def test_the_aws_cli_describes_and_lists_the_local_endpoints(plane: dict[str, An
         [str(aws), "sagemaker", "list-endpoints", "--endpoint-url", plane["url"]],
         capture_output=True, text=True, check=True, env=env, timeout=120).stdout)
     assert [e["EndpointName"] for e in listed["Endpoints"]] == [ENDPOINT]
+
+
+def test_genaiops_endpoints_and_the_aws_cli_list_the_same_endpoints_and_a_second_create_is_refused(
+        plane: dict[str, Any], tiny_model_dir: Path) -> None:
+    """One inventory: an endpoint made with `genaiops endpoints create` is the control plane's, listed alike by
+    `aws sagemaker list-endpoints`; creating it again is refused as SageMaker refuses it, and changes nothing."""
+    deployer(plane).deploy(ENDPOINT, plane["v1"], "all_at_once")
+    genaiops = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[2] / ".venv")) / "bin" / "genaiops"
+    env = {**os.environ, "GENAIOPS_WORKSPACE": str(plane["workspace"]), "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(genaiops), *args], capture_output=True, text=True, env=env, timeout=900,
+                              check=False)
+
+    made = cli("endpoints", "create", "by-hand", "--variant", f"main={tiny_model_dir}", "--max-batch-size", "2")
+    assert made.returncode == 0, made.stderr
+    try:
+        listed = cli("endpoints", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        mine = sorted(e["name"] for e in json.loads(listed.stdout))
+        aws = Path(genaiops).parent / "aws"
+        aws_env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+                   "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+        theirs = json.loads(subprocess.run([str(aws), "sagemaker", "list-endpoints", "--endpoint-url", plane["url"]],
+                                           capture_output=True, text=True, check=True, env=aws_env,
+                                           timeout=120).stdout)
+        assert mine == sorted(e["EndpointName"] for e in theirs["Endpoints"]) == sorted(["by-hand", ENDPOINT])
+        invoked = cli("invoke", "by-hand", "--data", '{"inputs": "Ana: hi. Ben: hello."}')
+        assert invoked.returncode == 0 and "variant: main" in invoked.stderr, invoked.stderr
+        before = (names(plane, "models"), names(plane, "endpoint-configs"))
+        again = cli("endpoints", "create", "by-hand", "--variant", f"other={tiny_model_dir}")
+        assert again.returncode == 1
+        assert 'Cannot create already existing endpoint "arn:aws:sagemaker:us-east-1:000000000000:endpoint/by-hand"' \
+            in again.stderr
+        assert (names(plane, "models"), names(plane, "endpoint-configs")) == before  # what it made went again
+    finally:
+        deleted = cli("endpoints", "delete", "by-hand")
+    assert deleted.returncode == 0, deleted.stderr
+    assert [e["EndpointName"] for e in plane["client"].list_endpoints()["Endpoints"]] == [ENDPOINT]
+
+
+def test_sagemaker_runtime_reaches_every_endpoint_by_name_at_the_control_planes_url(plane: dict[str, Any]) -> None:
+    deployer(plane).deploy(ENDPOINT, plane["v1"], "all_at_once")
+    runtime = local_client(plane["workspace"], service="sagemaker-runtime")
+    answer = runtime.invoke_endpoint(EndpointName=ENDPOINT, Body=BODY, ContentType="application/json",
+                                     InferenceId="rec-1")
+    assert answer["InvokedProductionVariant"] == "v1" and len(json.loads(answer["Body"].read())) == 1
+    with pytest.raises(ClientError) as caught:
+        runtime.invoke_endpoint(EndpointName="nowhere", Body=BODY, ContentType="application/json")
+    assert caught.value.response["Error"]["Code"] == "ValidationError"
+    assert "Endpoint nowhere of account 000000000000 not found" in caught.value.response["Error"]["Message"]
+
+
+def test_stopping_the_twin_stops_every_endpoint_process_and_starting_it_serves_them_again(plane: dict[str, Any]) -> None:
+    """`genaiops sagemaker-api --stop` stops the control plane and every router and model server; a control plane
+    started again finds the endpoint InService as it was and serves it."""
+    from tests.servers import descendants
+
+    deployer(plane).deploy(ENDPOINT, plane["v1"], "all_at_once")
+    state = LocalEndpoints(plane["workspace"]).store.state(ENDPOINT)
+    assert state is not None and state.host_pid
+    pids = {state.host_pid, *descendants(state.host_pid)}
+    server = json.loads((plane["workspace"] / "sagemaker" / "server.json").read_text())["pid"]
+    genaiops = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[2] / ".venv")) / "bin" / "genaiops"
+    stopped = subprocess.run([str(genaiops), "sagemaker-api", "--stop"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "GENAIOPS_WORKSPACE": str(plane["workspace"])}, check=False)
+    assert stopped.returncode == 0, stopped.stderr
+    with contextlib.suppress(ChildProcessError):  # this process started it (ensure): reap it
+        os.waitpid(server, 0)
+    assert not [pid for pid in {server, *pids} if running(pid)]  # the control plane, the router, the model server
+    url = ensure(plane["workspace"])
+    client = local_client(plane["workspace"])
+    plane["client"], plane["url"] = client, url
+    client.get_waiter("endpoint_in_service").wait(EndpointName=ENDPOINT, WaiterConfig={"Delay": 1, "MaxAttempts": 600})
+    assert invoke(plane) == (200, "v1")

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from contracts.names import BASELINE
+from local_aws.server import client as local_client
+from local_aws.server import running_url
+from local_aws.server import stop as stop_twin
 from serving import package
-from serving.control_plane import local_client, stop_running
 from serving.deployer import DeploymentConfig, SageMakerDeployer, Version
-from serving.local import LocalEndpoints
 from steps.artifacts import LocalStore
 from steps.data import Example
 from steps.endpoint_generation import EndpointError, EndpointGenerator, runtime_client
@@ -57,16 +58,14 @@ def packages(isolated_env: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Pa
                "deployer": SageMakerDeployer(local_client(root), DeploymentConfig(instance_type="ml.m5.large",
                                                                                  poll_seconds=1))}
     finally:
-        for name in LocalEndpoints(root).store.names():
-            LocalEndpoints(root).delete(name)
-        stop_running(root)
+        stop_twin(root)
 
 
 @pytest.fixture
 def endpoint(packages: dict[str, Any]) -> tuple[str, Path, Path]:
     """`evaluation` with two production variants, candidate and base (A/B weights 0.9 and 0.1)."""
     packages["deployer"].deploy("evaluation", packages["candidate"], "ab", champion=packages["base"])
-    return LocalEndpoints(packages["root"]).describe("evaluation").url, packages["candidate_dir"], packages["base_dir"]
+    return running_url(packages["root"]) or "", packages["candidate_dir"], packages["base_dir"]
 
 
 def test_each_variant_answers_what_its_model_answers_in_process(endpoint: tuple[str, Path, Path]) -> None:
@@ -106,15 +105,13 @@ def test_the_evaluation_endpoint_serves_candidate_and_base_and_is_gone_when_the_
     from serving.evaluation_endpoint import evaluation_endpoint
 
     root, candidate, base, deployer = (packages[k] for k in ("root", "candidate", "base", "deployer"))
-    url = None
     with evaluation_endpoint(deployer, "tiny-eval", candidate, base, ttl_s=3600) as name:
         sagemaker = local_client(root)
         described = sagemaker.describe_endpoint(EndpointName=name)
         assert sorted(v["VariantName"] for v in described["ProductionVariants"]) == ["base", "candidate"]
         tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=described["EndpointArn"])["Tags"]}
         assert tags[EXPIRES_TAG] > datetime.now(UTC).isoformat(timespec="seconds")
-        url = LocalEndpoints(root).describe(name).url
-        runtime = runtime_client("us-east-1", url)
+        runtime = runtime_client("us-east-1", running_url(root))
         for variant in ("candidate", "base"):
             outputs, _ = EndpointGenerator(runtime, name, variant, template=TEMPLATE).complete(
                 [SAMPLES[0].prompt], GenerationSettings(max_new_tokens=2))
@@ -122,9 +119,9 @@ def test_the_evaluation_endpoint_serves_candidate_and_base_and_is_gone_when_the_
     assert control_plane_state(root) == {"endpoints": [], "configs": [], "models": []}
 
     with pytest.raises(EndpointError), evaluation_endpoint(deployer, "tiny-eval", candidate, base, ttl_s=3600) as name:
-        EndpointGenerator(runtime_client("us-east-1", LocalEndpoints(root).describe(name).url), name, "candidate",
+        EndpointGenerator(runtime_client("us-east-1", running_url(root)), name, "candidate",
                           template=TEMPLATE).complete([SAMPLES[0].prompt], GenerationSettings(max_new_tokens=2))
-        EndpointGenerator(runtime_client("us-east-1", LocalEndpoints(root).describe(name).url), name, "champion",
+        EndpointGenerator(runtime_client("us-east-1", running_url(root)), name, "champion",
                           template=TEMPLATE).complete([SAMPLES[0].prompt], GenerationSettings())  # fails half-way
     assert control_plane_state(root) == {"endpoints": [], "configs": [], "models": []}
 

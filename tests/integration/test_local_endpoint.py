@@ -25,9 +25,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from local_aws.endpoint import EndpointConfig
+from local_aws.endpoints import LocalEndpoints
 from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
-from serving.endpoint import EndpointConfig
-from serving.local import LocalEndpoints
 from tests.conftest import make_held_model, make_tiny_model
 
 NAME = "summaries"
@@ -109,10 +109,11 @@ def settle(count: Callable[[], int], quiet: float = 3.0, limit: float = 180.0) -
 
 
 def describe(endpoint: dict[str, Any]) -> dict[str, Any]:
-    """`genaiops endpoints describe --json` from another process, as a second shell would run it."""
-    env = {**os.environ, "GENAIOPS_WORKSPACE": str(endpoint["workspace"])}
-    result = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "endpoints", "describe", NAME, "--json"],
-                            env=env, capture_output=True, text=True, timeout=120, check=True)
+    """The endpoint's state as its host publishes it, read from another process as the control plane reads it."""
+    code = ("import sys; from pathlib import Path; from local_aws.endpoints import LocalEndpoints; "
+            f"print(LocalEndpoints(Path(sys.argv[1])).describe({NAME!r}).model_dump_json())")
+    result = subprocess.run([sys.executable, "-c", code, str(endpoint["workspace"])], capture_output=True, text=True,
+                            timeout=120, check=True)
     return dict(json.loads(result.stdout))
 
 

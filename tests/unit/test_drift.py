@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local_aws.capture import capture_record
 from monitoring.drift import disagreement, empty_rate, ks, psi, read_capture
-from serving.capture import capture_record
 from steps.artifacts import LocalStore, S3Store
 from steps.prompts import raw_input
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.control_plane import Shift
-from serving.sagemaker_api import ApiError
+from local_aws.blue_green import Shift
+from local_aws.sagemaker_api import ApiError
 
 
 def policy(kind: str, size: dict[str, object] | None = None, **extra: object) -> dict[str, object]:

@@ -11,9 +11,9 @@ import pytest
 from moto import mock_aws
 from pydantic import ValidationError
 
+from local_aws.capture import capture_record
+from local_aws.endpoint import EndpointConfig
 from monitoring.metrics import SAGEMAKER_NAMESPACE, CloudWatchSink, MetricDatum, SqliteMetricSink
-from serving.capture import capture_record
-from serving.endpoint import EndpointConfig
 from serving.handler import MAX_BODY_BYTES, RequestError, parse_request
 from serving.protocol import error_response
 

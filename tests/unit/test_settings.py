@@ -131,13 +131,12 @@ def test_a_bad_alarm_is_refused_at_config_load_with_its_key_path(tmp_path: Path,
 
 
 def test_endpoints_capture_to_the_capture_bucket_when_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.backends import capture_uri, make_store
+    from pipelines.backends import capture_uri
 
     monkeypatch.setenv("GENAIOPS_BACKEND", "aws")
     for name, value in (("ARTIFACT_BUCKET", "artifacts"), ("MLFLOW_TRACKING_URI", "http://127.0.0.1:1"),
                         ("SAGEMAKER_ROLE_ARN", "arn:aws:iam::000000000000:role/r")):
         monkeypatch.setenv(f"GENAIOPS_{name}", value)
-    store = make_store(load_settings())
-    assert capture_uri(load_settings(), store) == "s3://artifacts/genaiops/capture"
+    assert capture_uri(load_settings()) == "s3://artifacts/genaiops/capture"
     monkeypatch.setenv("GENAIOPS_CAPTURE_BUCKET", "captured")
-    assert capture_uri(load_settings(), store) == "s3://captured/capture"
+    assert capture_uri(load_settings()) == "s3://captured/capture"

@@ -49,7 +49,8 @@ class CaptureConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     enabled: bool = True
     sampling_percentage: float = Field(100.0, ge=0, le=100)
-    destination: str | None = Field(None, description="folder of the capture files; default <workspace>/capture")
+    destination: str | None = Field(None, description="where capture goes: a folder (a path or file:// URI) or an "
+                                                      "s3:// URI; default <workspace>/capture")
 
 
 class EndpointConfig(BaseModel):
@@ -62,6 +63,8 @@ class EndpointConfig(BaseModel):
     timeout_s: float = Field(60.0, gt=0, le=3600, description="per-request timeout; past it the caller gets a 424")
     port: int = Field(0, ge=0, le=65535, description="router port on 127.0.0.1 (0: a free one)")
     host: str = "127.0.0.1"
+    metrics: Literal["", "cloudwatch"] = Field("", description="where the per-variant metrics go: the workspace's "
+                                                               "series, or CloudWatch (the twin in an AWS account)")
     fleet_shares: dict[str, float] = Field(
         default_factory=dict, description="while two fleets serve (a blue/green shift): each fleet's share of the "
                                           "traffic; empty when the endpoint has one fleet")
@@ -165,7 +168,7 @@ class EndpointStore:
         return EndpointConfig.model_validate_json(path.read_text())
 
     def write_config(self, config: EndpointConfig) -> None:
-        _atomic_write(self.folder(config.name) / "config.json", config.model_dump_json(indent=2))
+        atomic_write(self.folder(config.name) / "config.json", config.model_dump_json(indent=2))
 
     def state(self, name: str) -> EndpointState | None:
         path = self.folder(name) / "state.json"
@@ -174,10 +177,10 @@ class EndpointStore:
         return EndpointState.model_validate_json(path.read_text())
 
     def write_state(self, state: EndpointState) -> None:
-        _atomic_write(self.folder(state.name) / "state.json", state.model_dump_json(indent=2))
+        atomic_write(self.folder(state.name) / "state.json", state.model_dump_json(indent=2))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -11,8 +11,8 @@ costs callers nothing. Shadow processes run at the lowest CPU priority and, whil
 requests in flight, are stopped but for their `share_while_busy` of the time (`serving.yielding`).
 Per-variant metrics use CloudWatch's names and units; data capture uses SageMaker's format.
 
-The host (`python -m serving.router --folder <endpoint folder>`) serves HTTP here; its
-`serving.supervisor` starts the variant processes, health-checks them, restarts one that crashes,
+The host (`python -m local_aws.router --folder <endpoint folder>`) serves HTTP here; its
+`local_aws.supervisor` starts the variant processes, health-checks them, restarts one that crashes,
 applies weight, variant and fleet changes while serving (`POST /_genaiops/reload`, loopback only)
 and stops everything on SIGTERM. While a blue/green deployment runs two fleets, a request first
 goes to a fleet by its share of the traffic, then to a variant of it by weight; a shadow mirrors
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import signal
 import socket
@@ -38,10 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from local_aws.capture import CaptureWriter, capture_record
+from local_aws.endpoint import EndpointConfig, EndpointStore, VariantConfig, now
+from local_aws.supervisor import Supervisor, Variant
 from monitoring.metrics import SAGEMAKER_NAMESPACE, MetricDatum, MetricSink, SqliteMetricSink
-from serving.capture import CaptureWriter, capture_record
 from serving.channel import Answer
-from serving.endpoint import EndpointStore, VariantConfig, now
 from serving.handler import MAX_BODY_BYTES
 from serving.protocol import (
     BATCH_SIZE,
@@ -55,11 +57,10 @@ from serving.protocol import (
     error_reply,
     error_response,
 )
-from serving.supervisor import Supervisor, Variant
 from serving.yielding import active_clock
 from steps.offline import go_offline
 
-log = logging.getLogger("serving.router")
+log = logging.getLogger("local_aws.router")
 
 MAX_SHADOW_PENDING = 512  # mirrored copies waiting on shadows; past it, copies are dropped (and counted)
 # ASGI gives header names in lower case
@@ -67,48 +68,70 @@ TARGET_VARIANT_KEY, CUSTOM_ATTRIBUTES_KEY, INFERENCE_ID_KEY = (h.lower() for h i
                                                                                    INFERENCE_ID))
 
 
-class Endpoint(Supervisor):
-    """The request path of one local endpoint; its processes and route table are the `Supervisor`'s."""
+class Endpoint:
+    """The request path of one local endpoint: its variants' processes and route table are its fleet's
+    (`Supervisor`), which knows nothing of requests."""
 
-    def __init__(self, folder: Path, store: EndpointStore, sink: MetricSink, capture_root: Path) -> None:
-        super().__init__(folder, store, capture=str(capture_root / folder.name), metrics=str(getattr(sink, "path", "")))
-        self.sink = sink
-        self.capture_root = capture_root
-        self.capture = CaptureWriter(capture_root, self.name)
+    def __init__(self, fleet: Supervisor, sink: MetricSink, default_capture: Path) -> None:
+        self.fleet, self.sink, self.name = fleet, sink, fleet.name
+        self.default_capture = default_capture
+        self.capture = CaptureWriter(self._capture_destination(), self.name)
+        fleet.capture_path = self.capture.location
         self._metrics: list[MetricDatum] = []
         self._shadow_pending = 0
         self._busy = 0  # production requests in flight: while there are any, shadows are stopped
         self._random = random.Random()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def started(self) -> None:
-        self._spawn_task(self._flush_metrics())
+    @property
+    def config(self) -> EndpointConfig:
+        return self.fleet.config
 
-    def reconfigured(self) -> None:
-        """A changed capture destination takes effect with the reload (as SageMaker's DataCaptureConfig does)."""
-        destination = self.config.capture.destination
-        root = Path(destination) if destination else self.folder.parent.parent / "capture"
-        if root != self.capture_root:
-            previous, self.capture = self.capture, CaptureWriter(root, self.name)
-            self.capture_root, self.capture_path = root, str(root / self.name)
+    def _capture_destination(self) -> str:
+        return self.fleet.config.capture.destination or str(self.default_capture)
+
+    async def start(self) -> None:
+        await self.fleet.start()
+        if self.fleet.status == "InService":
+            self._spawn_task(self._flush_metrics())
+
+    async def reload(self) -> dict[str, Any]:
+        """Apply the fleet's new config; a changed capture destination takes effect with it (as SageMaker's
+        DataCaptureConfig does)."""
+        result = await self.fleet.reload()
+        destination = self._capture_destination()
+        if destination != self.capture.destination:
+            previous, self.capture = self.capture, CaptureWriter(destination, self.name)
+            self.fleet.capture_path = self.capture.location
+            self.fleet.publish()
             previous.close()
+        return result
 
     async def stop(self) -> None:
-        await super().stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.fleet.stop()
         await self._flush_once()
         self.capture.close()
+
+    def _spawn_task(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- requests ------------------------------------------------------------------------
 
     def _pick(self, target: str | None) -> Variant | str:
         """A fleet by its share of the traffic, then a production variant of it by weight (or the target)."""
-        routes = self.routes
+        routes = self.fleet.routes
         if target:
             candidates = [r for r in routes if any(v.config.name == target for v in r.variants)]
             if candidates:
                 route = candidates[0] if len(candidates) == 1 else self._random.choices(
                     candidates, weights=[r.share for r in candidates])[0]
                 return next(v for v in route.variants if v.config.name == target)
-            known = sorted({v.config.name for v in self.variants.values() if not v.config.shadow})
+            known = sorted({v.config.name for v in self.fleet.variants.values() if not v.config.shadow})
             return f"target variant {target!r} is not a production variant in service of endpoint {self.name} " \
                    f"(variants: {', '.join(known)})"
         if not routes:
@@ -143,7 +166,7 @@ class Endpoint(Supervisor):
         variant.in_flight += 1
         self._busy += 1
         if self._busy == 1:  # production went busy: shadows step aside
-            for throttle in self.throttles():
+            for throttle in self.fleet.throttles():
                 throttle.busy()
         sent = time.perf_counter()
         try:
@@ -159,7 +182,7 @@ class Endpoint(Supervisor):
             variant.in_flight -= 1
             self._busy -= 1
             if not self._busy:
-                for throttle in self.throttles():
+                for throttle in self.fleet.throttles():
                     throttle.idle()
         model_us = (time.perf_counter() - sent) * 1e6
         reply_headers = {INVOKED_VARIANT: variant.config.name, REQUEST_ID: str(uuid.uuid4())}
@@ -198,7 +221,7 @@ class Endpoint(Supervisor):
     async def _mirror(self, shadow: VariantConfig, body: bytes, content_type: str, accept: str,
                       attributes: str | None, inference_id: str | None, event_id: str | None = None) -> None:
         """The shadow's copy: answered or not, it only ever reaches the capture files and metrics."""
-        variant = self.variants.get(shadow.key)
+        variant = self.fleet.variants.get(shadow.key)
         if variant is None or variant.status != "InService":
             return
         if self._shadow_pending >= MAX_SHADOW_PENDING:  # a hung shadow must not pile up copies without bound
@@ -316,9 +339,9 @@ class RouterApp:
             await _send(send, done.reply)
             self.endpoint.account(done)
         elif path == "/ping" and method in ("GET", "HEAD"):
-            endpoint = self.endpoint
-            ready = endpoint.status in ("InService", "Updating") and bool(endpoint.production)
-            await _send(send, (200, {}, b"") if ready else (503, {"Content-Type": "text/plain"}, endpoint.status.encode()))
+            fleet = self.endpoint.fleet
+            ready = fleet.status in ("InService", "Updating") and bool(fleet.production)
+            await _send(send, (200, {}, b"") if ready else (503, {"Content-Type": "text/plain"}, fleet.status.encode()))
         elif path == "/_genaiops/reload" and method == "POST":
             client = scope.get("client") or ("", 0)
             if client[0] not in ("127.0.0.1", "::1"):
@@ -393,19 +416,30 @@ async def _send(send: Any, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def metric_sink(config: EndpointConfig, workspace: Path) -> MetricSink:
+    """Where the endpoint's metrics go: CloudWatch, as SageMaker sends them, when the twin stands in for SageMaker
+    in an AWS account; else the workspace's series, which the local alarm evaluator reads."""
+    if config.metrics == "cloudwatch":
+        from monitoring.metrics import CloudWatchSink, cloudwatch_client
+
+        return CloudWatchSink(cloudwatch_client(os.environ.get("AWS_DEFAULT_REGION", "us-east-1")))
+    return SqliteMetricSink(workspace / "metrics.db")
+
+
 async def serve(folder: Path) -> int:
     import uvicorn
 
     store = EndpointStore(folder.parent)
     config = store.config(folder.name)
     workspace = folder.parent.parent
-    capture_root = Path(config.capture.destination) if config.capture.destination else workspace / "capture"
-    endpoint = Endpoint(folder, store, SqliteMetricSink(workspace / "metrics.db"), capture_root)
+    sink = metric_sink(config, workspace)
+    fleet = Supervisor(folder, store, metrics=str(getattr(sink, "path", "cloudwatch")))
+    endpoint = Endpoint(fleet, sink, workspace / "capture")
     listener = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((config.host, config.port or 0))
     host, port = listener.getsockname()[:2]
-    endpoint.url = f"http://{host}:{port}"
+    fleet.url = f"http://{host}:{port}"
     server = uvicorn.Server(uvicorn.Config(
         RouterApp(endpoint), loop="none", http="httptools", lifespan="off", access_log=False, log_config=None,
         log_level="warning", server_header=False, timeout_keep_alive=75))  # as long as SageMaker's clients keep them
@@ -422,7 +456,7 @@ async def serve(folder: Path) -> int:
                 return 1
             await asyncio.sleep(0.01)
         await endpoint.start()
-        if endpoint.status == "Failed":
+        if fleet.status == "Failed":
             server.should_exit = True
             return 1
         await asyncio.shield(serving)  # until SIGTERM or SIGINT, and the requests in flight are answered
@@ -433,7 +467,7 @@ async def serve(folder: Path) -> int:
             await serving
         listener.close()
         await endpoint.stop()
-        if endpoint.status != "Failed":
+        if fleet.status != "Failed":
             state = store.state(endpoint.name)
             if state is not None:
                 store.write_state(state.model_copy(update={"status": "Deleting", "updated": now()}))

@@ -4,7 +4,7 @@ It starts a process per variant (`serving.model_server`), health-checks it befor
 restarts one that crashes (and records it), and applies a changed config while serving
 (`reload`): new variants and fleets start before they get traffic, removed ones drain first.
 Which variants are in service, and each fleet's share of the traffic, is the route table that
-the request path (`serving.router`) reads; this module knows nothing of requests.
+the request path (`local_aws.router`) reads; this module knows nothing of requests.
 
 A blue/green deployment runs two fleets (two SageMaker endpoint configs) side by side: each
 variant belongs to one, and `EndpointConfig.fleet_shares` splits the traffic between them.
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local_aws.endpoint import EndpointConfig, EndpointState, EndpointStore, VariantConfig, VariantState, now
 from serving.channel import Channel, new_address
-from serving.endpoint import EndpointConfig, EndpointState, EndpointStore, VariantConfig, VariantState, now
 from serving.handler import MAX_BODY_BYTES
 from serving.yielding import Board, Throttle
 
-log = logging.getLogger("serving.supervisor")
+log = logging.getLogger("local_aws.supervisor")
 
 HEALTH_TIMEOUT_S = 600.0
 SHADOW_CONNECTIONS = 64
@@ -230,13 +230,6 @@ class Supervisor:
         self.status = "InService"
         self.event(f"in service at {self.url} with {', '.join(self.variants)}")
         self._spawn_task(self._supervise())
-        self.started()
-
-    def started(self) -> None:
-        """Called once the endpoint is in service (the request path starts its own tasks here)."""
-
-    def reconfigured(self) -> None:
-        """Called on the loop when a reload applied a new config (the request path follows its capture settings)."""
 
     async def stop(self) -> None:
         self.status = "Deleting"
@@ -315,7 +308,6 @@ class Supervisor:
             for variant in removed:
                 variant.status = "Draining"
             self.config = desired
-            self.reconfigured()
             self._route_table()
             self.publish()
             for variant in removed:  # requests already sent to it finish first; the loop keeps serving

@@ -18,13 +18,15 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-log = logging.getLogger("serving.sagemaker_api")
+log = logging.getLogger("local_aws.sagemaker_api")
 
 ACCOUNT = "000000000000"  # the local account of every ARN the local control plane makes
 TARGET_PREFIX = "SageMaker."
 # Where SageMaker takes an S3 URI, the local control plane also takes a file:// URI: there is no S3 locally.
 LOCAL_URI_SHAPES = frozenset({"Url", "DestinationS3Uri", "S3Uri", "S3ModelUri"})
 CONTENT_TYPE = "application/x-amz-json-1.1"
+MAX_REQUEST_BYTES = 16 << 20  # a control-plane request; SageMaker's are a few kilobytes
+RUNTIME_PATH = re.compile(r"/endpoints/([^/]+)/invocations")
 
 
 class ApiError(Exception):
@@ -125,11 +127,16 @@ def _lower(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
-def serve_api(call: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
-    """A threading HTTP server answering SageMaker's JSON protocol with `call(action, params) -> dict`.
+def serve_api(call: Any, host: str = "127.0.0.1", port: int = 0, runtime: Any = None) -> Any:
+    """A threading HTTP server answering SageMaker's JSON protocol with `call(action, params) -> dict`, and, with
+    `runtime(name, path, headers, body) -> (status, headers, body)`, SageMaker Runtime's
+    `POST /endpoints/{name}/invocations` at the same URL.
 
     `GET /_genaiops/health` answers 200, for the process that waits for it to start."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from serving.handler import MAX_BODY_BYTES
+    from serving.protocol import error_reply
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -142,7 +149,23 @@ def serve_api(call: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
                 self._reply(404, ApiError("UnknownOperationException", f"no route GET {self.path}").body())
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = self.headers.get("Content-Length") or "0"
+            length = int(declared) if declared.isdigit() else -1
+            invocation = RUNTIME_PATH.fullmatch(self.path.split("?")[0])
+            if invocation is not None and runtime is not None:
+                if not 0 <= length <= MAX_BODY_BYTES:
+                    self.close_connection = True  # the body is not read
+                    status, headers, body = error_reply(413, f"body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+                else:
+                    raw = self.rfile.read(length) if length else b""
+                    status, headers, body = runtime(invocation.group(1), self.path, dict(self.headers.items()), raw)
+                self._reply(status, body, headers.get("Content-Type", "application/json"), headers=headers)
+                return
+            if not 0 <= length <= MAX_REQUEST_BYTES:
+                self.close_connection = True
+                self._reply(413, ApiError("SerializationException", f"the request body is {declared} bytes; the "
+                                                                    f"limit is {MAX_REQUEST_BYTES}", 413).body())
+                return
             raw = self.rfile.read(length) if length else b""
             target = self.headers.get("X-Amz-Target", "")
             request_id = str(uuid.uuid4())
@@ -151,8 +174,9 @@ def serve_api(call: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
                     raise ApiError("UnknownOperationException", f"X-Amz-Target {target!r} is not a SageMaker action")
                 try:
                     params = json.loads(raw or b"{}")
-                except ValueError:
-                    raise ApiError("SerializationException", "the request body is not JSON") from None
+                except (ValueError, RecursionError):
+                    raise ApiError("SerializationException", "the request body is not JSON (or nests too deep)") \
+                        from None
                 if not isinstance(params, dict):
                     raise ApiError("SerializationException", "the request body must be a JSON object")
                 answer = call(target[len(TARGET_PREFIX):], params)
@@ -164,12 +188,16 @@ def serve_api(call: Any, host: str = "127.0.0.1", port: int = 0) -> Any:
                 self._reply(500, ApiError("InternalFailure", f"{type(exc).__name__}: {exc}", 500).body(),
                             request_id=request_id)
 
-        def _reply(self, status: int, body: bytes, content_type: str = CONTENT_TYPE, request_id: str = "") -> None:
+        def _reply(self, status: int, body: bytes, content_type: str = CONTENT_TYPE, request_id: str = "",
+                   headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             if request_id:
                 self.send_header("x-amzn-RequestId", request_id)
+            for key, value in (headers or {}).items():
+                if key.lower() != "content-type":
+                    self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
 

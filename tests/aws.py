@@ -1,0 +1,93 @@
+"""The aws backend offline: moto's server on 127.0.0.1 for S3, CloudWatch, SNS, SQS, IAM, STS and KMS, and the local
+twin as SageMaker's endpoint URL, standing in for SageMaker in that account: its endpoints put their metrics to
+moto's CloudWatch and their capture to moto's S3, as SageMaker does. Nothing here writes a tag, a capture file or a
+metric: the platform's own code does, through the same calls it makes on AWS."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+REGION, BUCKET = "us-east-1", "genaiops-artifacts"
+
+
+def reset(moto_url: str) -> None:
+    """moto's state is per process: start from nothing."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=30).close()
+
+
+def with_percentiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's CloudWatch answers Sum, Average, Minimum, Maximum and SampleCount but no percentile: give it CloudWatch's
+    (nearest rank over the period's values), so that a reader of `ModelLatency` p50 and p99 runs against the datums
+    the endpoints really put. The server runs in this process, so the patch reaches it."""
+    from moto.cloudwatch import models
+
+    plain = models.Statistics.get_statistics_for_type
+
+    def statistic(self: Any, stat: str) -> Any:
+        if stat.startswith("p") and stat[1:].replace(".", "", 1).isdigit():
+            values = sorted(self.metric_single_values_list)
+            if not values:
+                return None
+            return values[min(len(values) - 1, max(0, math.ceil(float(stat[1:]) / 100 * len(values)) - 1))]
+        return plain(self, stat)
+
+    monkeypatch.setattr(models.Statistics, "get_statistics_for_type", statistic)
+
+
+@contextmanager
+def aws_backend(workspace: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The aws backend's settings over moto and the workspace's twin (started here with CloudWatch for its metrics);
+    an SQS queue subscribed to the notification topic hears what the platform publishes."""
+    from local_aws.server import ensure, stop
+    from tests.jumpstart import ROLE_ARN, create_role
+
+    reset(moto_url)
+    # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: naming it keeps a client of another server out.
+    for key, value in {"AWS_ENDPOINT_URL": moto_url, "MLFLOW_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_EC2_METADATA_DISABLED": "true", "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    create_role()
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    sns, sqs = boto3.client("sns", region_name=REGION), boto3.client("sqs", region_name=REGION)
+    topic = sns.create_topic(Name="genaiops-notifications")["TopicArn"]
+    queue = sqs.create_queue(QueueName="on-call")["QueueUrl"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+    twin = ensure(workspace, region=REGION, cloud="aws")  # with the environment above: moto is its AWS
+    tracking = f"sqlite:///{workspace / 'mlflow.db'}"
+    for name, value in {"BACKEND": "aws", "REGION": REGION, "ARTIFACT_BUCKET": BUCKET, "KMS_KEY_ID": key,
+                        "SAGEMAKER_ROLE_ARN": ROLE_ARN, "MLFLOW_TRACKING_URI": tracking,
+                        "SAGEMAKER_ENDPOINT_URL": twin, "NOTIFY_TOPIC_ARN": topic}.items():
+        monkeypatch.setenv(f"GENAIOPS_{name}", value)
+    try:
+        yield {"s3": s3, "twin": twin, "topic": topic, "queue": queue, "key": key, "tracking": tracking}
+    finally:
+        for log in sorted((workspace / "endpoints").glob("*/*.log")):  # shown with a failure
+            print(f"--- {log}\n{log.read_text(errors='replace')[-3000:]}")
+        stop(workspace)
+        reset(moto_url)
+
+
+def notices(queue: str) -> list[dict[str, Any]]:
+    """What the notification topic delivered to the queue so far (subject and message of each)."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    found = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not messages:
+            return found
+        for message in messages:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
