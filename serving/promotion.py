@@ -31,6 +31,7 @@ class RolloutStatus(BaseModel):
     strategy: str | None
     started: str | None
     decision: Decision | None = None
+    unreadable: int = Field(0, description="captured records of the endpoint that could not be read, skipped")
 
 
 class Rollout:
@@ -62,8 +63,11 @@ class Rollout:
             decision = decide(theirs, mine, started=since, now=now or datetime.now(UTC), config=self.config,
                               paired=strategy == "shadow", references=self._references(challenger, theirs, mine),
                               rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"))
+            return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
+                                 strategy=strategy, started=started, decision=decision,
+                                 unreadable=max(mine.unreadable, theirs.unreadable))
         return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
-                             strategy=strategy, started=started, decision=decision)
+                             strategy=strategy, started=started)
 
     def _references(self, challenger: RegisteredVersion, *variants: VariantEvidence) -> dict[str, str]:
         """Event id -> reference text, for the requests that named a reference (by their inference id)."""

@@ -59,6 +59,8 @@ def rollout_status(config: ConfigOption = None) -> None:
                       "-" if item.candidate is None else f"{item.candidate:.4g}", item.verdict, item.test)
     out.print(table)
     out.print(f"decision: {status.decision.action}: {status.decision.reason}")
+    if status.unreadable:
+        out.print(f"{status.unreadable} captured records could not be read and were skipped")
 
 
 @rollout_app.command("promote")

@@ -113,12 +113,12 @@ def test_a_version_no_longer_approved_is_not_released_and_says_why(workspace: Pa
         "skipped"
 
 
-def traffic(workspace: Path, shadow: str, count: int) -> None:
-    """`count` requests to the endpoint, then until the shadow's copies are all counted (an event, not a race)."""
+def traffic(workspace: Path, shadow: str, count: int, already: int = 0) -> None:
+    """`count` requests to the endpoint, then until the shadow's copies are all counted (an event, not a race), with
+    `already` copies of earlier requests."""
     import time
     import urllib.request
 
-    from monitoring.drift import read_capture
     from monitoring.metrics import SAGEMAKER_NAMESPACE, SqliteMetricSink
 
     url = f"{running_url(workspace)}/endpoints/{ENDPOINT}"
@@ -131,8 +131,8 @@ def traffic(workspace: Path, shadow: str, count: int) -> None:
 
     def recorded() -> bool:  # the champion's records and datums are written before the shadow's copies'
         counted = metrics.total(SAGEMAKER_NAMESPACE, "Invocations", {"EndpointName": ENDPOINT, "VariantName": shadow})
-        captured = sum(r.variant == shadow for r in read_capture(capture, ENDPOINT)[0])
-        return counted >= count and captured >= count
+        captured = sum(len(f.read_text().splitlines()) for f in (capture.root / ENDPOINT / shadow).rglob("*.jsonl"))
+        return counted >= count + already and captured >= count + already
 
     deadline = time.monotonic() + 300  # an upper bound on a few tiny-model answers, not a race
     while not recorded():
@@ -325,3 +325,45 @@ def test_a_linear_release_that_completes_makes_the_version_champion(
     assert described["LastDeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "LINEAR"
     alarms = {a.spec.name for a in AlarmStore(workspace / "alarms").list()}
     assert not [a for a in alarms if f"/v{first}/" in a]  # the replaced champion's alarms went with its variant
+
+
+HOSTILE = [  # each refused with a 4XX; the ones a variant refused are captured, as SageMaker captures them
+    b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested past any parser's depth
+    b"\xff\xfe\x00 not UTF-8 \x80\x81",
+    b'{"inputs": 5}',
+    b'{"inputs": "Ana: hi.", "parameters": {"max_new_tokens": -1}}',
+    b'{"inputs": "Ana: hi.", "parameters": {"max_new_tokens": 1000000000}}',
+    b"[1, 2, 3]",
+    b"{}",
+    b"null",
+    json.dumps({"inputs": ["Ana: hi."] * 1000}).encode(),
+    b'{"inputs": "' + b"x" * (7 << 20) + b'"}',  # over SageMaker's 6 MB
+]
+
+
+def test_hostile_requests_are_refused_and_the_rollout_still_decides(
+        workspace: Path, tiny_model_dir: Path, smollm2_tokenizer_dir: Path, tmp_path: Path) -> None:
+    """Ten hostile bodies through boto3's runtime client to an endpoint with a shadow: each is a 4XX, the endpoint
+    keeps serving, the captured ones that no reader can parse are skipped and counted, and the rollout decides."""
+    import pytest
+    from botocore.exceptions import ClientError
+
+    from pipelines.backends import make_runtime
+    from pipelines.flows.release import rollout
+
+    approved_version(tiny_model_dir)
+    second = approved_version(make_tiny_model(smollm2_tokenizer_dir, tmp_path / "second", seed=3))
+    release(QUICK)
+    release(QUICK)  # the second into shadow
+    runtime, forwarded = make_runtime(load_settings()), 0
+    for body in HOSTILE:
+        with pytest.raises(ClientError) as refused:
+            runtime.invoke_endpoint(EndpointName=ENDPOINT, Body=body, ContentType="application/json")
+        status = refused.value.response["ResponseMetadata"]["HTTPStatusCode"]
+        assert status in (400, 413), (body[:40], refused.value.response["Error"])
+        forwarded += status == 400  # 413 is refused before any variant sees it
+    traffic(workspace, f"v{second}", 10, already=forwarded)
+    decided = rollout(QUICK)
+    assert decided.decision is not None and decided.decision.action == "promote", decided.decision
+    assert decided.unreadable >= 2  # the body nested too deep and the one that is not UTF-8, in both variants' capture
+    assert str(client().get_model_version_by_alias(MODEL, T.CHAMPION).version) == second
