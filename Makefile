@@ -73,4 +73,6 @@ synth: $(RUNTIME) $(NODE_DEPS)
 	@echo "templates: $(abspath cdk.out)"
 
 clean:
+	@# First the local twin and every endpoint process it started: nothing keeps running in a deleted workspace.
+	@if [ -x $(BIN)/genaiops ]; then $(BIN)/genaiops sagemaker-api --stop || true; fi
 	rm -rf $(VENV) .genaiops .pytest_cache .mypy_cache .ruff_cache cdk.out node_modules

@@ -193,6 +193,24 @@ class MlflowRegistry:
     def delete_tag(self, version: str, key: str) -> None:
         self.client.delete_model_version_tag(self.model_name, version, key)
 
+    def run_params(self, run_id: str) -> dict[str, str]:
+        """The run's logged parameters (nested ones flattened with dots); empty for a run that is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.params)
+        except MlflowException:
+            return {}
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The run's latest metrics; empty for a run that is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.metrics)
+        except MlflowException:
+            return {}
+
     def run_tags(self, run_id: str) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
 

@@ -50,7 +50,7 @@ class Rollout:
     def status(self, now: datetime | None = None) -> RolloutStatus:
         endpoint = self.releaser.endpoint
         challenger = self.registry.alias_version(T.CHALLENGER)
-        champion = self.releaser.champion(baseline=challenger is not None)
+        champion = self.releaser.champion(challenger)
         if champion is None or challenger is None:
             return RolloutStatus(endpoint=endpoint, champion=champion.variant if champion else None,
                                  challenger=f"v{challenger.version}" if challenger else None, strategy=None, started=None)
@@ -150,7 +150,7 @@ class Rollout:
 
     def _pair(self) -> tuple[Version, RegisteredVersion]:
         challenger = self.registry.alias_version(T.CHALLENGER)
-        champion = self.releaser.champion() if challenger is not None else None
+        champion = self.releaser.champion(challenger) if challenger is not None else None
         if champion is None or challenger is None:
             found = self.registry.alias_version(T.CHAMPION)
             raise DeploymentError(f"{self.releaser.endpoint}: no rollout under way (champion "

@@ -31,7 +31,7 @@ from contracts.names import BASELINE, NAME_PATTERN, Strategy, release_endpoint
 from contracts.names import strategy as checked_strategy
 from model_registry.approval import ApprovalConfig, AuditEntry, gate_digest
 from model_registry.audit import AuditLog, now
-from model_registry.mlflow_registry import MlflowRegistry
+from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.watcher import ReleaseRequest, request_key
 from monitoring.alarms import AlarmSpec
 from monitoring.monitor import Alarms, MonitoringConfig, endpoint_alarms
@@ -126,9 +126,9 @@ class Releaser:
 
     def __init__(self, registry: MlflowRegistry, store: ArtifactStore, deployer: SageMakerDeployer, *,
                  config: ReleaseConfig, monitoring: MonitoringConfig, approval: ApprovalConfig, alarms: Alarms,
-                 notify_topic: str = "", baseline: Callable[[], Version] | None = None) -> None:
+                 notify_topic: str = "", baseline: Callable[[RegisteredVersion], Version] | None = None) -> None:
         self.registry, self.store, self.deployer, self.alarms = registry, store, deployer, alarms
-        self.baseline = baseline if config.baseline else None  # the base model's package, built on first use
+        self.baseline = baseline if config.baseline else None  # the base model a version was fine-tuned from
         self.ledger = ReleaseLedger(registry, AuditLog(store), approval)
         self.config, self.monitoring, self.approval, self.notify_topic = config, monitoring, approval, notify_topic
         self.model = registry.model_name
@@ -136,12 +136,12 @@ class Releaser:
 
     # --- what serves, and its alarms -------------------------------------------------------------
 
-    def champion(self, *, baseline: bool = True) -> Version | None:
-        """What serves the endpoint's traffic: the champion version, or (`baseline`) the base model while no version
-        is champion (with `release.baseline`)."""
+    def champion(self, candidate: RegisteredVersion | None = None) -> Version | None:
+        """What serves the endpoint's traffic: the champion version, or while no version is champion (with
+        `release.baseline`) the base model `candidate` was fine-tuned from."""
         found = self.registry.alias_version(T.CHAMPION)
         if found is None:
-            return self.baseline() if self.baseline is not None and baseline else None
+            return self.baseline(candidate) if self.baseline is not None and candidate is not None else None
         try:
             return Version.of_registered(self.model, found.version, found.tags)
         except DeploymentError:
@@ -194,7 +194,8 @@ class Releaser:
         started, resumed = self._claim(request)
         if resumed:
             log.warning("%s v%s: resuming the release claimed at %s", self.model, request.version, started)
-        tags = self.registry.get_version(request.version).tags
+        registered = self.registry.get_version(request.version)
+        tags = registered.tags
 
         def close(state: State, strategy: str, detail: str) -> ReleaseOutcome:
             return self._close(request, started, resumed, state, strategy, detail)
@@ -204,7 +205,7 @@ class Releaser:
         status = tags.get(T.APPROVAL_STATUS)
         try:
             candidate = Version.of_registered(self.model, request.version, tags) if status == T.APPROVED else None
-            champion = self.champion() if candidate is not None else None
+            champion = self.champion(registered) if candidate is not None else None
         except DeploymentError as exc:
             return close("failed", strategy, str(exc))
         except (OSError, ValueError) as exc:  # the base model cannot be packaged here
@@ -246,7 +247,8 @@ class Releaser:
 
     def _close(self, request: ReleaseRequest, started: str, resumed: bool, state: State, strategy: str,
                detail: str) -> ReleaseOutcome:
-        tags = self.registry.get_version(request.version).tags
+        registered = self.registry.get_version(request.version)
+        tags = registered.tags
         values = {T.RELEASE_STATE: state, T.RELEASE_STARTED: started, T.RELEASE_REASON: detail}
         if state != "skipped":
             values.update({T.RELEASE_ENDPOINT: self.endpoint, T.RELEASE_STRATEGY: strategy})

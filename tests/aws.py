@@ -91,3 +91,64 @@ def notices(queue: str) -> list[dict[str, Any]]:
         for message in messages:
             found.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+JUMPSTART_MODEL = "meta-textgeneration-llama-3-2-1b-instruct"
+BASE_PREFIX = f"meta-textgeneration/{JUMPSTART_MODEL}/artifacts/inference-prepack/v1.0.0/"
+BASE_ARTIFACT = f"s3://jumpstart-cache-prod-{REGION}/{BASE_PREFIX}"
+
+
+def jumpstart(monkeypatch: pytest.MonkeyPatch, scratch: Path, base_dir: Path, adapters: list[Path], *,
+              template: str, generation: dict[str, Any]) -> list[str]:
+    """JumpStart offline: its base model (`base_dir`, packaged as the base model's package) uncompressed under
+    JumpStart's cache prefix, DescribeHubContent answered with the spec (naming that hosting artifact), and each
+    training job's output: the next adapter of `adapters` on the base model, packaged as the deployer packages it.
+    Every call the run's boto3 session makes is recorded in the list returned."""
+    import io
+    import tarfile
+
+    from serving import package
+    from steps.artifacts import LocalStore
+    from tests.integration.test_aws_plan import answer_service_quotas
+    from tests.jumpstart import answer_describe_hub_content
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=f"jumpstart-cache-prod-{REGION}")
+    store = LocalStore(scratch)
+    base = package.of_base(f"jumpstart:{JUMPSTART_MODEL}", str(base_dir), template=template, generation=generation,
+                           store=store, region=REGION)
+    with tarfile.open(fileobj=io.BytesIO(Path(base.uri.removeprefix("file://")).read_bytes())) as archive:
+        for member in archive.getmembers():
+            data = archive.extractfile(member)
+            if data is not None:
+                s3.put_object(Bucket=f"jumpstart-cache-prod-{REGION}", Key=BASE_PREFIX + member.name, Body=data.read())
+    artifacts = [Path(package.build(package.ServedModel(
+        weights=str(adapter), kind="adapter", base_model=f"jumpstart:{JUMPSTART_MODEL}", base_model_path=str(base_dir),
+        template=template, generation=generation), store, region=REGION).uri.removeprefix("file://")).read_bytes()
+        for adapter in adapters]
+    calls: list[str] = []
+
+    def answer_hub(params: dict[str, Any], **kwargs: Any) -> Any:
+        response, parsed = answer_describe_hub_content(params, **kwargs)
+        document = json.loads(parsed["HubContentDocument"])
+        parsed["HubContentDocument"] = json.dumps({**document, "HostingArtifactUri": BASE_ARTIFACT})
+        return response, parsed
+
+    def train(params: dict[str, Any], **_: Any) -> None:  # the job's output, where SageMaker puts it
+        output = params["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://")
+        bucket, _, prefix = output.partition("/")
+        trained = sum(name == "CreateTrainingJob" for name in calls)  # the jobs before this one
+        s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{params['TrainingJobName']}/output/model.tar.gz",
+                      Body=artifacts[min(trained, len(artifacts) - 1)])
+
+    def session(settings: Any) -> Any:
+        created = boto3.Session(region_name=settings.region)
+        events = created._session
+        events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
+        events.register("before-call.sagemaker.DescribeHubContent", answer_hub)
+        events.register("provide-client-params.sagemaker.CreateTrainingJob", train)
+        events.register("before-call.service-quotas.*", answer_service_quotas)
+        return created
+
+    monkeypatch.setattr("pipelines.backends.boto_session", session)
+    return calls

@@ -206,7 +206,9 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
             built = reliable(build_package, policy)(trained, template=config.data.template,
                                                     generation=config.evaluate.generation.model_dump(), store=store,
                                                     region=settings.region, config=config.package)
-            registry.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image}})
+            registry.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image,
+                                                     # the base model as its container serves it (JumpStart's)
+                                                     "base_uri": trained.lineage.get("base_artifact", "")}})
             logger.info("packaged the candidate: %s (%s)", built.uri, "reused" if built.reused else "new")
         version = reliable(register, policy)(
             registry, run_id,
@@ -229,7 +231,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
 def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, version: RegisteredVersion,
             dataset_hash: str, result: EvalResult | None, reused: list[str]) -> RetrainResult:
     if result is None:  # an earlier run made this version: read its numbers back
-        metrics = registry.client.get_run(version.run_id).data.metrics
+        metrics = registry.run_metrics(version.run_id)
         candidate = {k.removeprefix("candidate."): v for k, v in metrics.items() if k.startswith("candidate.")}
         base = {k.removeprefix("base."): v for k, v in metrics.items() if k.startswith("base.")}
     else:

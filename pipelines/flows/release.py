@@ -4,6 +4,7 @@ A/B test ends in a promotion or a rollback on live evidence (`serving.promotion`
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 
 from prefect import flow, get_run_logger
@@ -39,14 +40,23 @@ def make_releaser(settings: Settings, config: PipelineConfig, progress: Callable
     store, registry = make_store(settings), make_registry(settings, config)
 
     @functools.cache
-    def baseline() -> Version:
-        """The base model's package: what the endpoint serves before any version is champion."""
+    def packaged_base(base_uri: str, image: str) -> Version:
+        """The base model as its container serves it where the candidate was fine-tuned from a hosted model
+        (JumpStart's artifact and image); else its package, built here."""
+        if base_uri:
+            digest = hashlib.sha256(f"{base_uri}|{image}".encode()).hexdigest()
+            return Version(model=config.model_name, version=BASELINE, package_uri=base_uri, digest=digest, image=image)
         base_path = resolve_base_model(config.finetune.base_model, settings.root / "models")
         built = package.of_base(config.finetune.base_model, str(base_path), template=config.data.template,
                                 generation=config.evaluate.generation.model_dump(), store=store,
                                 region=settings.region, config=config.package)
         return Version(model=config.model_name, version=BASELINE, package_uri=built.uri, digest=built.digest,
                        image=built.image)
+
+    def baseline(candidate: RegisteredVersion) -> Version:
+        """What the endpoint serves before any version is champion: the base model `candidate` was fine-tuned from."""
+        params = registry.run_params(candidate.run_id) if candidate.run_id else {}
+        return packaged_base(params.get("package.base_uri", ""), candidate.tags.get(T.PACKAGE_IMAGE, ""))
 
     return Releaser(registry, store, make_deployer(settings, config, progress=progress), config=config.release,
                     monitoring=config.monitoring, approval=config.approval, alarms=make_alarms(settings),

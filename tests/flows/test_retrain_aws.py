@@ -7,10 +7,6 @@ lineage and leaves no endpoint, endpoint config or model behind, also when evalu
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,21 +16,11 @@ import pytest
 from mlflow import MlflowClient
 
 from contracts import tags as T
-from local_aws.server import client as local_client
-from local_aws.server import running_url
-from local_aws.server import stop as stop_twin
 from pipelines.orchestration import OrchestrationConfig, RetryConfig
 from pipelines.settings import PipelineConfig
-from serving import package
-from steps.artifacts import LocalStore
-from tests.integration.test_aws_plan import answer_service_quotas
-from tests.jumpstart import ROLE_ARN, answer_describe_hub_content, create_role
+from tests.aws import BUCKET, REGION, aws_backend, jumpstart
 from tests.servers import control_plane_state
 
-REGION = "us-east-1"
-BUCKET = "genaiops-artifacts"
-BASE_PREFIX = "meta-textgeneration/meta-textgeneration-llama-3-2-1b-instruct/artifacts/inference-prepack/v1.0.0/"
-BASE_ARTIFACT = f"s3://jumpstart-cache-prod-{REGION}/{BASE_PREFIX}"
 TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
 GENERATION = {"max_new_tokens": 8, "batch_size": 4}
 
@@ -59,69 +45,12 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_path: Path, moto_url: str,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """moto's server (emptied) and the local control plane, and the aws backend's settings pointing at them."""
+    """moto's server (emptied), JumpStart offline and the local control plane, and the aws backend's settings
+    pointing at them."""
     base_dir, adapter = smollm2
-    reset = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(reset, timeout=30).close()  # moto's state is per process: start from nothing
-    # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: naming it keeps a client of another server out.
-    for key, value in {"AWS_ENDPOINT_URL": moto_url, "MLFLOW_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-                       "AWS_EC2_METADATA_DISABLED": "true", "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
-        monkeypatch.setenv(key, value)
-    workspace = isolated_env
-    try:
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.create_bucket(Bucket=f"jumpstart-cache-prod-{REGION}")
-        create_role()
-        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
-        topic = boto3.client("sns", region_name=REGION).create_topic(Name="genaiops-notifications")["TopicArn"]
-        # JumpStart's base model, uncompressed under a prefix as JumpStart keeps it: the base model's package.
-        scratch = LocalStore(tmp_path / "scratch")
-        base = package.of_base("jumpstart:meta-textgeneration-llama-3-2-1b-instruct", str(base_dir),
-                               template=TEMPLATE, generation=GENERATION, store=scratch, region=REGION)
-        with tarfile.open(fileobj=io.BytesIO(Path(base.uri.removeprefix("file://")).read_bytes())) as archive:
-            for member in archive.getmembers():
-                data = archive.extractfile(member)
-                if data is not None:
-                    s3.put_object(Bucket=f"jumpstart-cache-prod-{REGION}", Key=BASE_PREFIX + member.name,
-                                  Body=data.read())
-        # What the training job writes: the fine-tuned model, packaged as the deployer packages it.
-        candidate = package.build(package.ServedModel(weights=str(adapter), kind="adapter",
-                                                      base_model="jumpstart:meta-textgeneration-llama-3-2-1b-instruct",
-                                                      base_model_path=str(base_dir), template=TEMPLATE,
-                                                      generation=GENERATION), scratch, region=REGION)
-        artifact = Path(candidate.uri.removeprefix("file://")).read_bytes()
-        calls: list[str] = []
-
-        def answer_hub(params: dict[str, Any], **kwargs: Any) -> Any:
-            response, parsed = answer_describe_hub_content(params, **kwargs)
-            document = json.loads(parsed["HubContentDocument"])
-            parsed["HubContentDocument"] = json.dumps({**document, "HostingArtifactUri": BASE_ARTIFACT})
-            return response, parsed
-
-        def train(params: dict[str, Any], **_: Any) -> None:  # the job's output, where SageMaker puts it
-            output = params["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://")
-            bucket, _, prefix = output.partition("/")
-            s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{params['TrainingJobName']}/output/model.tar.gz",
-                          Body=artifact)
-
-        def session(settings: Any) -> Any:
-            created = boto3.Session(region_name=settings.region)
-            events = created._session
-            events.register("before-call.sagemaker.DescribeHubContent", answer_hub)
-            events.register("provide-client-params.sagemaker.CreateTrainingJob", train)
-            events.register("before-call.service-quotas.*", answer_service_quotas)
-            events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
-            return created
-
-        monkeypatch.setattr("pipelines.backends.boto_session", session)
-        local_client(workspace)  # the local control plane, started with the AWS environment above
-        for name, value in {"BACKEND": "aws", "REGION": REGION, "ARTIFACT_BUCKET": BUCKET, "KMS_KEY_ID": key,
-                            "SAGEMAKER_ROLE_ARN": ROLE_ARN, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                            "NOTIFY_TOPIC_ARN": topic,
-                            "SAGEMAKER_ENDPOINT_URL": running_url(workspace)}.items():
-            monkeypatch.setenv(f"GENAIOPS_{name}", value)
+    with aws_backend(isolated_env, moto_url, monkeypatch) as world:
+        calls = jumpstart(monkeypatch, tmp_path / "scratch", base_dir, [adapter], template=TEMPLATE,
+                          generation=GENERATION)
         config = PipelineConfig.model_validate({
             "model_name": "summarizer",
             "data": {"source": str(sample_jsonl), "contract": {"min_rows": 20}, "template": TEMPLATE},
@@ -130,12 +59,7 @@ def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_
                          "bootstrap": {"resamples": 200}, "gates": [{"metric": "empty_rate", "max": 1.0}]},
             "deployment": {"instance_type": "ml.g5.xlarge"},
         })
-        yield {"workspace": workspace, "config": config, "calls": calls, "tracking": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    finally:
-        for log in sorted((workspace / "endpoints").glob("*/*.log")):  # shown with a failure
-            print(f"--- {log}\n{log.read_text(errors='replace')[-3000:]}")
-        stop_twin(workspace)
-        urllib.request.urlopen(reset, timeout=30).close()  # and leave nothing to the next test
+        yield {"workspace": isolated_env, "config": config, "calls": calls, "tracking": world["tracking"]}
 
 
 def test_an_aws_retrain_trains_on_jumpstart_evaluates_on_a_temporary_endpoint_and_registers_one_version(
