@@ -33,6 +33,17 @@ class RegisteredVersion(BaseModel):
     source: str = ""  # the version's source as MLflow records it (`models:/m-…` for MLflow 3 logged models)
     model_id: str = ""
     reused: bool = False
+    aliases: list[str] = []
+    description: str = ""
+
+
+class RunRecord(BaseModel):
+    """A run of the experiment, as a recovery reads it."""
+
+    model_config = ConfigDict(frozen=True)
+    run_id: str
+    tags: dict[str, str]
+    params: dict[str, str]
 
 
 class RegistryError(RuntimeError):
@@ -211,6 +222,26 @@ class MlflowRegistry:
         except MlflowException:
             return {}
 
+    def running_runs(self) -> list[RunRecord]:
+        """The experiment's runs that are still RUNNING."""
+        found = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        return [RunRecord(run_id=r.info.run_id, tags=dict(r.data.tags), params=dict(r.data.params)) for r in found]
+
+    def mark_killed(self, run_id: str, tag: str, reason: str) -> None:
+        """End a run whose process died: KILLED, with why in `tag`."""
+        self.client.set_tag(run_id, tag, reason)
+        self.client.set_terminated(run_id, status="KILLED")
+
+    def run_tagged(self, key: str, value: str) -> str | None:
+        """The id of the experiment's run tagged `key=value`, if any."""
+        found = self.client.search_runs([self.experiment_id], f"tags.`{key}` = '{value}'", max_results=1)
+        return str(found[0].info.run_id) if found else None
+
+    def versions_of_run(self, run_id: str) -> list[RegisteredVersion]:
+        """The versions registered from a run."""
+        return [self._as_registered(v) for v in self.client.search_model_versions(f"run_id = '{run_id}'",
+                                                                                   max_results=10)]
+
     def run_tags(self, run_id: str) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
 
@@ -303,6 +334,7 @@ class MlflowRegistry:
             name=version.name, version=str(version.version), run_id=version.run_id or "",
             status=version_tags.get(T.APPROVAL_STATUS, "unknown"), tags=version_tags, reused=reused,
             source=str(version.source or ""), model_id=str(getattr(version, "model_id", None) or ""),
+            aliases=list(getattr(version, "aliases", None) or []), description=str(version.description or ""),
         )
 
     def artifact_location(self, version: RegisteredVersion) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.orchestration import Trigger
+from pipelines.trigger import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "prefect.yaml"
 
 
-class DeploymentError(ValueError):
+class PrefectYamlError(ValueError):
     """`prefect.yaml` is wrong: the message names the deployment and the key."""
 
 
@@ -74,23 +74,23 @@ def load_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise DeploymentError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+        raise PrefectYamlError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
-        raise DeploymentError(f"{path}: not valid YAML ({exc})") from exc
+        raise PrefectYamlError(f"{path}: not valid YAML ({exc})") from exc
     specs = []
     for index, raw in enumerate(document.get("deployments") or []):
         try:
             spec = DeploymentSpec.model_validate(raw)
         except ValidationError as exc:
             where = f"{path}: deployments[{index}] ({raw.get('name', '?') if isinstance(raw, dict) else '?'})"
-            raise DeploymentError("\n".join(f"{where}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+            raise PrefectYamlError("\n".join(f"{where}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
                                             for e in exc.errors())) from exc
         specs.append(spec)
     if not specs:
-        raise DeploymentError(f"{path}: declares no deployments")
+        raise PrefectYamlError(f"{path}: declares no deployments")
     names = [s.full_name for s in specs]
     if len(set(names)) != len(names):
-        raise DeploymentError(f"{path}: deployment names repeat: {sorted(n for n in names if names.count(n) > 1)}")
+        raise PrefectYamlError(f"{path}: deployment names repeat: {sorted(n for n in names if names.count(n) > 1)}")
     return specs
 
 

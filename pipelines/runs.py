@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from pipelines.orchestration import FLOW_RUN_TAG
+from pipelines.recovery import FLOW_RUN_TAG
 
 
 class RunNotFoundError(LookupError):
@@ -152,13 +152,11 @@ def detail(run: str, *, mlflow_ui: str, registry: Any = None) -> RunDetail:
 
 def _mlflow_links(registry: Any, mlflow_ui: str, flow_run_id: str) -> dict[str, str]:
     """The MLflow run a retrain run made, and the version it registered."""
-    found = registry.client.search_runs([registry.experiment_id], f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}'",
-                                        max_results=1)
-    if not found:
+    run_id = registry.run_tagged(FLOW_RUN_TAG, flow_run_id)
+    if run_id is None:
         return {}
-    run_id = found[0].info.run_id
     links = {"mlflow run": registry.run_url(mlflow_ui, run_id)}
-    versions = registry.client.search_model_versions(f"run_id = '{run_id}'", max_results=1)
+    versions = registry.versions_of_run(run_id)
     if versions:
         links["version"] = registry.version_url(mlflow_ui, versions[0].version)
     return links

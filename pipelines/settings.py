@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model_registry.approval import ApprovalConfig
 from model_registry.sagemaker_mirror import ModelPackageConfig
 from monitoring.monitor import MonitoringConfig
-from pipelines.orchestration import OrchestrationConfig
+from pipelines.reliability import OrchestrationConfig
 from serving.deployer import DeploymentConfig
 from serving.package import PackageConfig
 from serving.release import ReleaseConfig

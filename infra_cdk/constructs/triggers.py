@@ -69,7 +69,7 @@ class DeploymentTriggers(Construct):
 
 
 def alarm_trigger(alarm_name: str, reason: str) -> str:
-    """The `trigger` parameter of a retrain started by an alarm (`pipelines.orchestration.Trigger`), as JSON text
+    """The `trigger` parameter of a retrain started by an alarm (`pipelines.trigger.Trigger`), as JSON text
     whose name and detail are filled from the event."""
     return json.dumps({"kind": "alarm", "name": alarm_name, "detail": reason})
 

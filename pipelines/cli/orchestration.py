@@ -26,7 +26,7 @@ def serve(
     workspace, their schedules, and the runs triggers start. Ctrl-C or SIGTERM stops all of it."""
     go_offline()
     settings, pipeline = load(config)
-    from pipelines.deployments import PREFECT_YAML, DeploymentError, load_deployments
+    from pipelines.deployments import PREFECT_YAML, PrefectYamlError, load_deployments
     from pipelines.serve import ServeError, serving
     from pipelines.settings import ConfigError, load_config
 
@@ -37,9 +37,9 @@ def serve(
             given = spec.parameters.get("config")
             model = load_config(Path(given)).model_name if given else pipeline.model_name
             if spec.name != model:
-                raise DeploymentError(f"{path}: deployment {spec.full_name} runs model {model!r}; name it {model!r}"
+                raise PrefectYamlError(f"{path}: deployment {spec.full_name} runs model {model!r}; name it {model!r}"
                                       " (triggers start deployments by model name)")
-    except (DeploymentError, ConfigError) as exc:
+    except (PrefectYamlError, ConfigError) as exc:
         fail(str(exc), EXIT_USAGE)
     chosen = config or settings.config
     extra = {"GENAIOPS_CONFIG": str(chosen.resolve())} if chosen else {}

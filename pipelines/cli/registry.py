@@ -83,9 +83,8 @@ def models_list(
     for column in ("version", "status", "gate", "approved by", "aliases", "release request"):
         table.add_column(column)
     for version in registry.versions():
-        aliases = registry.client.get_model_version(registry.model_name, version.version).aliases
         table.add_row(version.version, version.status, version.tags.get(T.GATE, ""),
-                      version.tags.get(T.APPROVED_BY, ""), ", ".join(aliases),
+                      version.tags.get(T.APPROVED_BY, ""), ", ".join(version.aliases),
                       "yes" if version.tags.get(T.RELEASE_REQUEST) else "")
     out.print(table)
 
@@ -95,12 +94,11 @@ def models_show(name: Annotated[str, typer.Argument()], version: Annotated[str, 
                 config: ConfigOption = None) -> None:
     """One version: its tags and description."""
     _, _, registry = _registry(config, name)
-    try:
-        described = registry.client.get_model_version(name, version)
-    except Exception as exc:  # RestException / MlflowException
-        fail(f"{name} version {version}: {exc}", EXIT_USAGE)
+    described = registry.find(version)
+    if described is None:
+        fail(f"{name} version {version}: no such version in {registry.tracking_uri}", EXIT_USAGE)
     out.print(f"[bold]{name} version {version}[/]  aliases: {', '.join(described.aliases) or '-'}")
-    for key, value in sorted((described.tags or {}).items()):
+    for key, value in sorted(described.tags.items()):
         out.print(f"  {key} = {value}")
     out.print("")
     out.print(described.description or "")

@@ -35,17 +35,10 @@ from pipelines.deployments import start
 from pipelines.flows.hooks import failed_run_hook
 from pipelines.notify import waiting_for_approval
 from pipelines.offline import go_offline
-from pipelines.orchestration import (
-    Trigger,
-    current_trigger,
-    expected,
-    owner_tags,
-    quiet_expected_failures,
-    recover,
-    reliable,
-    remembered,
-)
+from pipelines.recovery import owner_tags, recover
+from pipelines.reliability import expected, quiet_expected_failures, reliable, remembered
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
+from pipelines.trigger import Trigger, current_trigger
 from serving import package
 from serving.evaluation import CandidateEvaluation, EvaluationSetupError
 from steps.artifacts import ArtifactStore

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from contracts import tags as T
 from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
-from pipelines.orchestration import expected, quiet_expected_failures
+from pipelines.reliability import expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig
 from serving.evaluation import EvaluationSetupError
 from steps.evaluate import EvalResult, GateReport, evaluate
@@ -59,11 +59,9 @@ def evaluate_version(model_uri: str, config: PipelineConfig | str | None = None,
         raise ModelUriError(f"--model-uri: {model_uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS")
     name, number, alias = match.groups()
     registry = make_registry(settings, config.model_copy(update={"model_name": name}))
-    try:
-        version = number or registry.client.get_model_version_by_alias(name, alias).version
-        described = registry.get_version(str(version))
-    except Exception as exc:  # MLflow raises RestException / MlflowException subclasses
-        raise ModelUriError(f"--model-uri: {model_uri} not found in {settings.tracking_uri}: {exc}") from exc
+    described = registry.find(number) if number else registry.alias_version(alias)
+    if described is None:
+        raise ModelUriError(f"--model-uri: {model_uri} not found in {settings.tracking_uri}")
     if described.source.startswith("s3://"):
         raise ModelUriError(f"{model_uri} is a training job's artifact ({described.source}); it is evaluated on a "
                             "temporary endpoint by the aws retrain, not loaded here")

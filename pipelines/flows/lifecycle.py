@@ -29,7 +29,7 @@ from pipelines.flows import RetrainResult, approval_watch, retrain
 from pipelines.flows.monitor import NoEndpointError, dashboard
 from pipelines.flows.release import make_rollout, release
 from pipelines.offline import go_offline
-from pipelines.orchestration import expected, quiet_expected_failures
+from pipelines.reliability import expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig, Settings, load_settings
 from serving.promotion import Rollout, RolloutStatus
 from serving.traffic import Sent, send, until_mirrored

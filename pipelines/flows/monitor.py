@@ -40,8 +40,9 @@ from pipelines.backends import (
 from pipelines.deployments import start
 from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
-from pipelines.orchestration import Trigger, expected, quiet_expected_failures
+from pipelines.reliability import expected, quiet_expected_failures
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
+from pipelines.trigger import Trigger
 from serving.endpoints import EndpointNotFoundError, Served, served
 from steps.artifacts import ArtifactNotFoundError, ArtifactStore
 from steps.prompts import raw_input

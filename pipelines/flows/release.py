@@ -24,8 +24,8 @@ from pipelines.backends import (
 )
 from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
-from pipelines.orchestration import Trigger, current_trigger
 from pipelines.settings import PipelineConfig, Settings, load_settings, resolve_config
+from pipelines.trigger import Trigger, current_trigger
 from serving import package
 from serving.deployer import Version
 from serving.promotion import Rollout, RolloutStatus

@@ -11,8 +11,9 @@ from pipelines.backends import make_store
 from pipelines.deployments import start
 from pipelines.flows.hooks import failed_run_hook
 from pipelines.offline import go_offline
-from pipelines.orchestration import SourceSeen, Trigger, reliable, source_seen
+from pipelines.reliability import reliable
 from pipelines.settings import PipelineConfig, load_settings, resolve_config
+from pipelines.trigger import SourceSeen, Trigger, source_seen
 
 
 class DataWatch(BaseModel):

@@ -155,7 +155,7 @@ def test_the_aws_lifecycle_promotes_on_s3_capture_and_cloudwatch_then_rolls_back
         aws: dict[str, Any], sample_jsonl: Path, tmp_path: Path) -> None:
     from pipelines.flows import approval_watch, retrain
     from pipelines.flows.release import release, rollout
-    from pipelines.orchestration import Trigger
+    from pipelines.trigger import Trigger
     from steps.sample_data import generate_records, write_jsonl
 
     sagemaker = boto3.client("sagemaker", region_name=REGION, endpoint_url=aws["twin"])

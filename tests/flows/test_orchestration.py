@@ -21,8 +21,9 @@ from mlflow import MlflowClient
 from prefect import flow
 
 from contracts import tags as T
-from pipelines.orchestration import OrchestrationConfig, RetryConfig, Trigger, is_transient, reliable
+from pipelines.reliability import OrchestrationConfig, RetryConfig, is_transient, reliable
 from pipelines.settings import PipelineConfig, load_settings
+from pipelines.trigger import Trigger
 from tests.conftest import tiny_pipeline
 
 FAST = OrchestrationConfig(retries=RetryConfig(attempts=3, first_delay_s=0.05, jitter=0.5))
@@ -174,7 +175,7 @@ def test_a_retrain_killed_after_finetuning_reruns_without_prepare_or_finetune_an
 def test_new_data_is_noticed_once_and_without_a_server_nothing_is_started(sample_jsonl: Path, tmp_path: Path) -> None:
     from pipelines.backends import make_store
     from pipelines.flows.triggers import data_watch
-    from pipelines.orchestration import source_seen
+    from pipelines.trigger import source_seen
 
     config = PipelineConfig.model_validate({"model_name": "tiny-summarizer", "data": {"source": str(sample_jsonl)}})
     store = make_store(load_settings())

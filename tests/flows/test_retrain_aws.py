@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from contracts import tags as T
-from pipelines.orchestration import OrchestrationConfig, RetryConfig
+from pipelines.reliability import OrchestrationConfig, RetryConfig
 from pipelines.settings import PipelineConfig
 from tests.aws import BUCKET, REGION, aws_backend, jumpstart
 from tests.servers import control_plane_state

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from contracts import tags as T
 from pipelines.auth_server import BIN, free_port
 from pipelines.deployments import load_deployments
-from pipelines.orchestration import Trigger
+from pipelines.trigger import Trigger
 from tests.conftest import tiny_pipeline
 from tests.servers import descendants, running
 

@@ -173,7 +173,7 @@ def test_orchestration_runs_a_private_prefect_worker_and_triggers_the_approval_w
     command = json.loads(transformer["InputTemplate"].replace("<detail-alarmName>", "dialogue-summarizer/embedding-drift")
                          .replace("<time>", "2026-12-01T03:00:00Z"))["containerOverrides"][0]["command"]
     assert command[:4] == ["prefect", "deployment", "run", "retrain/dialogue-summarizer"]
-    from pipelines.orchestration import Trigger
+    from pipelines.trigger import Trigger
 
     tags = Trigger(kind="alarm", name="dialogue-summarizer/embedding-drift").tags()  # as a run it starts is tagged
     assert command[6:] == [part for tag in tags for part in ("--tag", tag)]
