@@ -135,7 +135,7 @@ def wait_up(url: str, process: subprocess.Popen[bytes], timeout: float = 600) ->
 
 class MlflowServe:
     def __init__(self, model: Path, log: Path) -> None:
-        from local_aws.supervisor import free_port
+        from local_aws.variant import free_port
 
         self.port = free_port()
         with log.open("wb") as out:

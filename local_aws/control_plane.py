@@ -22,8 +22,10 @@ from local_aws.endpoints import LocalEndpoints
 from local_aws.model_data import ModelData
 from local_aws.models import Models
 from local_aws.records import Records, Tags
+from local_aws.recovery import Recovery
 from local_aws.runtime import Runtime
 from local_aws.sagemaker_api import ApiError, check
+from local_aws.workers import Workers
 
 
 class ControlPlane:
@@ -38,7 +40,9 @@ class ControlPlane:
         self.tags = Tags(self.records)
         self.cloud = cloud_of(cloud, self.workspace, region)
         self.models = Models(self.records, self.tags, ModelData(self.root, region), self._variant_serves)
-        self.endpoints = Endpoints(self.records, self.tags, self.models, self.local, self.cloud)
+        self.workers = Workers(self.records)
+        self.endpoints = Endpoints(self.records, self.tags, self.models, self.local, self.cloud, self.workers)
+        self.recovery = Recovery(self.endpoints)
         self.runtime = Runtime(self.records, self.local)
         models, endpoints = self.models, self.endpoints
         self.actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

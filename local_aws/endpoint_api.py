@@ -1,24 +1,21 @@
 """SageMaker endpoints in the control plane: `CreateEndpoint`, `DescribeEndpoint`, `ListEndpoints`,
 `UpdateEndpoint` (blue/green with guardrails), `UpdateEndpointWeightsAndCapacities`, `DeleteEndpoint`, each over
-one local endpoint; and what the twin does when it stops and starts again (endpoints stopped, then served again as
-SageMaker would find them)."""
+one local endpoint. Long operations run on the control plane's workers (`local_aws.workers`)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
-from local_aws.blue_green import BlueGreen, Shift, Stopping
+from local_aws.blue_green import BlueGreen, Shift
 from local_aws.cloud import Cloud
 from local_aws.endpoint import EndpointConfig
 from local_aws.endpoints import LocalEndpointError, LocalEndpoints
 from local_aws.models import Models
 from local_aws.records import Records, Tags
 from local_aws.sagemaker_api import ApiError, timestamp, validation
+from local_aws.workers import Workers
 
 log = logging.getLogger("local_aws.endpoint_api")
 
@@ -28,15 +25,11 @@ ACTIVE = ("Creating", "Updating", "RollingBack", "Deleting", "SystemUpdating")
 class Endpoints:
     """The endpoint actions, over the workspace's local endpoints."""
 
-    def __init__(self, records: Records, tags: Tags, models: Models, local: LocalEndpoints, cloud: Cloud) -> None:
+    def __init__(self, records: Records, tags: Tags, models: Models, local: LocalEndpoints, cloud: Cloud,
+                 workers: Workers) -> None:
         self.records, self.tags, self.models, self.local, self.cloud = records, tags, models, local, cloud
-        self.blue_green = BlueGreen(records, local, cloud, models.capture, self._check_stopping)
-        self._workers: dict[str, threading.Thread] = {}
-        self.stopping = threading.Event()
-
-    def _check_stopping(self) -> None:
-        if self.stopping.is_set():
-            raise Stopping
+        self.workers = workers
+        self.blue_green = BlueGreen(records, local, cloud, models.capture, workers.check)
 
     def _local(self, name: str, config: dict[str, Any]) -> EndpointConfig:
         return EndpointConfig(name=name, variants=self.models.fleet(config), capture=self.models.capture(config),
@@ -56,14 +49,14 @@ class Endpoints:
                       "LastModifiedTime": now}
             self.records.write("endpoints", name, record)
             self.tags.put(record["EndpointArn"], params.get("Tags") or [])
-            self._start(name, lambda: self._create(name, local))
+            self.workers.start(name, lambda: self._create(name, local))
         return {"EndpointArn": record["EndpointArn"]}
 
     def _create(self, name: str, local: EndpointConfig) -> None:
         try:
             self.local.create(local)
         except LocalEndpointError as exc:
-            self._check_stopping()
+            self.workers.check()
             self.records.update("endpoints", name, EndpointStatus="Failed", FailureReason=str(exc)[:1024])
             return
         self.records.update("endpoints", name, EndpointStatus="InService")
@@ -155,10 +148,11 @@ class Endpoints:
                 raise validation(f'Cannot delete in-progress endpoint "{record["EndpointArn"]}" '
                                  f"({record['EndpointStatus']}).")
             self.records.update("endpoints", name, EndpointStatus="Deleting")
-        self._delete(name, record["EndpointArn"])
+        self.delete(name, record["EndpointArn"])
         return {}
 
-    def _delete(self, name: str, endpoint_arn: str) -> None:
+    def delete(self, name: str, endpoint_arn: str) -> None:
+        """The endpoint's processes, then its record and tags."""
         try:
             with contextlib.suppress(LocalEndpointError):  # a Failed endpoint may have no local endpoint left
                 self.local.delete(name)
@@ -229,107 +223,6 @@ class Endpoints:
                                                             "DesiredInstanceCount": int(v["InitialInstanceCount"]),
                                                             "VariantStatus": [{"Status": "Creating"}]}
                                                            for v in config["ProductionVariants"]]})
-            self._start(name, lambda: self.blue_green.run(name, record["EndpointConfigName"], config, green, plan,
+            self.workers.start(name, lambda: self.blue_green.run(name, record["EndpointConfigName"], config, green, plan,
                                                           deployment))
         return {"EndpointArn": record["EndpointArn"]}
-
-    # --- workers, stop and start -----------------------------------------------------------
-
-    def _start(self, name: str, work: Callable[[], None]) -> None:
-        def run() -> None:
-            try:
-                work()
-            except Stopping:  # the twin stops: the next start recovers the operation
-                log.info("endpoint %s: operation left to the next start", name)
-            except Exception as exc:  # a bug must still leave the endpoint in a state SageMaker knows
-                log.exception("endpoint %s: the operation failed", name)
-                self.records.update("endpoints", name, EndpointStatus="Failed",
-                                    FailureReason=f"{type(exc).__name__}: {exc}"[:1024])
-            finally:
-                self._workers.pop(name, None)
-
-        thread = threading.Thread(target=run, name=f"endpoint-{name}", daemon=True)
-        self._workers[name] = thread
-        thread.start()
-
-    def wait_idle(self, timeout: float | None = None) -> None:
-        """Until no operation runs."""
-        for thread in list(self._workers.values()):
-            thread.join(timeout)
-
-    def stop_all(self) -> list[str]:
-        """Stop every endpoint's processes (their records and configs stay): what the twin does when it stops."""
-        self.stopping.set()
-        stopped = []
-        for name in self.local.store.names():
-            if self.local.running(name):
-                self.local.stop(name)
-                stopped.append(name)
-        self.wait_idle(timeout=60)
-        return stopped
-
-    def recover(self) -> list[str]:
-        """After a start: serve every endpoint as SageMaker would find it. An InService endpoint whose processes do
-        not run is started again (SystemUpdating meanwhile); an update cut short is rolled back to the endpoint's
-        config; a creation ends InService or Failed as the local endpoint stands; a deletion is finished."""
-        recovered = []
-        for name in self.records.names("endpoints"):
-            record = self.records.read("endpoints", name) or {}
-            status = record.get("EndpointStatus")
-            if name in self._workers:
-                continue
-            exists = name in self.local.store.names()
-            running = exists and self.local.running(name)
-            if status == "Deleting":
-                self._delete(name, record["EndpointArn"])
-            elif status in ("Updating", "RollingBack") and exists:
-                self._roll_back(name, record, running)
-            elif status == "InService" and exists and not running:
-                self.records.update("endpoints", name, EndpointStatus="SystemUpdating")
-                self._start(name, functools.partial(self._serve_again, name, "InService", None))
-            elif status in ACTIVE and running and self.local.describe(name).status == "InService":
-                self.records.update("endpoints", name, EndpointStatus="InService", PendingDeploymentSummary=None)
-            elif status in ACTIVE:
-                self.records.update("endpoints", name, EndpointStatus="Failed", PendingDeploymentSummary=None,
-                                    FailureReason=f"The control plane stopped while the endpoint was {status}.")
-            else:
-                continue
-            recovered.append(name)
-        return recovered
-
-    def _roll_back(self, name: str, record: dict[str, Any], running: bool) -> None:
-        """An update the control plane did not see to its end: back to the endpoint's config, unless the new one
-        was all that was left (the update had finished but for its record)."""
-        current = self.local.store.config(name)
-        pending = (record.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
-        if pending and {v.fleet for v in current.variants} == {pending} and record["EndpointStatus"] == "Updating":
-            serving, failure, deployment = pending, None, record.get("_deployment") or None
-        else:
-            serving, deployment = record["EndpointConfigName"], None
-            failure = "The control plane stopped during the update; it was rolled back."
-            keep = [v for v in current.variants if v.fleet == serving]
-            if keep and len(keep) != len(current.variants):
-                trimmed = current.model_copy(update={"variants": keep, "fleet_shares": {}})
-                if running:
-                    self.local.update(trimmed)
-                else:
-                    self.local.store.write_config(trimmed)
-        if running:
-            self.blue_green.finish(name, serving, failure=failure, deployment=deployment)
-        else:
-            self.records.update("endpoints", name, EndpointStatus="SystemUpdating")
-            self._start(name, lambda: self._serve_again(name, serving, failure, deployment))
-
-    def _serve_again(self, name: str, serving: str, failure: str | None,
-                     deployment: dict[str, Any] | None = None) -> None:
-        try:
-            self.local.start(name)
-        except LocalEndpointError as exc:
-            self._check_stopping()
-            self.records.update("endpoints", name, EndpointStatus="Failed", PendingDeploymentSummary=None,
-                                FailureReason=f"The endpoint did not start again: {exc}"[:1024])
-            return
-        if serving == "InService":
-            self.records.update("endpoints", name, EndpointStatus="InService")
-        else:
-            self.blue_green.finish(name, serving, failure=failure, deployment=deployment)

@@ -41,7 +41,8 @@ from typing import Any
 
 from local_aws.capture import CaptureWriter, capture_record
 from local_aws.endpoint import EndpointConfig, EndpointStore, VariantConfig, now
-from local_aws.supervisor import Supervisor, Variant
+from local_aws.supervisor import Supervisor
+from local_aws.variant import Variant
 from monitoring.metrics import SAGEMAKER_NAMESPACE, MetricDatum, MetricSink, SqliteMetricSink
 from serving.channel import Answer
 from serving.handler import MAX_BODY_BYTES
@@ -251,26 +252,7 @@ class Endpoint:
                 event_id=event_id))
 
     def _record(self, variant: str, status: int, model_us: float, overhead_us: float) -> None:
-        dimensions = {"EndpointName": self.name, "VariantName": variant}
-        when = datetime.now(UTC)
-        datums = [
-            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocations", value=1, unit="Count",
-                        dimensions=dimensions, timestamp=when),
-            # The caller's fault (400, 413) is a 4XX; the model's (a ModelError 424: it failed, timed out or its
-            # process died) is a 5XX, as SageMaker counts a container's own 5xx answer behind a ModelError.
-            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation4XXErrors",
-                        value=float(400 <= status < 500 and status != 424), unit="Count", dimensions=dimensions,
-                        timestamp=when),
-            MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation5XXErrors", value=float(status >= 500 or status == 424),
-                        unit="Count", dimensions=dimensions, timestamp=when),
-        ]
-        if model_us:
-            datums.append(MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="ModelLatency", value=round(model_us),
-                                      unit="Microseconds", dimensions=dimensions, timestamp=when))
-        if overhead_us:
-            datums.append(MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="OverheadLatency", value=round(overhead_us),
-                                      unit="Microseconds", dimensions=dimensions, timestamp=when))
-        self._metrics.extend(datums)
+        self._metrics.extend(invocation_datums(self.name, variant, status, model_us, overhead_us))
 
     async def _flush_once(self) -> None:
         batch, self._metrics = self._metrics, []
@@ -284,6 +266,31 @@ class Endpoint:
         while True:
             await asyncio.sleep(1.0)
             await self._flush_once()
+
+
+def invocation_datums(endpoint: str, variant: str, status: int, model_us: float,
+                      overhead_us: float) -> list[MetricDatum]:
+    """One invocation's per-variant metrics, with CloudWatch's names, units and dimensions."""
+    dimensions = {"EndpointName": endpoint, "VariantName": variant}
+    when = datetime.now(UTC)
+    datums = [
+        MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocations", value=1, unit="Count",
+                    dimensions=dimensions, timestamp=when),
+        # The caller's fault (400, 413) is a 4XX; the model's (a ModelError 424: it failed, timed out or its
+        # process died) is a 5XX, as SageMaker counts a container's own 5xx answer behind a ModelError.
+        MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation4XXErrors",
+                    value=float(400 <= status < 500 and status != 424), unit="Count", dimensions=dimensions,
+                    timestamp=when),
+        MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="Invocation5XXErrors", value=float(status >= 500 or status == 424),
+                    unit="Count", dimensions=dimensions, timestamp=when),
+    ]
+    if model_us:
+        datums.append(MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="ModelLatency", value=round(model_us),
+                                  unit="Microseconds", dimensions=dimensions, timestamp=when))
+    if overhead_us:
+        datums.append(MetricDatum(namespace=SAGEMAKER_NAMESPACE, name="OverheadLatency", value=round(overhead_us),
+                                  unit="Microseconds", dimensions=dimensions, timestamp=when))
+    return datums
 
 
 async def _within(work: Coroutine[Any, Any, Answer], timeout: float, clock: Callable[[], float]) -> Answer:

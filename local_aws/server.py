@@ -71,7 +71,7 @@ def serve(workspace: Path, *, host: str = "127.0.0.1", port: int = 0, region: st
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    recovered = plane.endpoints.recover()
+    recovered = plane.recovery.recover()
     if recovered:
         log.warning("endpoints found as they were left, serving again or recovered: %s", ", ".join(recovered))
     atomic_write(server_file(workspace), json.dumps({"url": url, "pid": os.getpid(), "cloud": cloud}))
@@ -83,7 +83,7 @@ def serve(workspace: Path, *, host: str = "127.0.0.1", port: int = 0, region: st
         server.server_close()
         for signum in previous:  # a second signal must not cut the endpoints' stop short
             signal.signal(signum, signal.SIG_IGN)
-        stopped = plane.endpoints.stop_all()
+        stopped = plane.recovery.stop_all()
         if stopped:
             log.info("stopped the endpoints %s; they serve again when the control plane starts", ", ".join(stopped))
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):

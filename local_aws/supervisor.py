@@ -13,61 +13,20 @@ variant belongs to one, and `EndpointConfig.fleet_shares` splits the traffic bet
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from local_aws.endpoint import EndpointConfig, EndpointState, EndpointStore, VariantConfig, VariantState, now
-from serving.channel import Channel, new_address
-from serving.handler import MAX_BODY_BYTES
+from local_aws.variant import Variant, free_port
 from serving.yielding import Board, Throttle
 
 log = logging.getLogger("local_aws.supervisor")
 
-HEALTH_TIMEOUT_S = 600.0
-SHADOW_CONNECTIONS = 64
 MAX_EVENTS = 50
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Variant:
-    """A running variant: its config, process and traffic counters."""
-
-    config: VariantConfig
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-    status: str = "Creating"
-    restarts: int = 0
-    last_error: str = ""
-    in_flight: int = 0
-    started: float = field(default_factory=time.monotonic)
-    throttle: Throttle | None = None  # a shadow's: stopped while production is busy
-    address: str = field(init=False)
-    channel: Channel = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.address = new_address(self.config.name)
-        # Shadows cap their connections: a hung shadow must not take one per mirrored request.
-        self.channel = Channel(self.address, limit=SHADOW_CONNECTIONS if self.config.shadow else None,
-                               max_body=MAX_BODY_BYTES)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -139,39 +98,6 @@ class Supervisor:
 
     # --- processes -----------------------------------------------------------------------
 
-    def _spawn(self, variant: Variant) -> None:
-        config = variant.config
-        command = [sys.executable, "-m", "serving.model_server", "--model", config.model, "--port", str(variant.port),
-                   "--channel", variant.address, "--max-batch-size", str(config.max_batch_size),
-                   "--timeout", str(self.config.timeout_s)]
-        if config.threads:
-            command += ["--threads", str(config.threads)]
-        if variant.throttle is not None:
-            command += ["--board", str(variant.throttle.board.path)]
-        logfile = (self.folder / f"variant-{config.name}.log").open("ab")
-        variant.process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT, env=os.environ.copy(),
-                                           preexec_fn=_idle_priority if config.shadow else None)
-        logfile.close()
-        variant.started = time.monotonic()
-        if variant.throttle is not None:
-            variant.throttle.attach(variant.process.pid)
-
-    async def _healthy(self, variant: Variant, timeout: float = HEALTH_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if variant.process is not None and variant.process.poll() is not None:
-                variant.last_error = f"exited with code {variant.process.returncode} while starting; " \
-                                     f"see {self.folder / f'variant-{variant.config.name}.log'}"
-                return False
-            try:
-                if (await variant.channel.ping(timeout=2)).status == 200:
-                    return True
-            except (OSError, TimeoutError):  # not listening yet
-                pass
-            await asyncio.sleep(0.25)
-        variant.last_error = f"no answer to /ping within {timeout:.0f} s"
-        return False
-
     async def _start_variant(self, config: VariantConfig) -> Variant:
         variant = Variant(config=config, port=free_port())
         if config.shadow:
@@ -179,9 +105,9 @@ class Supervisor:
                                         share=config.share_while_busy)
             self._throttles = [*self._throttles, variant.throttle]
         self.variants[config.key] = variant
-        self._spawn(variant)
+        variant.spawn(self.folder, self.config.timeout_s)
         self.publish()
-        if await self._healthy(variant):
+        if await variant.healthy(self.folder):
             variant.status = "InService"
         else:
             variant.status = "Failed"
@@ -198,25 +124,7 @@ class Supervisor:
 
     async def _retire(self, variant: Variant) -> None:
         self._unthrottle(variant)
-        await asyncio.get_running_loop().run_in_executor(None, self._stop_process, variant)
-
-    def _stop_process(self, variant: Variant) -> None:
-        """Stop a variant's process (blocking; `_unthrottle` it first, on the loop)."""
-        process = variant.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)  # a stopped (hung) process cannot act on SIGTERM
-                process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        throttle = variant.throttle
-        if throttle is not None:
-            throttle.board.close()
-            throttle.board.path.unlink(missing_ok=True)
-            variant.throttle = None
+        await asyncio.get_running_loop().run_in_executor(None, variant.stop_process)
 
     async def start(self) -> None:
         self.publish()
@@ -241,7 +149,7 @@ class Supervisor:
         self.publish()
         for variant in self.variants.values():
             self._unthrottle(variant)
-            self._stop_process(variant)
+            variant.stop_process()
         for variant in self.variants.values():
             variant.channel.close()
 
@@ -266,8 +174,8 @@ class Supervisor:
                 self._spawn_task(self._restart(variant))  # the others stay watched meanwhile
 
     async def _restart(self, variant: Variant) -> None:
-        self._spawn(variant)
-        if await self._healthy(variant):
+        variant.spawn(self.folder, self.config.timeout_s)
+        if await variant.healthy(self.folder):
             variant.status = "InService"
             self.event(f"variant {variant.config.name} back in service")
         else:
@@ -323,12 +231,3 @@ class Supervisor:
                        + (f"; added {[v.key for v in added]}" if added else "")
                        + (f"; removed {[v.config.key for v in removed]}" if removed else ""))
             return {"status": self.status, "variants": list(self.variants)}
-
-
-
-def _idle_priority() -> None:
-    """A shadow runs only on CPU time production leaves idle (SCHED_IDLE; at least the lowest nice level)."""
-    os.nice(19)
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-

@@ -70,7 +70,7 @@ def publish_report(registry: Any, store: Any, run_id: str, result: EvalResult, r
 
     with tempfile.TemporaryDirectory(prefix="gate-report-") as folder:
         page = write_report(result, report, Path(folder), dataset_hash=dataset_hash, bootstrap=bootstrap)
-        registry.log_artifacts(run_id, folder, REPORT_FOLDER)
+        registry.runs.log_artifacts(run_id, folder, REPORT_FOLDER)
         for path in sorted(Path(folder).iterdir()):
             store.put(f"reports/{run_id}/{path.name}", path.read_bytes())
         return str(store.uri(f"reports/{run_id}/{page.name}"))

@@ -50,25 +50,12 @@ class RegistryError(RuntimeError):
     """The registry refused an operation."""
 
 
-class MlflowRegistry:
-    """Runs and model versions in one MLflow tracking server or store."""
+class MlflowRuns:
+    """The runs of one experiment: opened and closed, their parameters, metrics and artifacts, and the ones a
+    process that died left RUNNING."""
 
-    def __init__(self, tracking_uri: str, *, experiment: str, model_name: str, artifact_root: str | None = None) -> None:
-        from mlflow import MlflowClient
-
-        self.tracking_uri = tracking_uri
-        self.model_name = model_name
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self.experiment_id = self._experiment(experiment, artifact_root)
-
-    def _experiment(self, name: str, artifact_root: str | None) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
-        return str(self.client.create_experiment(name, artifact_location=location))
-
-    # --- tracking ---------------------------------------------------------------------------
+    def __init__(self, client: Any, experiment_id: str) -> None:
+        self.client, self.experiment_id = client, experiment_id
 
     @contextmanager
     def run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
@@ -116,6 +103,73 @@ class MlflowRegistry:
     def log_artifacts(self, run_id: str, folder: str, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, folder, artifact_path)
 
+    def run_url(self, ui_url: str, run_id: str) -> str:
+        return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+    def run_params(self, run_id: str) -> dict[str, str]:
+        """The run's logged parameters (nested ones flattened with dots); empty for a run that is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.params)
+        except MlflowException:
+            return {}
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The run's latest metrics; empty for a run that is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.metrics)
+        except MlflowException:
+            return {}
+
+    def running_runs(self) -> list[RunRecord]:
+        """The experiment's runs that are still RUNNING."""
+        found = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        return [RunRecord(run_id=r.info.run_id, tags=dict(r.data.tags), params=dict(r.data.params)) for r in found]
+
+    def mark_killed(self, run_id: str, tag: str, reason: str) -> None:
+        """End a run whose process died: KILLED, with why in `tag`."""
+        self.client.set_tag(run_id, tag, reason)
+        self.client.set_terminated(run_id, status="KILLED")
+
+    def run_tagged(self, key: str, value: str) -> str | None:
+        """The id of the experiment's run tagged `key=value`, if any."""
+        found = self.client.search_runs([self.experiment_id], f"tags.`{key}` = '{value}'", max_results=1)
+        return str(found[0].info.run_id) if found else None
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except MlflowException:
+            return {}
+
+
+class MlflowRegistry:
+    """Model versions of one registered model in an MLflow tracking server or store; its experiment's runs are
+    `runs`."""
+
+    def __init__(self, tracking_uri: str, *, experiment: str, model_name: str, artifact_root: str | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.experiment_id = self._experiment(experiment, artifact_root)
+        self.runs = MlflowRuns(self.client, self.experiment_id)
+
+    def _experiment(self, name: str, artifact_root: str | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    # --- tracking ---------------------------------------------------------------------------
+
     def load_alias(self, alias: str) -> tuple[Any, str] | None:
         """The version behind an alias, loaded for generation (`steps.generation.LoadedModel`), or None."""
         from mlflow.exceptions import MlflowException
@@ -143,9 +197,6 @@ class MlflowRegistry:
         with self._fluent_uri():
             flavor = mlflow.models.Model.load(model_uri).flavors.get("python_function", {})
         return dict(flavor.get("config") or {})
-
-    def run_url(self, ui_url: str, run_id: str) -> str:
-        return f"{ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
     def version_url(self, ui_url: str, version: str) -> str:
         return f"{ui_url.rstrip('/')}/#/models/{self.model_name}/versions/{version}"
@@ -204,51 +255,10 @@ class MlflowRegistry:
     def delete_tag(self, version: str, key: str) -> None:
         self.client.delete_model_version_tag(self.model_name, version, key)
 
-    def run_params(self, run_id: str) -> dict[str, str]:
-        """The run's logged parameters (nested ones flattened with dots); empty for a run that is gone."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return dict(self.client.get_run(run_id).data.params)
-        except MlflowException:
-            return {}
-
-    def run_metrics(self, run_id: str) -> dict[str, float]:
-        """The run's latest metrics; empty for a run that is gone."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return dict(self.client.get_run(run_id).data.metrics)
-        except MlflowException:
-            return {}
-
-    def running_runs(self) -> list[RunRecord]:
-        """The experiment's runs that are still RUNNING."""
-        found = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
-        return [RunRecord(run_id=r.info.run_id, tags=dict(r.data.tags), params=dict(r.data.params)) for r in found]
-
-    def mark_killed(self, run_id: str, tag: str, reason: str) -> None:
-        """End a run whose process died: KILLED, with why in `tag`."""
-        self.client.set_tag(run_id, tag, reason)
-        self.client.set_terminated(run_id, status="KILLED")
-
-    def run_tagged(self, key: str, value: str) -> str | None:
-        """The id of the experiment's run tagged `key=value`, if any."""
-        found = self.client.search_runs([self.experiment_id], f"tags.`{key}` = '{value}'", max_results=1)
-        return str(found[0].info.run_id) if found else None
-
     def versions_of_run(self, run_id: str) -> list[RegisteredVersion]:
         """The versions registered from a run."""
         return [self._as_registered(v) for v in self.client.search_model_versions(f"run_id = '{run_id}'",
                                                                                    max_results=10)]
-
-    def run_tags(self, run_id: str) -> dict[str, str]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return dict(self.client.get_run(run_id).data.tags)
-        except MlflowException:
-            return {}
 
     def register(
         self,

@@ -112,11 +112,11 @@ def recover(registry: Any, deployer: Any = None, *, evaluation_endpoint: Callabl
     """Close what runs whose process died left behind: their MLflow runs are marked KILLED with the reason, their
     Prefect flow runs Crashed, and, where endpoints are served (`deployer`), their temporary evaluation endpoint
     (`evaluation_endpoint(dataset_hash)` names it) and every expired one are deleted."""
-    crashed = dead_runs(registry.running_runs(), flow_run_state=flow_run_state)
+    crashed = dead_runs(registry.runs.running_runs(), flow_run_state=flow_run_state)
     removed: list[str] = []
     for run in crashed:
         log.warning("run %s crashed: %s; marking it KILLED", run.run_id, run.reason)
-        registry.mark_killed(run.run_id, CRASHED_TAG, run.reason)
+        registry.runs.mark_killed(run.run_id, CRASHED_TAG, run.reason)
         if run.flow_run_id and crash(run.flow_run_id, run.reason):
             log.warning("flow run %s marked Crashed", run.flow_run_id)
         if deployer is not None and evaluation_endpoint is not None and run.dataset_hash:

@@ -152,10 +152,10 @@ def detail(run: str, *, mlflow_ui: str, registry: Any = None) -> RunDetail:
 
 def _mlflow_links(registry: Any, mlflow_ui: str, flow_run_id: str) -> dict[str, str]:
     """The MLflow run a retrain run made, and the version it registered."""
-    run_id = registry.run_tagged(FLOW_RUN_TAG, flow_run_id)
+    run_id = registry.runs.run_tagged(FLOW_RUN_TAG, flow_run_id)
     if run_id is None:
         return {}
-    links = {"mlflow run": registry.run_url(mlflow_ui, run_id)}
+    links = {"mlflow run": registry.runs.run_url(mlflow_ui, run_id)}
     versions = registry.versions_of_run(run_id)
     if versions:
         links["version"] = registry.version_url(mlflow_ui, versions[0].version)

@@ -145,19 +145,12 @@ class Outcome(BaseModel):
         return f"{self.endpoint} serves {self.endpoint_config} ({self.strategy})"
 
 
-class SageMakerDeployer:
-    """Plans and applies deployments with a boto3 `sagemaker` client (SageMaker's or the local control plane's)."""
+class Planner:
+    """Every request of a deployment, from the versions, the strategy and the deployment config: the models,
+    the endpoint config (named from its content), the guardrails and the autoscaling."""
 
-    def __init__(self, client: Any, config: DeploymentConfig, *, role_arn: str | None = None,
-                 capture_uri: str | None = None, autoscaling_client: Any = None,
-                 progress: Callable[[str], None] | None = None) -> None:
-        self.client, self.config = client, config
-        self.role_arn = role_arn or LOCAL_ROLE
-        self.capture_uri = capture_uri
-        self.autoscaling = autoscaling_client
-        self.progress = progress or (lambda text: log.info("%s", text))
-
-    # --- planning --------------------------------------------------------------------------------
+    def __init__(self, config: DeploymentConfig, *, role_arn: str, capture_uri: str | None) -> None:
+        self.config, self.role_arn, self.capture_uri = config, role_arn, capture_uri
 
     def plan(self, endpoint: str, candidate: Version, strategy: Strategy, *, champion: Version | None = None,
              rollback_alarms: list[str] | None = None, tags: dict[str, str] | None = None) -> Plan:
@@ -247,6 +240,76 @@ class SageMakerDeployer:
                       "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
                       "ScaleInCooldown": scaling.scale_in_cooldown_s, "ScaleOutCooldown": scaling.scale_out_cooldown_s}}
         return target, policy
+
+
+
+class Autoscaling:
+    """Target tracking on a variant's invocations (application-autoscaling), and what an update must take off and
+    put back: SageMaker refuses to update an endpoint whose variants are registered for autoscaling."""
+
+    def __init__(self, client: Any, progress: Callable[[str], None]) -> None:
+        self.client, self.progress = client, progress
+
+    def scale(self, plan: Plan) -> None:
+        for target, policy in plan.scaling:
+            self.client.register_scalable_target(**target)
+            self.client.put_scaling_policy(**policy)
+
+    def deregister(self, endpoint: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """SageMaker refuses to update an endpoint whose variants are registered for autoscaling: take them off,
+        and return what was registered (targets and their policies) so that a failed update can put it back."""
+        resources = [f"endpoint/{endpoint['EndpointName']}/variant/{v['VariantName']}"
+                     for v in endpoint.get("ProductionVariants", [])]
+        if not resources:
+            return []
+        found = self.client.describe_scalable_targets(
+            ServiceNamespace="sagemaker", ResourceIds=resources,
+            ScalableDimension="sagemaker:variant:DesiredInstanceCount").get("ScalableTargets", [])
+        saved = []
+        for target in found:
+            policies = self.client.describe_scaling_policies(
+                ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount").get("ScalingPolicies", [])
+            saved.append(({k: target[k] for k in ("ServiceNamespace", "ResourceId", "ScalableDimension", "MinCapacity",
+                                                  "MaxCapacity")},
+                          [{k: p[k] for k in ("PolicyName", "ServiceNamespace", "ResourceId", "ScalableDimension",
+                                              "PolicyType", "TargetTrackingScalingPolicyConfiguration") if k in p}
+                           for p in policies]))
+            self.client.deregister_scalable_target(
+                ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+        return saved
+
+    def restore(self, saved: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Put back the autoscaling of the variants that still serve after a failed or rolled-back update."""
+        from botocore.exceptions import ClientError
+
+        for target, policies in saved:
+            try:
+                self.client.register_scalable_target(**target)
+                for policy in policies:
+                    self.client.put_scaling_policy(**policy)
+                self.progress(f"restored autoscaling of {target['ResourceId']}")
+            except ClientError as exc:
+                log.warning("could not restore autoscaling of %s: %s", target["ResourceId"], _reason(exc))
+
+
+
+class SageMakerDeployer:
+    """Plans and applies deployments with a boto3 `sagemaker` client (SageMaker's or the local control plane's)."""
+
+    def __init__(self, client: Any, config: DeploymentConfig, *, role_arn: str | None = None,
+                 capture_uri: str | None = None, autoscaling_client: Any = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.client, self.config = client, config
+        self.progress = progress or (lambda text: log.info("%s", text))
+        self.planner = Planner(config, role_arn=role_arn or LOCAL_ROLE, capture_uri=capture_uri)
+        self.autoscaling = Autoscaling(autoscaling_client, self.progress) if autoscaling_client is not None else None
+
+    def plan(self, endpoint: str, candidate: Version, strategy: Strategy, *, champion: Version | None = None,
+             rollback_alarms: list[str] | None = None, tags: dict[str, str] | None = None) -> Plan:
+        return self.planner.plan(endpoint, candidate, strategy, champion=champion, rollback_alarms=rollback_alarms,
+                                 tags=tags)
 
     # --- applying --------------------------------------------------------------------------------
 
@@ -375,13 +438,6 @@ class SageMakerDeployer:
         return float(self.config.timeout_seconds + policy.get("MaximumExecutionTimeoutInSeconds",
                                                               self.config.max_execution_seconds))
 
-    def _scale(self, plan: Plan) -> None:
-        if self.autoscaling is None:
-            return
-        for target, policy in plan.scaling:
-            self.autoscaling.register_scalable_target(**target)
-            self.autoscaling.put_scaling_policy(**policy)
-
     def describe(self, name: str) -> dict[str, Any] | None:
         """DescribeEndpoint's answer, or None when there is no such endpoint."""
         return self._endpoint(name)
@@ -409,46 +465,6 @@ class SageMakerDeployer:
             if exc.response["Error"]["Code"] == "ValidationException":
                 return False
             raise
-
-    def _deregister_scaling(self, endpoint: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """SageMaker refuses to update an endpoint whose variants are registered for autoscaling: take them off,
-        and return what was registered (targets and their policies) so that a failed update can put it back."""
-        if self.autoscaling is None:
-            return []
-        resources = [f"endpoint/{endpoint['EndpointName']}/variant/{v['VariantName']}"
-                     for v in endpoint.get("ProductionVariants", [])]
-        if not resources:
-            return []
-        found = self.autoscaling.describe_scalable_targets(
-            ServiceNamespace="sagemaker", ResourceIds=resources,
-            ScalableDimension="sagemaker:variant:DesiredInstanceCount").get("ScalableTargets", [])
-        saved = []
-        for target in found:
-            policies = self.autoscaling.describe_scaling_policies(
-                ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
-                ScalableDimension="sagemaker:variant:DesiredInstanceCount").get("ScalingPolicies", [])
-            saved.append(({k: target[k] for k in ("ServiceNamespace", "ResourceId", "ScalableDimension", "MinCapacity",
-                                                  "MaxCapacity")},
-                          [{k: p[k] for k in ("PolicyName", "ServiceNamespace", "ResourceId", "ScalableDimension",
-                                              "PolicyType", "TargetTrackingScalingPolicyConfiguration") if k in p}
-                           for p in policies]))
-            self.autoscaling.deregister_scalable_target(
-                ServiceNamespace="sagemaker", ResourceId=target["ResourceId"],
-                ScalableDimension="sagemaker:variant:DesiredInstanceCount")
-        return saved
-
-    def _restore_scaling(self, saved: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
-        """Put back the autoscaling of the variants that still serve after a failed or rolled-back update."""
-        from botocore.exceptions import ClientError
-
-        for target, policies in saved:
-            try:
-                self.autoscaling.register_scalable_target(**target)
-                for policy in policies:
-                    self.autoscaling.put_scaling_policy(**policy)
-                self.progress(f"restored autoscaling of {target['ResourceId']}")
-            except ClientError as exc:
-                log.warning("could not restore autoscaling of %s: %s", target["ResourceId"], _reason(exc))
 
     def _undo(self, plan: Plan, created: list[tuple[str, str]]) -> None:
         """Remove what this run created; what serves stays."""
@@ -482,6 +498,17 @@ class SageMakerDeployer:
         return any(v.get("ModelName") == model for v in [*config["ProductionVariants"],
                                                          *config.get("ShadowProductionVariants", [])])
 
+    def _scale(self, plan: Plan) -> None:
+        if self.autoscaling is not None:
+            self.autoscaling.scale(plan)
+
+    def _deregister_scaling(self, endpoint: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        return self.autoscaling.deregister(endpoint) if self.autoscaling is not None else []
+
+    def _restore_scaling(self, saved: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        if self.autoscaling is not None:
+            self.autoscaling.restore(saved)
+
 
 def _reason(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or getattr(exc, "last_response", None)
@@ -492,4 +519,3 @@ def _reason(exc: BaseException) -> str:
         if "FailureReason" in response:
             return f"{response.get('EndpointStatus', '')}: {response['FailureReason']}"
     return str(exc)
-

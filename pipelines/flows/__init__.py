@@ -170,27 +170,27 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
                     existing.status)
         return _finish(_result(settings, registry, store, existing, dataset.hash, None, ["prepare", "register"]))
 
-    with registry.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by,
+    with registry.runs.run(f"retrain-{dataset.hash[:8]}", {T.RUN_KEY: key, T.TRIGGERED_BY: settings.triggered_by,
                                                        **trigger.mlflow_tags(), **owner_tags()}) as run_id:
-        registry.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
+        registry.runs.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
             "hash": dataset.hash, "source": dataset.source, "source_hash": dataset.source_hash,
             "validation": dataset.validation.summary(), **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
-        registry.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
-        registry.log_text(run_id, dataset.validation.to_html(), "data_validation.html")
+        registry.runs.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
+        registry.runs.log_text(run_id, dataset.validation.to_html(), "data_validation.html")
         # Kept by content hash: a run killed after this stage and started again does not pay for it twice.
         # Never retried as a whole: a second attempt would start a second (paid) training job.
         trained = remembered(store, f"finetune/{dataset.hash[:16]}-{config.finetune.digest()}", TrainedModel,
                              lambda: reliable(train, policy, retry=False)(
                                  trainer, dataset, config.finetune,
-                                 on_metrics=lambda step, metrics: registry.log_metrics(run_id, metrics, step)))
-        registry.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
-        registry.log_params(run_id, {"base_model": trained.base_model})
+                                 on_metrics=lambda step, metrics: registry.runs.log_metrics(run_id, metrics, step)))
+        registry.runs.log_metrics(run_id, {f"train.{k}": v for k, v in trained.metrics.items()})
+        registry.runs.log_params(run_id, {"base_model": trained.base_model})
         if trained.loss_curve and Path(trained.loss_curve).exists():
-            registry.log_artifact(run_id, trained.loss_curve)
+            registry.runs.log_artifact(run_id, trained.loss_curve)
         result = reliable(evaluate, policy, retry=evaluation.retryable)(evaluation, trained, dataset.splits["test"],
                                                                        dataset.hash, logger.info)
         report = decide(result, config.evaluate.gates, config.evaluate.bootstrap)
-        registry.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
+        registry.runs.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
                                       if model is not None for k, v in model.metrics.items()})
         reliable(write_report, policy)(registry, store, run_id, result, report, dataset_hash=dataset.hash,
                                        bootstrap=config.evaluate.bootstrap)
@@ -199,7 +199,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
             built = reliable(build_package, policy)(trained, template=config.data.template,
                                                     generation=config.evaluate.generation.model_dump(), store=store,
                                                     region=settings.region, config=config.package)
-            registry.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image,
+            registry.runs.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image,
                                                      # the base model as its container serves it (JumpStart's)
                                                      "base_uri": trained.lineage.get("base_artifact", "")}})
             logger.info("packaged the candidate: %s (%s)", built.uri, "reused" if built.reused else "new")
@@ -212,7 +212,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
                                    package=None if built is None else {"uri": built.uri, "digest": built.digest,
                                                                        "image": built.image}),
                   **trigger.mlflow_tags()},
-            description=candidate_description(result, report, run_url=registry.run_url(settings.mlflow_ui_url, run_id)),
+            description=candidate_description(result, report, run_url=registry.runs.run_url(settings.mlflow_ui_url, run_id)),
         )
     reused = [stage for stage, was in (("prepare", dataset.reused), ("finetune", trained.reused)) if was]
     outcome = _result(settings, registry, store, version, dataset.hash, result, reused)
@@ -224,7 +224,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
 def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, version: RegisteredVersion,
             dataset_hash: str, result: EvalResult | None, reused: list[str]) -> RetrainResult:
     if result is None:  # an earlier run made this version: read its numbers back
-        metrics = registry.run_metrics(version.run_id)
+        metrics = registry.runs.run_metrics(version.run_id)
         candidate = {k.removeprefix("candidate."): v for k, v in metrics.items() if k.startswith("candidate.")}
         base = {k.removeprefix("base."): v for k, v in metrics.items() if k.startswith("base.")}
     else:
@@ -233,7 +233,7 @@ def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, 
         model_name=version.name, version=version.version, status=version.status,
         gate=version.tags.get(T.GATE, "unknown"), gate_summary=version.tags.get(T.GATE_SUMMARY, ""),
         run_id=version.run_id,
-        run_url=registry.run_url(settings.mlflow_ui_url, version.run_id),
+        run_url=registry.runs.run_url(settings.mlflow_ui_url, version.run_id),
         version_url=registry.version_url(settings.mlflow_ui_url, version.version),
         dataset_hash=dataset_hash, candidate=candidate, base=base, reused=version.reused, reused_stages=reused,
         report_uri=store.uri(f"reports/{version.run_id}/gate_report.html"),

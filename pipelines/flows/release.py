@@ -55,7 +55,7 @@ def make_releaser(settings: Settings, config: PipelineConfig, progress: Callable
 
     def baseline(candidate: RegisteredVersion) -> Version:
         """What the endpoint serves before any version is champion: the base model `candidate` was fine-tuned from."""
-        params = registry.run_params(candidate.run_id) if candidate.run_id else {}
+        params = registry.runs.run_params(candidate.run_id) if candidate.run_id else {}
         return packaged_base(params.get("package.base_uri", ""), candidate.tags.get(T.PACKAGE_IMAGE, ""))
 
     return Releaser(registry, store, make_deployer(settings, config, progress=progress), config=config.release,

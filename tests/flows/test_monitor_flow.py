@@ -167,7 +167,7 @@ def test_the_reference_is_the_training_split_the_served_versions_lineage_names(
     monkeypatch.setenv("GENAIOPS_WORKSPACE", str(lab["workspace"]))
     settings, config = load_settings(), lab["config"].model_copy(update={"model_name": "lineage-model"})
     registry = make_registry(settings, config)
-    with registry.run("lineage", {}) as run_id:
+    with registry.runs.run("lineage", {}) as run_id:
         version = registry.register(run_id, weights_path=str(tiny_model_dir), description="",
                                     model_config={"kind": "full", "template": lab["template"]},
                                     tags={T.DATASET_HASH: lab["dataset"].hash})

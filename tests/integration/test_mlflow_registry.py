@@ -39,8 +39,8 @@ def test_register_is_idempotent_and_the_version_serves_through_pyfunc(
     config = {"kind": "adapter", "base_model": "tiny", "base_model_path": str(tiny_model_dir),
               "template": "Summarize:\n{input}\nSummary:", "generation": {"max_new_tokens": 4, "batch_size": 2}}
     tags = {T.APPROVAL_STATUS: T.PENDING, T.GATE: "passed", T.RUN_KEY: "key-1", T.DATASET_HASH: "d" * 64}
-    with registry.run("it-run", {T.RUN_KEY: "key-1"}) as run_id:
-        registry.log_metrics(run_id, {"candidate.rougeL": 0.5})
+    with registry.runs.run("it-run", {T.RUN_KEY: "key-1"}) as run_id:
+        registry.runs.log_metrics(run_id, {"candidate.rougeL": 0.5})
         first = registry.register(run_id, weights_path=str(adapter), model_config=config, tags=tags,
                                   description="**Gate passed.**")
         second = registry.register(run_id, weights_path=str(adapter), model_config=config, tags=tags,
@@ -61,6 +61,6 @@ def test_register_is_idempotent_and_the_version_serves_through_pyfunc(
 
 def test_a_failing_block_marks_the_run_failed(server: str) -> None:
     registry = MlflowRegistry(server, experiment="it", model_name="it-model")
-    with pytest.raises(RuntimeError, match="boom"), registry.run("failing", {}) as run_id:
+    with pytest.raises(RuntimeError, match="boom"), registry.runs.run("failing", {}) as run_id:
         raise RuntimeError("boom")
     assert registry.client.get_run(run_id).info.status == "FAILED"
