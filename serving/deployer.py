@@ -424,6 +424,16 @@ class SageMakerDeployer:
             self.progress(f"removed {item}")
         return removed
 
+    def wait_in_service(self, endpoint: str) -> dict[str, Any]:
+        """Until the endpoint is InService (DeploymentError with SageMaker's reason when it is not); its description."""
+        from botocore.exceptions import WaiterError
+
+        try:
+            self._wait("endpoint_in_service", endpoint)
+        except WaiterError as exc:
+            raise DeploymentError(f"endpoint {endpoint}: {_reason(exc)}") from None
+        return dict(self.client.describe_endpoint(EndpointName=endpoint))
+
     def _wait(self, waiter: str, endpoint: str, seconds: float | None = None) -> None:
         delay = max(1, round(self.config.poll_seconds or 30))
         budget = seconds or self.config.timeout_seconds

@@ -152,3 +152,17 @@ def jumpstart(monkeypatch: pytest.MonkeyPatch, scratch: Path, base_dir: Path, ad
 
     monkeypatch.setattr("pipelines.backends.boto_session", session)
     return calls
+
+
+def adapter(base: Path, target: Path, seed: int) -> Path:
+    """An (untrained) LoRA adapter on `base`, with its tokenizer, as a fine-tuned artifact carries it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(base).save_pretrained(target)
+    return target

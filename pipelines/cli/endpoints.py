@@ -105,15 +105,13 @@ def _sagemaker() -> tuple[Any, Any, Any]:
     return settings, pipeline, make_sagemaker(settings)
 
 
-def _wait(client: Any, name: str) -> None:
-    from botocore.exceptions import WaiterError
+def _wait(deployer: Any, name: str) -> None:
+    from serving.deployer import DeploymentError
 
     try:
-        client.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 3600})
-    except WaiterError as exc:
-        described = (exc.last_response or {})
-        fail(f"endpoint {name} is {described.get('EndpointStatus', 'not InService')}: "
-             f"{described.get('FailureReason', exc)}", EXIT_FAILED)
+        deployer.wait_in_service(name)
+    except DeploymentError as exc:
+        fail(str(exc), EXIT_FAILED)
 
 
 @endpoints_app.command("create")
@@ -138,7 +136,7 @@ def endpoints_create(
     """Create an endpoint (CreateModel, CreateEndpointConfig, CreateEndpoint) and wait until it is InService."""
     from botocore.exceptions import ClientError
 
-    from pipelines.backends import capture_uri, make_sagemaker
+    from pipelines.backends import capture_uri, make_deployer
     from serving import endpoints
     from serving.deployer import LOCAL_ROLE
 
@@ -151,16 +149,16 @@ def endpoints_create(
     except ValueError as exc:
         fail(f"endpoint {name}: {exc}", EXIT_USAGE)
     variants = [_resolve(settings, pipeline, item) for item in items]
-    client = make_sagemaker(settings)
+    deployer = make_deployer(settings, pipeline)
     try:
-        endpoints.create(client, name, variants, role_arn=settings.sagemaker_role_arn or LOCAL_ROLE,
+        endpoints.create(deployer.client, name, variants, role_arn=settings.sagemaker_role_arn or LOCAL_ROLE,
                          instance_type=pipeline.deployment.instance_type, capture_uri=capture_uri(settings),
                          capture_percent=capture, timeout_s=timeout, max_batch_size=max_batch_size,
                          shadow_share=shadow_share)
     except ClientError as exc:
         fail(f"endpoint {name}: {_client_error(exc)}", EXIT_FAILED)
     err.print(f"{name}: Creating")
-    _wait(client, name)
+    _wait(deployer, name)
     _invoke_hints(settings, name)
 
 
@@ -237,13 +235,16 @@ def endpoints_update_weights(
             fail(f"{item!r}: expected VARIANT=WEIGHT with a number", EXIT_USAGE)
         if parsed[variant] < 0:
             fail(f"{item!r}: a weight cannot be negative", EXIT_USAGE)
-    _, _, client = _sagemaker()
+    from pipelines.backends import make_deployer
+
+    settings, pipeline = load(None)
+    deployer = make_deployer(settings, pipeline)
     try:
-        endpoints.update_weights(client, name, parsed)
+        endpoints.update_weights(deployer.client, name, parsed)
     except ClientError as exc:
         fail(f"endpoint {name}: {_client_error(exc)}", EXIT_FAILED)
-    _wait(client, name)
-    out.print(_table([endpoints.served(client, name)]))
+    _wait(deployer, name)
+    out.print(_table([endpoints.served(deployer.client, name)]))
 
 
 @endpoints_app.command("delete")

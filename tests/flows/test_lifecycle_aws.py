@@ -27,25 +27,11 @@ from mlflow import MlflowClient
 
 from contracts import tags as T
 from pipelines.settings import PipelineConfig
-from tests.aws import REGION, aws_backend, jumpstart, notices, with_percentiles
+from tests.aws import REGION, adapter, aws_backend, jumpstart, notices, with_percentiles
 
 MODEL = "summarizer"
 TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
 GENERATION = {"max_new_tokens": 6, "batch_size": 4}
-
-
-def adapter(base: Path, target: Path, seed: int) -> Path:
-    """An (untrained) LoRA adapter on `base`, with its tokenizer, as a fine-tuned artifact carries it."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    model.save_pretrained(target)
-    AutoTokenizer.from_pretrained(base).save_pretrained(target)
-    return target
 
 
 def config(source: Path) -> PipelineConfig:

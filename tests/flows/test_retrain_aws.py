@@ -1,6 +1,6 @@
 """The whole retrain on the aws backend, offline: moto's server on 127.0.0.1 stands in for S3, IAM, KMS and
 SageMaker's training jobs, a botocore hook answers DescribeHubContent (which moto lacks) with the JumpStart
-spec, and the training job's artifact is a real model: SmolLM2-135M-Instruct with a LoRA adapter, packaged
+spec, and the training job's artifact is a real model: the tiny test model with a LoRA adapter, packaged
 as the deployer packages it. The local SageMaker control plane serves `candidate` and `base` on a temporary
 endpoint from those S3 artifacts, so the evaluation numbers are real; the run registers one version with its
 lineage and leaves no endpoint, endpoint config or model behind, also when evaluation fails half-way."""
@@ -19,6 +19,7 @@ from contracts import tags as T
 from pipelines.reliability import OrchestrationConfig, RetryConfig
 from pipelines.settings import PipelineConfig
 from tests.aws import BUCKET, REGION, aws_backend, jumpstart
+from tests.aws import adapter as make_adapter
 from tests.servers import control_plane_state
 
 TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
@@ -26,30 +27,19 @@ GENERATION = {"max_new_tokens": 8, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """SmolLM2-135M-Instruct as a Hugging Face folder, and an (untrained) LoRA adapter on it."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from steps.base_model import resolve_base_model
-
-    base = resolve_base_model("builtin:smollm2-135m-instruct", tmp_path_factory.mktemp("models"))
-    adapter = tmp_path_factory.mktemp("adapter")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    model.save_pretrained(adapter)
-    AutoTokenizer.from_pretrained(base).save_pretrained(adapter)  # a fine-tuned artifact carries its tokenizer
-    return Path(base), adapter
+def adapter(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny model as the JumpStart base model, and an (untrained) LoRA adapter on it."""
+    return tiny_model_dir, make_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), seed=1)
 
 
 @pytest.fixture
-def aws(isolated_env: Path, smollm2: tuple[Path, Path], sample_jsonl: Path, tmp_path: Path, moto_url: str,
+def aws(isolated_env: Path, adapter: tuple[Path, Path], sample_jsonl: Path, tmp_path: Path, moto_url: str,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """moto's server (emptied), JumpStart offline and the local control plane, and the aws backend's settings
     pointing at them."""
-    base_dir, adapter = smollm2
+    base_dir, trained = adapter
     with aws_backend(isolated_env, moto_url, monkeypatch) as world:
-        calls = jumpstart(monkeypatch, tmp_path / "scratch", base_dir, [adapter], template=TEMPLATE,
+        calls = jumpstart(monkeypatch, tmp_path / "scratch", base_dir, [trained], template=TEMPLATE,
                           generation=GENERATION)
         config = PipelineConfig.model_validate({
             "model_name": "summarizer",
