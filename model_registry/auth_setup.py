@@ -94,6 +94,8 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
         "MLFLOW_AUTH_ADMIN_PASSWORD": chosen[approval.admin_account],
         # A route MLflow's permissions do not cover is refused rather than allowed.
         "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
+        # No job runner: the GenAI jobs it runs are refused here anyway (they write to the registry indirectly).
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret.read_text(),
         POLICY_ENV: str(policy),
     }

@@ -37,6 +37,9 @@ DEFAULTS = {
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
     # A temporary Prefect server can start slowly on a busy two-core machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # An MLflow server starts a job runner (huey consumers, a periodic-task scheduler) for its GenAI jobs, which
+    # genaiops neither uses nor allows (the approval server refuses their routes): it only takes CPU.
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     # The MLflow git probe shells out for every run; nothing here needs it.
     "GIT_PYTHON_REFRESH": "quiet",
 }
