@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,6 +40,11 @@ class ApprovalConfig(BaseModel):
     separation_of_duties: bool = Field(True, description="an approver may not approve a version they triggered")
     users: list[str] = Field(default_factory=lambda: list(DEFAULT_USERS),
                              description="accounts `make ui` creates in the local user store (the admin always)")
+    sign_in: Literal["password", "load-balancer"] = Field(
+        "password", description="how people sign in: `password`, an account of `users` in the server's user store; "
+                                "`load-balancer`, through the approval server's public load balancer (Cognito on "
+                                "AWS), named by its identity claim (approvers are those names, not in `users`), "
+                                "while only the service accounts have passwords")
     demo: bool = Field(True, description="`genaiops run` (make run) approves a passing candidate itself, as the demo "
                                          "approver, through the approval server and labelled a demo approval; false: "
                                          "the run stops at PendingManualApproval until a person approves in the UI")
@@ -66,7 +72,7 @@ class ApprovalConfig(BaseModel):
         if shared:
             raise ValueError(f"each service account must be its own: {', '.join(shared)} is used twice")
         missing = sorted(set(self.approvers) - set(self.users))
-        if missing:
+        if missing and self.sign_in == "password":
             raise ValueError(f"approvers {missing} are not in users")
         return self
 

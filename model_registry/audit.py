@@ -21,10 +21,16 @@ def _safe(name: str) -> str:
 
 
 class AuditLog:
-    """Audit entries of every model, under `audit/<model>/` in the artifact store."""
+    """Audit entries of every model, under `audit/<model>/` in the artifact store.
 
-    def __init__(self, store: ArtifactStore) -> None:
-        self.store = store
+    Two stores may hold them. `store` is where this writer appends: the approval server its own (on AWS a bucket
+    with S3 Object Lock that only the server's role may write), a flow the artifact store (watcher and release
+    decisions). `server` is the approval server's store as a flow reads it: the approval decisions an approval's
+    standing is judged by (`server_entries`) come from there alone, so an entry a flow (or training code) could
+    write never vouches for an approval. Without `server` (one store, as on a laptop) both are `store`."""
+
+    def __init__(self, store: ArtifactStore, server: ArtifactStore | None = None) -> None:
+        self.store, self.server = store, server
 
     def append(self, entry: AuditEntry) -> bool:
         """Record an entry; False if the identical entry is already there (a retried write)."""
@@ -35,10 +41,20 @@ class AuditLog:
         return self.store.put_new(key, body)
 
     def entries(self, model: str, version: str | None = None) -> list[AuditEntry]:
-        entries = [AuditEntry.model_validate_json(self.store.get(key))
-                   for key in self.store.list_keys(f"{PREFIX}/{_safe(model)}")]
+        """Every entry of the model (or one version), from both stores, in time order."""
+        stores = [self.store] if self.server is None else [self.server, self.store]
+        entries = [e for store in stores for e in _read(store, model)]
         entries.sort(key=lambda e: e.at)
         return [e for e in entries if version is None or e.version == version]
+
+    def server_entries(self, model: str, version: str | None = None) -> list[AuditEntry]:
+        """The approval server's entries only: what an approval's standing is judged by."""
+        entries = sorted(_read(self.server or self.store, model), key=lambda e: e.at)
+        return [e for e in entries if version is None or e.version == version]
+
+
+def _read(store: ArtifactStore, model: str) -> list[AuditEntry]:
+    return [AuditEntry.model_validate_json(store.get(key)) for key in store.list_keys(f"{PREFIX}/{_safe(model)}")]
 
 
 def now() -> str:

@@ -145,7 +145,7 @@ def _guard() -> Any:
             return catch_mlflow_exception(lambda: _parse(kind, route))()  # MLflow's own 400, nothing written
         write = Write(action=kind[1], model="", route=route)
     if user == ANONYMOUS:
-        _audit(_entry(write, user, None, "refused: not signed in"))
+        audit(_entry(write, user, None, "refused: not signed in"))
         return authorization  # MLflow's 401 with its WWW-Authenticate challenge
     missing = missing_fields(write)
     if missing:  # nothing can be written; say what is missing, as MLflow would
@@ -155,7 +155,7 @@ def _guard() -> Any:
     try:
         tags, target, old, evidence = _read(write, request)
     except RegistryUnavailableError as exc:
-        _audit(_entry(write, user, None, f"refused: the registry could not be read to decide ({exc})"))
+        audit(_entry(write, user, None, f"refused: the registry could not be read to decide ({exc})"))
         log.error("refused %s by %s: registry unavailable: %s", route, user, exc)
         return _response(503, "TEMPORARILY_UNAVAILABLE", f"the registry could not be read to check this write: {exc}")
     reason = refuse_write(user, write, tags, config, target)
@@ -165,7 +165,7 @@ def _guard() -> Any:
             refuse_registration(new_tags, write.run_id, evidence)
     entry = _entry(write, user, tags, "accepted" if reason is None else f"refused: {reason}", old)
     if reason is not None:
-        _audit(entry)
+        audit(entry)
         log.warning("refused %s on %s v%s by %s: %s", route, write.model, write.version, user, reason)
         return _response(403, "PERMISSION_DENIED", reason)
     g.genaiops_allowed = True
@@ -270,7 +270,7 @@ def _entry(write: Write, user: str, tags: dict[str, str] | None, outcome: str, o
                       note=note[:2000], action=write.action, route=write.route)
 
 
-def _audit(entry: AuditEntry) -> None:
+def audit(entry: AuditEntry) -> None:
     try:
         policy()[1].append(entry)
     except Exception:  # the refusal stands; the missing record is logged loudly
@@ -293,7 +293,7 @@ def _record(response: Any) -> Any:
         return response  # writing the value that is there already changes nothing
     if entry.key == T.APPROVAL_STATUS:
         _stamp(entry)
-    _audit(entry)
+    audit(entry)
     if entry.key in APPROVAL_TAGS:
         _log_to_source_run(entry)
     return response

@@ -16,8 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from model_registry.alb_identity import AlbIdentityConfig
 from model_registry.approval import ApprovalConfig
 from model_registry.auth_app import POLICY_ENV
+
+BASIC = "mlflow.server.auth:authenticate_request_basic_auth"
+SIGN_IN = "model_registry.sign_in:authenticate"  # the load balancer's signed sign-in, then basic auth
 
 
 class AuthServer(BaseModel):
@@ -57,27 +61,48 @@ def _passwords(folder: Path, users: list[str], given: dict[str, str]) -> tuple[d
     return merged, path
 
 
-def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], passwords: dict[str, str]) -> AuthServer:
-    """Write the auth config and policy, seed the user store, and return the server's environment."""
+def auth_database(folder: Path, backend_store_uri: str) -> str:
+    """Where the user store lives: on the backend store's database when that is a database server (PostgreSQL:
+    one database to run, back up and encrypt), else a SQLite file beside the policy."""
+    if backend_store_uri.startswith(("postgresql", "mysql", "mssql")):
+        return backend_store_uri
+    return f"sqlite:///{folder / 'users.db'}"
+
+
+def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], passwords: dict[str, str],
+            backend_store_uri: str = "", identity: AlbIdentityConfig | None = None) -> AuthServer:
+    """Write the auth config and policy, seed the user store, and return the server's environment.
+
+    With `identity`, people sign in through the load balancer (`model_registry.sign_in`) and only the service
+    accounts and the admin get passwords: an approver has no password to leak."""
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
     folder.mkdir(parents=True, exist_ok=True)
-    database = f"sqlite:///{folder / 'users.db'}"
+    database = auth_database(folder, backend_store_uri)
+    if (identity is None) != (approval.sign_in == "password"):
+        raise ValueError("approval.sign_in is load-balancer: the server needs the load balancer's identity "
+                         "(its signer ARN and key endpoint)" if identity is None else
+                         "the load balancer's identity is given, but approval.sign_in is password")
     accounts = list(dict.fromkeys([approval.admin_account, *approval.users]))
+    if identity is not None:
+        accounts = [approval.admin_account, approval.pipeline_account, approval.watcher_account,
+                    approval.release_account]
     chosen, passwords_file = _passwords(folder, accounts, passwords)
     ini = folder / "basic_auth.ini"
     # READ by default: a signed-in user reads everything and writes only what they created; every
     # registry write is decided by the genaiops-auth app (model_registry.permissions), whatever this says.
-    ini.write_text("[mlflow]\n"
+    _write_private(ini, "[mlflow]\n"
                    "default_permission = READ\n"
-                   f"database_uri = {database}\n"
+                   f"database_uri = {database.replace('%', '%%')}\n"  # configparser reads % as interpolation
                    f"admin_username = {approval.admin_account}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   f"authorization_function = {SIGN_IN if identity else BASIC}\n"
                    # A verified credential is remembered (as an HMAC, per process) for a minute: without
                    # it every API call of every UI page pays a deliberately slow PBKDF2 check.
                    "auth_cache_ttl_seconds = 60\n")
     policy = folder / "approval_policy.json"
-    policy.write_text(json.dumps({"approval": approval.model_dump(), "audit": audit}, indent=2))
+    document = {"approval": approval.model_dump(), "audit": audit,
+                "identity": identity.model_dump() if identity else None}
+    policy.write_text(json.dumps(document, indent=2))
     secret = folder / "flask_secret"
     if not secret.exists():
         _write_private(secret, secrets.token_hex(32))
@@ -102,6 +127,19 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
     return AuthServer(folder=str(folder), env=env, passwords_file=str(passwords_file), users=accounts)
 
 
-def server_command(mlflow: str, *, backend_store_uri: str, artifact_root: str, port: int) -> list[str]:
-    return [mlflow, "server", "--app-name", "genaiops-auth", "--backend-store-uri", backend_store_uri,
-            "--default-artifact-root", artifact_root, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+def server_command(mlflow: str, *, artifact_root: str, port: int, host: str = "127.0.0.1", workers: int = 1) -> list[str]:
+    """The server's command line; the backend store goes in MLFLOW_BACKEND_STORE_URI (`server_env`), since a
+    database URI carries a password that a command line would show to every user of the machine."""
+    return [mlflow, "server", "--app-name", "genaiops-auth", "--default-artifact-root", artifact_root,
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def server_env(server: AuthServer, backend_store_uri: str) -> dict[str, str]:
+    return {**server.env, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+
+
+def redacted(uri: str) -> str:
+    """A store URI fit to print: the password of `scheme://user:password@host/...` replaced by ***."""
+    import re
+
+    return re.sub(r"^([a-z0-9+.-]+://[^:/@]+):[^@]*@", r"\1:***@", uri)

@@ -55,7 +55,7 @@ def watch_approvals(registry: MlflowRegistry, audit: AuditLog, store: ArtifactSt
         tags = version.tags
         if tags.get(T.APPROVAL_STATUS) != T.APPROVED:
             continue
-        reason = approval_stands(tags, audit.entries(version.name, version.version), config,
+        reason = approval_stands(tags, audit.server_entries(version.name, version.version), config,
                                  registry.runs.run_tags(tags.get(T.SOURCE_RUN, "")).get(T.RUN_KEY))
         if reason is not None:
             decisions.append(_revert(registry, audit, config, version.version, tags, reason))

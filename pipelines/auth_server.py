@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from model_registry.alb_identity import AlbIdentityConfig
 from model_registry.approval import ApprovalConfig
-from model_registry.auth_setup import prepare, server_command
+from model_registry.auth_setup import prepare, server_command, server_env
 from pipelines.processes import stop_group
 
 BIN = Path(sys.executable).parent
@@ -46,16 +47,17 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: P
 @contextmanager
 def auth_server(folder: Path, *, approval: ApprovalConfig, tracking_uri: str, artifact_root: str,
                 audit: Mapping[str, Any], passwords: Mapping[str, str] | None = None,
-                timeout: float = 300) -> Iterator[tuple[str, dict[str, str]]]:
+                identity: AlbIdentityConfig | None = None, timeout: float = 300) -> Iterator[tuple[str, dict[str, str]]]:
     """Set up the auth folder as `genaiops ui` does, start the server on a free port, and yield its URL and the
-    accounts' passwords."""
-    server = prepare(folder, approval=approval, audit=dict(audit), passwords=dict(passwords or {}))
+    accounts' passwords. `tracking_uri` is its backend store (SQLite or PostgreSQL); with `identity`, people sign
+    in through the load balancer that signs `x-amzn-oidc-data`, as on AWS."""
+    server = prepare(folder, approval=approval, audit=dict(audit), passwords=dict(passwords or {}),
+                     backend_store_uri=tracking_uri, identity=identity)
     chosen = json.loads(Path(server.passwords_file).read_text())
     port = free_port()
     log = folder / "server.log"
-    command = server_command(str(BIN / "mlflow"), backend_store_uri=tracking_uri, artifact_root=artifact_root,
-                             port=port)
-    env = {**os.environ, **server.env, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    command = server_command(str(BIN / "mlflow"), artifact_root=artifact_root, port=port)
+    env = {**os.environ, **server_env(server, tracking_uri), "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

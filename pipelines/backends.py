@@ -17,6 +17,7 @@ from steps.artifacts import ArtifactStore, LocalStore, S3Store
 from steps.finetune import LocalLoraTrainer, Trainer
 
 if TYPE_CHECKING:
+    from model_registry.audit import AuditLog
     from model_registry.mlflow_registry import MlflowRegistry
     from model_registry.sagemaker_mirror import ModelPackageMirror
     from monitoring.metrics import MetricSink, MetricSource
@@ -268,11 +269,28 @@ def shares_host(settings: Settings) -> bool:
 # --- registry, preflight, the twin ---------------------------------------------------------------------
 
 def audit_spec(settings: Settings) -> dict[str, object]:
-    """Where the approval server appends audit entries: the same artifact store the pipeline uses."""
+    """Where the approval server appends audit entries: on aws the approval stack's audit bucket (Object Lock,
+    written by the server's role alone) when it is set, else the artifact store; locally the workspace's."""
     if _aws(settings):
+        if settings.audit_bucket:
+            return {"kind": "s3", "bucket": settings.audit_bucket, "prefix": "", "region": settings.region,
+                    "kms_key_id": settings.kms_key_id}
         return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
                 "region": settings.region, "kms_key_id": settings.kms_key_id}
     return {"kind": "local", "root": str(settings.root / "artifacts")}
+
+
+def make_audit(settings: Settings) -> AuditLog:
+    """The audit log as a flow sees it: it appends its decisions to the artifact store and judges approvals by the
+    approval server's entries alone (the audit bucket on aws, read-only to the flows)."""
+    from model_registry.audit import AuditLog
+
+    store = make_store(settings)
+    if _aws(settings) and settings.audit_bucket:
+        import boto3
+
+        return AuditLog(store, server=S3Store(settings.audit_bucket, boto3.client("s3", region_name=settings.region)))
+    return AuditLog(store)
 
 
 def retrain_plan(settings: Settings, config: PipelineConfig) -> Any:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     capture_bucket: str | None = Field(None, description="S3 bucket endpoints capture to (aws backend); default: the "
                                                          "artifact bucket's capture/ prefix")
     kms_key_id: str | None = Field(None, description="KMS key for S3 artifacts (aws backend)")
+    audit_bucket: str | None = Field(None, description="the approval stack's audit bucket (aws backend; its "
+                                                       "AuditBucketName): the approval server's entries, with S3 "
+                                                       "Object Lock, that approvals are judged by")
     mlflow_tracking_uri: str | None = Field(None, description="defaults to a SQLite store in the workspace")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where approvers open the MLflow UI")
     sagemaker_role_arn: str | None = Field(None, description="execution role of SageMaker jobs (aws backend)")

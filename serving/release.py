@@ -126,10 +126,11 @@ class Releaser:
 
     def __init__(self, registry: MlflowRegistry, store: ArtifactStore, deployer: SageMakerDeployer, *,
                  config: ReleaseConfig, monitoring: MonitoringConfig, approval: ApprovalConfig, alarms: Alarms,
-                 notify_topic: str = "", baseline: Callable[[RegisteredVersion], Version] | None = None) -> None:
+                 notify_topic: str = "", baseline: Callable[[RegisteredVersion], Version] | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.registry, self.store, self.deployer, self.alarms = registry, store, deployer, alarms
         self.baseline = baseline if config.baseline else None  # the base model a version was fine-tuned from
-        self.ledger = ReleaseLedger(registry, AuditLog(store), approval)
+        self.ledger = ReleaseLedger(registry, audit or AuditLog(store), approval)
         self.config, self.monitoring, self.approval, self.notify_topic = config, monitoring, approval, notify_topic
         self.model = registry.model_name
         self.endpoint = config.endpoint_of(self.model)

@@ -84,14 +84,24 @@ class LocalStore:
         return self._path(key).as_uri()
 
     def put_new(self, key: str, data: bytes) -> bool:
+        """Written whole to a temp file, then linked into place: the link fails if the key exists, and a process
+        killed mid-write leaves only a hidden temp file, never a half-written entry under the key."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            return False
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return True
 
     def list_keys(self, prefix: str) -> list[str]:

@@ -88,3 +88,71 @@ def key_endpoint(*keys: SigningKey) -> Iterator[KeyEndpoint]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+SESSION_COOKIE = "AWSELBAuthSessionCookie-0"  # the ALB's session cookie after a sign-in
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                        "transfer-encoding", "upgrade", "content-length"})
+
+
+@contextmanager
+def signing_proxy(upstream: str, key: SigningKey, people: dict[str, dict[str, Any]],
+                  signer: str = SIGNER) -> Iterator[str]:
+    """The public load balancer in front of the approval server, played on 127.0.0.1: a request whose session
+    cookie names one of `people` (cookie value -> the IdP's claims of that person) is forwarded with
+    `x-amzn-oidc-data` signed for them; any `x-amzn-oidc-*` header the client sent is dropped, as is the request
+    of someone not signed in (401, where the ALB would redirect to the sign-in page)."""
+    import http.client
+    import urllib.parse
+    from http.cookies import SimpleCookie
+
+    target = urllib.parse.urlsplit(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            session = cookie.get(SESSION_COOKIE)
+            claims = people.get(session.value) if session is not None else None
+            if claims is None:
+                self.answer(401, [("Content-Type", "text/plain")], b"sign in first")
+                return
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in HOP_BY_HOP and not k.lower().startswith("x-amzn-oidc")}
+            headers["x-amzn-oidc-data"] = key.token(claims, signer=signer)
+            headers["x-amzn-oidc-identity"] = str(claims.get("sub", ""))
+            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
+            try:
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                self.answer(response.status, [(k, v) for k, v in response.getheaders()
+                                              if k.lower() not in HOP_BY_HOP], response.read())
+            finally:
+                connection.close()
+
+        def answer(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = forward  # noqa: N815
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,6 +15,19 @@ from model_registry.approval import ApprovalConfig
 
 CONFIG = ApprovalConfig()
 
+# People as the approval stack's Cognito user pool knows them (the claims its load balancer signs), and the rules
+# as an AWS deployment writes them: approvers by their sign-in claim, only service accounts with passwords.
+PEOPLE = {name: {"sub": f"7f4c0a8e-0000-4000-8000-00000000000{i}", "email": f"{name}@example.com",
+                 "email_verified": "true", "username": name} for i, name in enumerate(("alice", "bob"), 1)}
+ALB_CONFIG = ApprovalConfig(approvers=[PEOPLE["alice"]["email"]], sign_in="load-balancer", demo=False,
+                            users=[CONFIG.pipeline_account, CONFIG.watcher_account, CONFIG.release_account])
+
+
+def name(server: dict[str, Any], user: str) -> str:
+    """Who the server knows `user` as: the email claim of a person signed in by the load balancer, else the name."""
+    people = server.get("people") or {}
+    return str(people[user]["email"]) if user in people else user
+
 
 def as_user(server: dict[str, Any], user: str) -> MlflowClient:
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, server["passwords"][user]
@@ -57,7 +70,8 @@ def register(server: dict[str, Any], model: str, *, gate: str = "passed", trigge
 def cli(server: dict[str, Any], user: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`genaiops ARGS` as `user`, against the server."""
     full = {**os.environ, "GENAIOPS_WORKSPACE": str(server["workspace"]), "GENAIOPS_MLFLOW_TRACKING_URI": server["url"],
-            "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": server["passwords"][user], "COLUMNS": "200",
+            "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": server["passwords"].get(user, ""),
+            "COLUMNS": "200",
             **(env or {})}
     return subprocess.run([str(Path(sys.executable).parent / "genaiops"), *args], env=full, capture_output=True,
                           text=True, timeout=300, check=False)

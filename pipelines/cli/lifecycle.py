@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from model_registry.auth_setup import redacted
 from pipelines.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -144,7 +145,7 @@ def retrain(
             fail("cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in planned.checks if c.state == "failed"),
                  EXIT_USAGE)
         return
-    err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
+    err.print(f"workspace: {settings.root}  ·  MLflow store: {redacted(settings.tracking_uri)}")
     _print_result(_flow(retrain_flow, pipeline), settings, pipeline)
 
 
@@ -174,7 +175,7 @@ def run_lifecycle(config: ConfigOption = None) -> None:
     from contracts import tags as T
     from pipelines.flows.lifecycle import lifecycle
 
-    err.print(f"workspace: {settings.root}  ·  MLflow store: {settings.tracking_uri}")
+    err.print(f"workspace: {settings.root}  ·  MLflow store: {redacted(settings.tracking_uri)}")
     result = _flow(lifecycle, pipeline)
     _print_result(result.retrain, settings, pipeline, approval_hint=False)
     out.print(f"[bold]{pipeline.model_name}: the lifecycle[/]" + (" (nothing new: every stage reused)"

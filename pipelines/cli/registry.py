@@ -35,7 +35,7 @@ def ui(
     """Serve the MLflow UI on 127.0.0.1 with sign-in and the approval rules (what `make ui` runs)."""
     go_offline()
     settings, pipeline = load(None)
-    from model_registry.auth_setup import parse_passwords, prepare, server_command
+    from model_registry.auth_setup import parse_passwords, prepare, redacted, server_command, server_env
     from pipelines.backends import audit_spec
 
     mlflow = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
@@ -47,10 +47,9 @@ def ui(
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     server = prepare(settings.root / "auth", approval=pipeline.approval, audit=audit_spec(settings),
-                     passwords=given)
-    command = server_command(mlflow, backend_store_uri=settings.tracking_uri,
-                             artifact_root=settings.mlflow_artifact_root, port=port)
-    err.print(f"MLflow UI: http://127.0.0.1:{port}  (store {settings.tracking_uri}); Ctrl-C stops it")
+                     passwords=given, backend_store_uri=settings.tracking_uri)
+    command = server_command(mlflow, artifact_root=settings.mlflow_artifact_root, port=port)
+    err.print(f"MLflow UI: http://127.0.0.1:{port}  (store {redacted(settings.tracking_uri)}); Ctrl-C stops it")
     approval = pipeline.approval
     err.print(f"users: {', '.join(server.users)}; approvers: {', '.join(approval.approvers)}; "
               f"pipeline: {approval.pipeline_account}; watcher: {approval.watcher_account}; "
@@ -58,7 +57,7 @@ def ui(
     err.print(f"passwords in {server.passwords_file}")
     from pipelines.processes import run_foreground
 
-    raise typer.Exit(run_foreground(command, {**os.environ, **server.env}))
+    raise typer.Exit(run_foreground(command, {**os.environ, **server_env(server, settings.tracking_uri)}))
 
 
 def _registry(config: Path | None, name: str | None = None) -> tuple[Any, Any, Any]:
@@ -148,17 +147,16 @@ def audit(name: Annotated[str, typer.Argument()], config: ConfigOption = None,
           as_json: Annotated[bool, typer.Option("--json", help="JSON Lines, one entry a line.")] = False) -> None:
     """The append-only audit log of a model: every registry write, accepted or refused, and the watcher's decisions."""
     settings, _ = load(config)
-    from model_registry.audit import AuditLog
-    from pipelines.backends import make_store
+    from pipelines.backends import make_audit
 
     if as_json:
-        for entry in AuditLog(make_store(settings)).entries(name):
+        for entry in make_audit(settings).entries(name):
             out.print(entry.model_dump_json(), soft_wrap=True)
         return
     table = Table(title=f"audit log: {name}")
     for column in ("time (UTC)", "version", "user", "write", "tag or alias", "old → new", "outcome", "route"):
         table.add_column(column)
-    for entry in AuditLog(make_store(settings)).entries(name):
+    for entry in make_audit(settings).entries(name):
         table.add_row(entry.at[:19], entry.version, entry.user, entry.action, entry.key, f"{entry.old} → {entry.new}",
                       entry.outcome, entry.route)
     out.print(table)

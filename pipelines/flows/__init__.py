@@ -23,6 +23,7 @@ from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
 from pipelines.backends import (
+    make_audit,
     make_evaluation,
     make_mirror,
     make_notifier,
@@ -259,13 +260,13 @@ def approval_watch(config: PipelineConfig | str | None = None) -> list[dict[str,
     config = resolve_config(config, settings)
     policy = config.orchestration
     store, registry = make_store(settings), make_registry(settings, config)
-    mirror = make_mirror(settings, config)
+    mirror, audit = make_mirror(settings, config), make_audit(settings)
     sync = reliable(sync_sagemaker, policy)
     if mirror is not None:  # SageMaker first: a rejection made there must stop a release made here
-        sync(mirror, registry, AuditLog(store), config.approval)
-    decisions = reliable(watch, policy)(registry, AuditLog(store), store, config.approval)
+        sync(mirror, registry, audit, config.approval)
+    decisions = reliable(watch, policy)(registry, audit, store, config.approval)
     if mirror is not None:  # and again: approvals and reverts of this pass reach SageMaker now
-        sync(mirror, registry, AuditLog(store), config.approval)
+        sync(mirror, registry, audit, config.approval)
     for decision in decisions:
         if decision.action == "release requested":
             reliable(start_run, policy)("release", config.model_name,

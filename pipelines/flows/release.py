@@ -14,6 +14,7 @@ from contracts.names import BASELINE
 from model_registry.mlflow_registry import RegisteredVersion
 from pipelines.backends import (
     make_alarms,
+    make_audit,
     make_deployer,
     make_evidence,
     make_notifier,
@@ -60,7 +61,7 @@ def make_releaser(settings: Settings, config: PipelineConfig, progress: Callable
 
     return Releaser(registry, store, make_deployer(settings, config, progress=progress), config=config.release,
                     monitoring=config.monitoring, approval=config.approval, alarms=make_alarms(settings),
-                    notify_topic=notify_topic(settings), baseline=baseline)
+                    notify_topic=notify_topic(settings), baseline=baseline, audit=make_audit(settings))
 
 
 def make_rollout(settings: Settings, config: PipelineConfig, progress: Callable[[str], None] | None = None) -> Rollout:

@@ -1,6 +1,9 @@
 """Every registry write belongs to one account, through every route: the genaiops-auth server on 127.0.0.1,
 called over raw HTTP as the MLflow client and the UI call it (REST `/api/2.0`, the UI's `/ajax-api/2.0`), with
-every body encoding MLflow reads, and through the `genaiops` CLI. Refusals are audited with their route."""
+every body encoding MLflow reads, and through the `genaiops` CLI. Refusals are audited with their route.
+
+Each test runs against both servers: the laptop's (SQLite, everyone with a password) and the approval stack's
+(PostgreSQL; people signed in by a proxy playing the public load balancer, service accounts with basic auth)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -20,8 +24,8 @@ from model_registry.approval import AuditEntry
 from model_registry.audit import AuditLog
 from steps.artifacts import LocalStore
 from tests import approvals
-from tests.approvals import CONFIG, as_user, cli
-from tests.servers import approval_server
+from tests.approvals import ALB_CONFIG, CONFIG, PEOPLE, as_user, cli, name
+from tests.servers import alb_approval_server, approval_server
 
 MODEL = "guarded-model"
 ROUTES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
@@ -29,22 +33,32 @@ ACCOUNTS = ("alice", "bob", CONFIG.pipeline_account, CONFIG.watcher_account, CON
             CONFIG.admin_account, "anonymous")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    workspace = tmp_path_factory.mktemp("permissions-ws")
-    with approval_server(workspace, CONFIG) as (url, passwords):
-        yield {"url": url, "passwords": passwords, "workspace": workspace}
+@pytest.fixture(scope="module", params=["sqlite", "postgres-alb"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    workspace = tmp_path_factory.mktemp(f"permissions-{request.param}")
+    if request.param == "sqlite":
+        with approval_server(workspace, CONFIG) as (url, passwords):
+            yield {"url": url, "passwords": passwords, "workspace": workspace, "config": CONFIG}
+    else:
+        with alb_approval_server(workspace, ALB_CONFIG, PEOPLE) as running:
+            yield {**running, "config": ALB_CONFIG}
 
 
 def call(server: dict[str, Any], user: str, method: str, path: str, body: Any = None, *,
          content_type: str = "application/json", raw: bytes | None = None, query: str = "") -> tuple[int, dict[str, Any]]:
-    """One HTTP request as `user` ("anonymous": no credentials); returns the status and the JSON answer."""
+    """One HTTP request as `user` ("anonymous": no credentials); returns the status and the JSON answer. A person
+    behind the load balancer goes through it with their session cookie; everyone else straight to the server."""
+    from tests.alb import SESSION_COOKIE
+
     headers = {"Content-Type": content_type}
-    if user != "anonymous":
+    base = server["url"]
+    if user in (server.get("people") or {}):
+        base, headers["Cookie"] = server["people_url"], f"{SESSION_COOKIE}={user}"
+    elif user != "anonymous":
         token = base64.b64encode(f"{user}:{server['passwords'][user]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(f"{server['url']}{path}{'?' + query if query else ''}", data=data,
+    request = urllib.request.Request(f"{base}{path}{'?' + query if query else ''}", data=data,
                                      method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -62,12 +76,19 @@ def register(server: dict[str, Any], **kwargs: Any) -> str:
 
 
 def approve(server: dict[str, Any], version: str) -> None:
+    if "people" in server:  # an approver behind the load balancer has no password: the UI's route
+        at = {"name": MODEL, "version": version}
+        assert call(server, "alice", "POST", f"{ROUTES[1]}/model-versions/set-tag",
+                    {**at, "key": T.APPROVAL_NOTE, "value": "ready"})[0] == 200
+        assert call(server, "alice", "POST", f"{ROUTES[1]}/model-versions/set-tag",
+                    {**at, "key": T.APPROVAL_STATUS, "value": T.APPROVED})[0] == 200
+        return
     result = cli(server, "alice", "approve", MODEL, version, "--note", "ready")
     assert result.returncode == 0, result.stderr
 
 
 def state(server: dict[str, Any], version: str) -> dict[str, Any]:
-    described = as_user(server, "bob").get_model_version(MODEL, version)
+    described = as_user(server, CONFIG.watcher_account).get_model_version(MODEL, version)
     return {"tags": dict(described.tags), "aliases": sorted(described.aliases), "description": described.description,
             "stage": described.current_stage}
 
@@ -112,7 +133,8 @@ def test_only_the_owner_of_a_write_may_make_it_through_rest_and_ajax(server: dic
                     continue
                 status, answer = call(server, user, method, route + endpoint, body)
                 assert status == (401 if user == "anonymous" else 403), (label, route, user, status, answer)
-                seen = [e for e in refusals(server) if e.user == user and e.route == f"{method} {route}{endpoint}"]
+                seen = [e for e in refusals(server)
+                        if e.user == name(server, user) and e.route == f"{method} {route}{endpoint}"]
                 assert seen, (label, route, user)
     assert state(server, version) == before  # nothing changed, whoever asked and however
     assert state(server, approved)["aliases"] == []
@@ -122,7 +144,7 @@ def test_only_the_owner_of_a_write_may_make_it_through_rest_and_ajax(server: dic
         pending = register(server)
         method, endpoint, body, _ = writes(pending, approved)["approval tags"]
         assert call(server, "alice", method, route + endpoint, body)[0] == 200
-        assert state(server, pending)["tags"][T.APPROVED_BY] == "alice"
+        assert state(server, pending)["tags"][T.APPROVED_BY] == name(server, "alice")
         for label in ("release request", "release tags"):
             method, endpoint, body, owner = table[label]
             assert call(server, str(owner), method, route + endpoint, body)[0] == 200, (label, route)
@@ -175,7 +197,7 @@ def test_registered_models_belong_to_the_pipeline_and_deletes_to_the_admin(serve
     for path in ("/ajax-api/3.0/mlflow/demo/generate", "/api/3.0/mlflow/prompt-optimization/jobs"):
         status, answer = call(server, "alice", "POST", path, {})  # routes that register on no account's behalf
         assert status == 403 and "on no account's behalf" in answer["message"], (path, answer)
-    assert as_user(server, "bob").get_registered_model(MODEL).name == MODEL
+    assert as_user(server, CONFIG.watcher_account).get_registered_model(MODEL).name == MODEL
 
 
 def test_every_body_encoding_mlflow_reads_is_judged_as_mlflow_reads_it(server: dict[str, Any]) -> None:
@@ -219,21 +241,28 @@ def test_every_body_encoding_mlflow_reads_is_judged_as_mlflow_reads_it(server: d
 
 def test_the_cli_goes_through_the_same_rules(server: dict[str, Any]) -> None:
     version = register(server)
-    result = cli(server, "bob", "approve", MODEL, version)
-    assert result.returncode == 1 and "'bob' is not in the approvers group" in result.stderr
+    people = "people" in server
+    if people:  # a person behind the load balancer has no password the CLI (basic auth) could send
+        guess = {"MLFLOW_TRACKING_USERNAME": name(server, "alice"), "MLFLOW_TRACKING_PASSWORD": "a-guess"}
+        result = cli(server, "alice", "approve", MODEL, version, env=guess)
+        assert result.returncode == 1 and "401" in result.stderr, result.stderr
+    else:
+        result = cli(server, "bob", "approve", MODEL, version)
+        assert result.returncode == 1 and "'bob' is not in the approvers group" in result.stderr
     result = cli(server, CONFIG.release_account, "reject", MODEL, version, "--note", "not mine to judge")
     assert result.returncode == 1 and "PERMISSION_DENIED" in result.stderr
     routes = {(e.user, e.route) for e in refusals(server) if e.version == version}
-    assert ("bob", "POST /api/2.0/mlflow/model-versions/set-tag") in routes
+    if not people:
+        assert ("bob", "POST /api/2.0/mlflow/model-versions/set-tag") in routes
     assert (CONFIG.release_account, "POST /api/2.0/mlflow/model-versions/set-tag") in routes
     assert state(server, version)["tags"][T.APPROVAL_STATUS] == T.PENDING
-    shown = cli(server, "bob", "audit", MODEL, "--json")
+    shown = cli(server, CONFIG.watcher_account, "audit", MODEL, "--json")
     assert any(json.loads(line)["route"] == "POST /api/2.0/mlflow/model-versions/set-tag"
                for line in shown.stdout.splitlines())
 
 
 def test_a_new_version_claims_no_more_than_its_run_shows(server: dict[str, Any]) -> None:
-    count = len(as_user(server, "bob").search_model_versions(f"name = '{MODEL}'"))
+    count = len(as_user(server, CONFIG.watcher_account).search_model_versions(f"name = '{MODEL}'"))
     claims = {
         "gate report failed": ({"gate": "failed"}, {T.GATE: "passed", T.APPROVAL_STATUS: T.PENDING}),
         "source run shows 'dddd": ({}, {T.DATASET_HASH: "e" * 64}),
@@ -246,27 +275,46 @@ def test_a_new_version_claims_no_more_than_its_run_shows(server: dict[str, Any])
     for reason, (options, claim) in claims.items():
         with pytest.raises(Exception, match=reason.replace("(", r"\(")):
             register(server, claim=claim, **options)
-    assert len(as_user(server, "bob").search_model_versions(f"name = '{MODEL}'")) == count  # nothing half-registered
+    assert len(as_user(server, CONFIG.watcher_account).search_model_versions(f"name = '{MODEL}'")) == count
+    # nothing half-registered above
     refused = [e for e in refusals(server) if e.action == "create-version"]
     assert len(refused) >= len(claims) and all(e.user == CONFIG.pipeline_account for e in refused)
     with pytest.raises(Exception, match="only the pipeline account"):
-        approvals.register(server, MODEL, as_account="bob")
+        approvals.register(server, MODEL, as_account=CONFIG.release_account)
+
+
+@contextmanager
+def registry_unreadable(server: dict[str, Any]) -> Iterator[None]:
+    """The registry's database refusing reads while the block runs: SQLite locked by a writer; on PostgreSQL the
+    versions table moved away (a read fails at once, where a lock would only make it wait)."""
+    if "database" in server:
+        import psycopg
+
+        with psycopg.connect(server["database"], autocommit=True) as db:
+            db.execute("ALTER TABLE model_versions RENAME TO model_versions_away")
+            try:
+                yield
+            finally:
+                db.execute("ALTER TABLE model_versions_away RENAME TO model_versions")
+        return
+    database = sqlite3.connect(server["workspace"] / "mlflow.db", timeout=0, isolation_level=None)
+    assert database.execute("PRAGMA journal_mode").fetchone()[0] != "wal"  # a writer's lock keeps readers out
+    database.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        database.execute("ROLLBACK")
+        database.close()
 
 
 def test_the_guard_fails_closed_when_the_registry_cannot_be_read(server: dict[str, Any]) -> None:
     version = register(server)
     before = state(server, version)
-    database = sqlite3.connect(server["workspace"] / "mlflow.db", timeout=0, isolation_level=None)
-    assert database.execute("PRAGMA journal_mode").fetchone()[0] != "wal"  # a writer's lock keeps readers out
-    database.execute("BEGIN EXCLUSIVE")
-    try:
+    with registry_unreadable(server):
         status, answer = call(server, "alice", "POST", f"{ROUTES[1]}/model-versions/set-tag",
                               {"name": MODEL, "version": version, "key": T.APPROVAL_STATUS, "value": T.APPROVED})
-    finally:
-        database.execute("ROLLBACK")
-        database.close()
     assert status == 503 and answer["error_code"] == "TEMPORARILY_UNAVAILABLE", answer
     [entry] = [e for e in refusals(server) if e.version == version]
-    assert entry.user == "alice" and "could not be read" in entry.outcome
+    assert entry.user == name(server, "alice") and "could not be read" in entry.outcome
     assert entry.route == "POST /ajax-api/2.0/mlflow/model-versions/set-tag"
     assert state(server, version) == before
