@@ -110,10 +110,15 @@ def prepare(folder: Path, *, approval: ApprovalConfig, audit: dict[str, Any], pa
     store = SqlAlchemyStore()
     store.init_db(database)
     for user in accounts:
-        if store.has_user(user):
-            store.update_user(user, password=chosen[user], is_admin=user == approval.admin_account)
-        else:
-            store.create_user(user, chosen[user], is_admin=user == approval.admin_account)
+        admin = user == approval.admin_account
+        if not store.has_user(user):
+            try:
+                store.create_user(user, chosen[user], is_admin=admin)
+                continue
+            except Exception:  # another task of the service created it first (two share one database)
+                if not store.has_user(user):
+                    raise
+        store.update_user(user, password=chosen[user], is_admin=admin)
     env = {
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
         "MLFLOW_AUTH_ADMIN_PASSWORD": chosen[approval.admin_account],

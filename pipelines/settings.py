@@ -29,6 +29,7 @@ from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
 
 ENV_PREFIX = "GENAIOPS_"
+SERVER_PREFIX = "GENAIOPS_SERVER_"  # the approval server's own settings (ServerSettings), not the pipeline's
 DEFAULT_CONFIG_NAME = "configs/local.yaml"
 
 
@@ -129,13 +130,68 @@ class PipelineConfig(BaseModel):
 def load_settings() -> Settings:
     """Read Settings from the environment; unknown GENAIOPS_* variables are errors, not silently ignored."""
     known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
-    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+                     and not k.upper().startswith(SERVER_PREFIX))
     if unknown:
         raise ConfigError(f"environment: unknown variable(s) {unknown}; known: {sorted(known)}")
     try:
         return Settings()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, "environment", prefix=ENV_PREFIX)) from exc
+
+
+class ServerSettings(BaseSettings):
+    """The approval server as the approval stack runs it (`genaiops approval-server`), from GENAIOPS_SERVER_*
+    variables: its database (a URI, or the fields of the RDS secret the task gets), the load balancer whose
+    sign-in it trusts, and the service accounts' passwords (each from its own secret)."""
+
+    model_config = SettingsConfigDict(env_prefix=SERVER_PREFIX, frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="the address to listen on (0.0.0.0 in the container)")
+    port: int = Field(5000, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=16)
+    database_uri: SecretStr | None = Field(None, description="the backend and user stores' database; default: "
+                                                             "built from the DB_* fields, else the workspace's SQLite")
+    db_host: str | None = None
+    db_port: int = 5432
+    db_name: str = "mlflow"
+    db_username: str | None = None
+    db_password: SecretStr | None = None
+    signer_arn: str | None = Field(None, description="the public load balancer's ARN: people sign in through it")
+    keys_url: str | None = Field(None, description="where its public keys are; default: the region's "
+                                                   "https://public-keys.auth.elb.<region>.amazonaws.com/")
+    claim: str = Field("email", description="the sign-in claim that names the MLflow user")
+    allowed_hosts: str = Field("", description="comma-separated Host headers MLflow answers besides localhost and "
+                                               "private addresses (the approvals domain)")
+    admin_password: SecretStr | None = None
+    pipeline_password: SecretStr | None = None
+    watcher_password: SecretStr | None = None
+    release_password: SecretStr | None = None
+
+    def store_uri(self, settings: Settings) -> str:
+        if self.database_uri is not None:
+            return self.database_uri.get_secret_value()
+        if self.db_host:
+            from urllib.parse import quote
+
+            if not self.db_username or self.db_password is None:
+                raise ValueError(f"{SERVER_PREFIX}DB_HOST is set: {SERVER_PREFIX}DB_USERNAME and "
+                                 f"{SERVER_PREFIX}DB_PASSWORD are needed too")
+            return (f"postgresql://{quote(self.db_username, safe='')}:"
+                    f"{quote(self.db_password.get_secret_value(), safe='')}@{self.db_host}:{self.db_port}/"
+                    f"{quote(self.db_name, safe='')}")
+        return settings.tracking_uri
+
+
+def load_server_settings() -> ServerSettings:
+    known = {f"{SERVER_PREFIX}{name}".upper() for name in ServerSettings.model_fields}
+    unknown = sorted(k for k in os.environ if k.upper().startswith(SERVER_PREFIX) and k.upper() not in known)
+    if unknown:
+        raise ConfigError(f"environment: unknown variable(s) {unknown}; known: {sorted(known)}")
+    try:
+        return ServerSettings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "environment", prefix=SERVER_PREFIX)) from exc
 
 
 def load_config(path: Path | None) -> PipelineConfig:

@@ -60,6 +60,58 @@ def ui(
     raise typer.Exit(run_foreground(command, {**os.environ, **server_env(server, settings.tracking_uri)}))
 
 
+@app.command("approval-server")
+def approval_server() -> None:
+    """The approval server as the approval stack runs it (the container's command): MLflow with the approval rules,
+    its stores on GENAIOPS_SERVER_DATABASE_URI (or the DB_* fields of the RDS secret), people signed in by the
+    load balancer named by GENAIOPS_SERVER_SIGNER_ARN, service accounts with the passwords of their secrets.
+    SIGTERM stops it and every worker, after the requests in flight."""
+    go_offline()
+    settings, pipeline = load(None)
+    from model_registry.alb_identity import AlbIdentityConfig
+    from model_registry.auth_setup import prepare, redacted, server_command, server_env
+    from pipelines.backends import audit_spec
+    from pipelines.processes import run_foreground
+    from pipelines.settings import ConfigError, load_server_settings
+
+    try:
+        server = load_server_settings()
+        uri = server.store_uri(settings)
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    approval = pipeline.approval
+    identity = None
+    if server.signer_arn:
+        identity = AlbIdentityConfig.for_region(server.signer_arn, settings.region, claim=server.claim) \
+            if server.keys_url is None else AlbIdentityConfig(signer=server.signer_arn, keys=server.keys_url,
+                                                              claim=server.claim)
+    given = {account: secret.get_secret_value() for account, secret in (
+        (approval.admin_account, server.admin_password), (approval.pipeline_account, server.pipeline_password),
+        (approval.watcher_account, server.watcher_password), (approval.release_account, server.release_password))
+        if secret is not None}
+    missing = [a for a in (approval.admin_account, approval.pipeline_account, approval.watcher_account,
+                           approval.release_account) if a not in given]
+    if settings.backend == "aws" and missing:
+        fail(f"the approval server on aws needs every service account's password: none for {', '.join(missing)} "
+             "(GENAIOPS_SERVER_ADMIN_PASSWORD, _PIPELINE_PASSWORD, _WATCHER_PASSWORD, _RELEASE_PASSWORD)", EXIT_USAGE)
+    mlflow = shutil.which("mlflow", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if mlflow is None:
+        fail("the mlflow command is not installed in this environment", EXIT_USAGE)
+    settings.root.mkdir(parents=True, exist_ok=True)
+    try:
+        prepared = prepare(settings.root / "auth", approval=approval, audit=audit_spec(settings), passwords=given,
+                           backend_store_uri=uri, identity=identity)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    command = server_command(mlflow, artifact_root=settings.mlflow_artifact_root, port=server.port, host=server.host,
+                             workers=server.workers)
+    if server.allowed_hosts:
+        command += ["--allowed-hosts", server.allowed_hosts]
+    err.print(f"approval server: http://{server.host}:{server.port}  (store {redacted(uri)}; people sign in "
+              f"{'through ' + identity.signer if identity else 'with passwords'}); SIGTERM or Ctrl-C stops it")
+    raise typer.Exit(run_foreground(command, {**os.environ, **server_env(prepared, uri)}))
+
+
 def _registry(config: Path | None, name: str | None = None) -> tuple[Any, Any, Any]:
     settings, pipeline = load(config)
     from pipelines.backends import make_registry
