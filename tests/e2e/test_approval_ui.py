@@ -1,5 +1,8 @@
 """Approvers work in the MLflow UI: a real headless Chromium logs in to the genaiops-auth server on 127.0.0.1,
-opens the pending version and edits its approval tag as a person would. The server decides who may."""
+opens the pending version and edits its approval tag as a person would. The server decides who may.
+
+Both servers: the laptop's (basic auth in the browser) and the approval stack's (PostgreSQL, the person signed in
+by a proxy that plays the public load balancer, as a Cognito user)."""
 
 from __future__ import annotations
 
@@ -15,20 +18,25 @@ from model_registry.audit import AuditLog
 from model_registry.mlflow_registry import MlflowRegistry
 from model_registry.watcher import request_key, watch_approvals
 from steps.artifacts import LocalStore
-from tests.approvals import CONFIG, as_user, register
+from tests.alb import SESSION_COOKIE
+from tests.approvals import ALB_CONFIG, CONFIG, PEOPLE, as_user, name, register
 from tests.browser import chromium
-from tests.servers import approval_server
+from tests.servers import alb_approval_server, approval_server
 
 pytestmark = pytest.mark.e2e
 MODEL = "summarizer"
 NOTE = "ROUGE-L gain holds across the bootstrap interval"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    workspace = tmp_path_factory.mktemp("approval-ui")
-    with approval_server(workspace, CONFIG) as (url, passwords):
-        yield {"url": url, "passwords": passwords, "workspace": workspace}
+@pytest.fixture(scope="module", params=["sqlite", "postgres-alb"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    workspace = tmp_path_factory.mktemp(f"approval-ui-{request.param}")
+    if request.param == "sqlite":
+        with approval_server(workspace, CONFIG) as (url, passwords):
+            yield {"url": url, "passwords": passwords, "workspace": workspace, "config": CONFIG}
+    else:
+        with alb_approval_server(workspace, ALB_CONFIG, PEOPLE) as running:
+            yield {**running, "config": ALB_CONFIG}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +47,17 @@ def browser() -> Iterator[Any]:
 
 def open_version(browser: Any, server: dict[str, Any], user: str, version: str) -> Any:
     """Log in as `user` and walk from the model list to the version page, as an approver would."""
-    context = browser.new_context(http_credentials={"username": user, "password": server["passwords"][user]},
-                                  viewport={"width": 1400, "height": 1000})
+    viewport = {"width": 1400, "height": 1000}
+    if "people" in server:  # signed in at the load balancer: its session cookie, no password
+        context = browser.new_context(viewport=viewport)
+        context.add_cookies([{"name": SESSION_COOKIE, "value": user, "url": server["people_url"]}])
+        url = server["people_url"]
+    else:
+        context = browser.new_context(http_credentials={"username": user, "password": server["passwords"][user]},
+                                      viewport=viewport)
+        url = server["url"]
     page = context.new_page()
-    page.goto(f"{server['url']}/#/models")
+    page.goto(f"{url}/#/models")
     promo = page.get_by_role("dialog")  # MLflow's one-off "new Model Registry UI" announcement
     with contextlib.suppress(PlaywrightTimeout):  # the announcement is shown once per browser profile
         promo.get_by_role("button", name="Close").click(timeout=5000)
@@ -82,26 +97,27 @@ def test_an_approver_approves_in_the_ui_and_the_server_stamps_who(server: dict[s
     assert edit_tag(page, T.APPROVAL_STATUS, T.APPROVED).status == 200
     page.reload()
     tag_row(page, T.APPROVED_BY).wait_for()
-    assert "alice" in tag_row(page, T.APPROVED_BY).inner_text()  # stamped by the server, shown in the UI
+    assert name(server, "alice") in tag_row(page, T.APPROVED_BY).inner_text()  # stamped by the server, shown in the UI
     page.context.close()
 
-    tags = as_user(server, "bob").get_model_version(MODEL, version).tags
-    assert tags[T.APPROVAL_STATUS] == T.APPROVED and tags[T.APPROVED_BY] == "alice" and tags[T.APPROVAL_NOTE] == NOTE
+    tags = as_user(server, CONFIG.watcher_account).get_model_version(MODEL, version).tags
+    assert tags[T.APPROVAL_STATUS] == T.APPROVED and tags[T.APPROVED_BY] == name(server, "alice")
+    assert tags[T.APPROVAL_NOTE] == NOTE
     store = LocalStore(server["workspace"] / "artifacts")
     decisions = [e for e in AuditLog(store).entries(MODEL, version) if e.key == T.APPROVAL_STATUS]
     assert [(e.user, e.old, e.new, e.outcome, e.note) for e in decisions] == \
-        [("alice", T.PENDING, T.APPROVED, "accepted", NOTE)]
+        [(name(server, "alice"), T.PENDING, T.APPROVED, "accepted", NOTE)]
 
     as_user(server, CONFIG.watcher_account)
     registry = MlflowRegistry(server["url"], experiment="approvals", model_name=MODEL)
-    outcome = {d.version: d.action for d in watch_approvals(registry, AuditLog(store), store, CONFIG)}
+    outcome = {d.version: d.action for d in watch_approvals(registry, AuditLog(store), store, server["config"])}
     assert outcome[version] == "release requested"
     assert store.exists(request_key(MODEL, version))
 
 
 def test_a_non_approver_is_refused_in_the_ui_and_nothing_changes(server: dict[str, Any], browser: Any) -> None:
     version = register(server, MODEL)
-    before = as_user(server, "alice").get_model_version(MODEL, version).tags
+    before = as_user(server, CONFIG.watcher_account).get_model_version(MODEL, version).tags
     page = open_version(browser, server, "bob", version)
 
     response = edit_tag(page, T.APPROVAL_STATUS, T.APPROVED)
@@ -113,12 +129,12 @@ def test_a_non_approver_is_refused_in_the_ui_and_nothing_changes(server: dict[st
     assert tag_row(page, T.APPROVED_BY).count() == 0
     page.context.close()
 
-    assert as_user(server, "alice").get_model_version(MODEL, version).tags == before
+    assert as_user(server, CONFIG.watcher_account).get_model_version(MODEL, version).tags == before
     store = LocalStore(server["workspace"] / "artifacts")
     entries = [e for e in AuditLog(store).entries(MODEL, version) if e.action != "create-version"]
-    assert [(e.user, e.new, e.outcome.split(":")[0]) for e in entries] == [("bob", T.APPROVED, "refused")]
+    assert [(e.user, e.new, e.outcome.split(":")[0]) for e in entries] == [(name(server, "bob"), T.APPROVED, "refused")]
     assert entries[0].route == "POST /ajax-api/2.0/mlflow/model-versions/set-tag"  # the UI's route
     as_user(server, CONFIG.watcher_account)
     registry = MlflowRegistry(server["url"], experiment="approvals", model_name=MODEL)
-    watch_approvals(registry, AuditLog(store), store, CONFIG)
+    watch_approvals(registry, AuditLog(store), store, server["config"])
     assert not store.exists(request_key(MODEL, version))
