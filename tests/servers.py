@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pipelines.auth_server import free_port, wait_http
@@ -95,22 +95,26 @@ def approval_server(workspace: Path, approval: object | None = None,
 
 @contextmanager
 def alb_approval_server(workspace: Path, approval: object, people: dict[str, dict[str, object]],
-                        audit: dict[str, str] | None = None) -> Iterator[dict[str, object]]:
+                        audit: dict[str, object] | None = None, database: str | None = None,
+                        artifact_root: str | None = None) -> Iterator[dict[str, object]]:
     """The approval server as the approval stack runs it, on 127.0.0.1: its backend and user stores on a real
     PostgreSQL, people signing in through a proxy that plays the public load balancer (it signs
     `x-amzn-oidc-data` with a key this makes, and the server's key resolver is pointed at it), service accounts
     with basic auth straight to the server (the internal load balancer's door). Yields `url` (the server),
-    `people_url` (the proxy), `passwords` (the service accounts'), `workspace`, `key` and `keys` (the endpoint)."""
+    `people_url` (the proxy), `passwords` (the service accounts'), `workspace`, `key` and `keys` (the endpoint).
+    `database`: a PostgreSQL store already running (the flows' own), else one started here."""
     from model_registry.alb_identity import AlbIdentityConfig
     from pipelines.auth_server import auth_server
     from tests.alb import SIGNER, SigningKey, key_endpoint, signing_proxy
     from tests.postgres import postgres
 
     key = SigningKey("approvals-key-1")
-    with postgres() as database, key_endpoint(key) as keys:
+    with ExitStack() as stack:
+        database = database or stack.enter_context(postgres())
+        keys = stack.enter_context(key_endpoint(key))
         identity = AlbIdentityConfig(signer=SIGNER, keys=keys.url)
         served = auth_server(workspace / "auth", approval=approval, tracking_uri=database,  # type: ignore[arg-type]
-                             artifact_root=(workspace / "mlartifacts").as_uri(), identity=identity,
+                             artifact_root=artifact_root or (workspace / "mlartifacts").as_uri(), identity=identity,
                              audit=audit or {"kind": "local", "root": str(workspace / "artifacts")})
         with served as (url, passwords), signing_proxy(url, key, people) as people_url:
             yield {"url": url, "people_url": people_url, "passwords": passwords, "workspace": workspace,

@@ -3,7 +3,9 @@ S3, CloudWatch, SNS, IAM, STS and KMS, JumpStart's training jobs answered with r
 local control plane as SageMaker's endpoint URL (its endpoints put their metrics to CloudWatch and their capture to
 S3, as SageMaker's do).
 
-retrain → an approval through the approval server → release in shadow against what serves (the base model first)
+retrain → an approval through the approval server as the approval stack runs it (the flows' store on PostgreSQL, the
+approver signed in by a proxy that plays its load balancer, the entries in the Object Lock audit bucket) → release
+in shadow against what serves (the base model first)
 → traffic through boto3's sagemaker-runtime → the rollout decides from the S3 capture and CloudWatch's metrics →
 promote; then a second candidate, whose rollback alarm goes to ALARM (`SetAlarmState`, CloudWatch's own API for
 testing an alarm, stands in for its evaluation, which moto lacks) → the rollout, started with the parameters the
@@ -14,9 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,15 @@ import pytest
 from mlflow import MlflowClient
 
 from contracts import tags as T
+from model_registry.audit import AuditLog
 from pipelines.settings import PipelineConfig
+from steps.artifacts import LocalStore, S3Store
+from tests.approvals import ALB_CONFIG, PEOPLE
 from tests.aws import REGION, adapter, aws_backend, jumpstart, notices, with_percentiles
+from tests.postgres import postgres
 
 MODEL = "summarizer"
+AUDIT_BUCKET = "genaiops-audit"
 TEMPLATE = "Summarize the following conversation.\n\n{input}\n\nSummary:"
 GENERATION = {"max_new_tokens": 6, "batch_size": 4}
 
@@ -43,6 +48,7 @@ def config(source: Path) -> PipelineConfig:
                      "gates": [{"metric": "empty_rate", "max": 1.0}]},
         "deployment": {"instance_type": "ml.g5.xlarge"},
         "rollout": {"min_duration_s": 0, "min_requests": 6, "max_duration_s": 86400},
+        "approval": ALB_CONFIG.model_dump(),
     })
 
 
@@ -50,38 +56,40 @@ def config(source: Path) -> PipelineConfig:
 def aws(isolated_env: Path, tiny_model_dir: Path, tmp_path: Path, moto_url: str,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     with_percentiles(monkeypatch)
-    with aws_backend(isolated_env, moto_url, monkeypatch) as world:
+    with aws_backend(isolated_env, moto_url, monkeypatch) as world, postgres() as database:
+        monkeypatch.setenv("GENAIOPS_MLFLOW_TRACKING_URI", database)
+        world["tracking"] = database
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=AUDIT_BUCKET, ObjectLockEnabledForBucket=True)
+        boto3.client("s3", region_name=REGION).put_object_lock_configuration(
+            Bucket=AUDIT_BUCKET, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {
+                "DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+        monkeypatch.setenv("GENAIOPS_AUDIT_BUCKET", AUDIT_BUCKET)
         jumpstart(monkeypatch, tmp_path / "scratch", tiny_model_dir,
                   [adapter(tiny_model_dir, tmp_path / "adapter-1", 1), adapter(tiny_model_dir, tmp_path / "adapter-2", 2)],
                   template=TEMPLATE, generation=GENERATION)
         yield {**world, "workspace": isolated_env}
 
 
-@contextmanager
-def signed_in(user: str, password: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-
-
 def approve(aws: dict[str, Any], version: str, note: str) -> None:
-    """An approver's approval, made through the approval server (its rules, its stamp, its audit log in S3)."""
-    from model_registry.approval import ApprovalConfig
-    from pipelines.auth_server import auth_server
+    """An approver's approval, made in the approval server's UI routes as a person its load balancer signed in:
+    its rules, its stamp, its audit entries in the audit bucket."""
     from pipelines.backends import audit_spec
     from pipelines.settings import load_settings
+    from tests.alb import SESSION_COOKIE
+    from tests.integration.test_alb_sign_in import send
+    from tests.servers import alb_approval_server
 
     settings = load_settings()
-    with auth_server(aws["workspace"] / "auth", approval=ApprovalConfig(), tracking_uri=settings.tracking_uri,
-                     artifact_root=settings.mlflow_artifact_root, audit=audit_spec(settings)) as (url, passwords), \
-            signed_in("alice", passwords["alice"]):
-        client = MlflowClient(tracking_uri=url, registry_uri=url)
-        client.set_model_version_tag(MODEL, version, T.APPROVAL_NOTE, note)
-        client.set_model_version_tag(MODEL, version, T.APPROVAL_STATUS, T.APPROVED)
+    with alb_approval_server(aws["workspace"], ALB_CONFIG, PEOPLE, audit=audit_spec(settings),
+                             database=settings.tracking_uri, artifact_root=settings.mlflow_artifact_root) as server:
+        for key, value in ((T.APPROVAL_NOTE, note), (T.APPROVAL_STATUS, T.APPROVED)):
+            status, answer = send(f"{server['people_url']}/ajax-api/2.0/mlflow/model-versions/set-tag", "POST",
+                                  {"name": MODEL, "version": version, "key": key, "value": value},
+                                  {"Cookie": f"{SESSION_COOKIE}=alice"})
+            assert status == 200, answer
+    entries = [e for e in AuditLog(LocalStore(aws["workspace"]), server=S3Store(AUDIT_BUCKET, boto3.client(
+        "s3", region_name=REGION))).server_entries(MODEL, version) if e.key == T.APPROVAL_STATUS]
+    assert [(e.user, e.new, e.outcome) for e in entries] == [(PEOPLE["alice"]["email"], T.APPROVED, "accepted")]
 
 
 def shadow_traffic(pipeline: PipelineConfig, dataset_hash: str) -> None:
