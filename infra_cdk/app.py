@@ -1,7 +1,9 @@
 """The CDK app: `cdk synth` / `cdk deploy` (cdk.json runs `python -m infra_cdk.app`), checked by cdk-nag.
 
 Stacks by lifecycle, deployed in this order (each takes what it needs from the ones before it as props):
-network → data → registry → monitoring → serving → orchestration. `-c stage=prod` picks the stage (default dev);
+network → data → approvals → registry → monitoring → serving → orchestration. `-c approvals_domain=...` names
+where approvers sign in (and `-c approvals_certificate_arn=...` its ACM certificate; without one, a certificate is
+requested for the domain and validated by DNS). `-c stage=prod` picks the stage (default dev);
 `-c models=a,b` the registered models (default dialogue-summarizer); `-c endpoints=<JSON list>` the endpoints
 kept as code (`EndpointAsCode`); `-c monitoring=<JSON>` the pipeline config's `monitoring` section;
 `-c prefect_api_url=...` the Prefect API the worker polls; `-c notify_emails=a@x.org,b@x.org` who the notification
@@ -22,6 +24,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
 from contracts.names import release_endpoint
+from infra_cdk.approvals import ApprovalStack
 from infra_cdk.config import EndpointAsCode, StageProps
 from infra_cdk.constructs.nag import ScopedChecks
 from infra_cdk.data import DataStack
@@ -44,7 +47,7 @@ STAGES: dict[str, StageProps] = {
     "dev": StageProps(retain=False, nat_gateways=1, noncurrent_days=30, capture_days=30, access_log_days=30,
                       log_days=30, budget_usd=500),
     "prod": StageProps(retain=True, nat_gateways=2, max_azs=3, noncurrent_days=365, capture_days=90,
-                       access_log_days=365, log_days=365, tracking_server_size="Medium", worker_cpu=1024,
+                       access_log_days=365, log_days=365, db_instance="m7g.large", audit_days=2555, worker_cpu=1024,
                        worker_memory_mib=2048, budget_usd=5000),
 }
 DEFAULT_MODELS = ("dialogue-summarizer",)
@@ -114,10 +117,23 @@ def build_app(*, stage: str | None = None, outdir: str | None = None, context: d
                      noncurrent_days=props.noncurrent_days, capture_days=props.capture_days,
                      access_log_days=props.access_log_days,
                      **stack_props("data", "KMS key, data, artifact and capture buckets, SageMaker execution role"))
-    registry = RegistryStack(app, f"genaiops-{stage}-registry", stage=stage, models=models, artifacts=data.artifacts,
-                             artifact_access=data.artifact_access, tracking_server_size=props.tracking_server_size,
-                             approver_principals=[iam.AccountRootPrincipal()], retain=props.retain,
-                             **stack_props("registry", "MLflow tracking server, model package groups, approvers"))
+    domain = str(_context(app, "approvals_domain", f"approvals-{stage}.genaiops.example.com"))
+    if not re.fullmatch(r"(?=.{4,200}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}", domain):
+        raise AppError(f"-c approvals_domain={domain}: not a DNS name")
+    certificate = _context(app, "approvals_certificate_arn", None)
+    if certificate is not None and not str(certificate).startswith("arn:"):
+        raise AppError(f"-c approvals_certificate_arn={certificate}: not an ACM certificate ARN")
+    approvals = ApprovalStack(app, f"genaiops-{stage}-approvals", stage=stage, vpc=network.vpc,
+                              workloads=network.workloads, subnets=network.workload_subnets, artifacts=data.artifacts,
+                              artifact_access=data.artifact_access, key=data.key, sagemaker_role=data.execution_role,
+                              domain=domain, certificate_arn=certificate, retain=props.retain, log_days=log_days,
+                              db_instance=props.db_instance, multi_az=props.retain, audit_days=props.audit_days,
+                              access_log_days=props.access_log_days,
+                              **stack_props("approvals", "the approval server: ECS Fargate, RDS PostgreSQL, "
+                                                         "Cognito sign-in, audit log"))
+    registry = RegistryStack(app, f"genaiops-{stage}-registry", models=models, retain=props.retain,
+                             approver_principals=[iam.AccountRootPrincipal()],
+                             **stack_props("registry", "model package groups, approvers"))
     monitoring_stack = MonitoringStack(app, f"genaiops-{stage}-monitoring", stage=stage, retain=props.retain,
                                        endpoints=endpoints, monitoring=monitoring, budget_usd=props.budget_usd,
                                        emails=emails,
@@ -132,18 +148,20 @@ def build_app(*, stage: str | None = None, outdir: str | None = None, context: d
         app, f"genaiops-{stage}-orchestration", stage=stage, models=models, vpc=network.vpc,
         subnets=network.workload_subnets, security_group=network.workloads, bucket_access=data.pipeline_access,
         execution_role=data.execution_role,
-        tracking_server_arn=registry.tracking_server_arn, topic=monitoring_stack.topic,
+        tracking_url=approvals.tracking_url, account_secrets=approvals.secrets, audit=approvals.audit,
+        approvals_key=approvals.key,
+        topic=monitoring_stack.topic,
         model_package_groups={m: g.model_package_group_name for m, g in registry.groups.items()}, monitoring=monitoring,
         prefect_api_url=api_url, topic_key=monitoring_stack.topic_key,
         retain=props.retain, log_days=log_days, worker_cpu=props.worker_cpu, worker_memory_mib=props.worker_memory_mib,
         **stack_props("orchestration", "Prefect worker on ECS Fargate, flow roles, approval triggers"))
     serving.add_stack_dependency(monitoring_stack)
-    for lifecycle, stack in (("network", network), ("data", data), ("registry", registry),
+    for lifecycle, stack in (("network", network), ("data", data), ("approvals", approvals), ("registry", registry),
                              ("monitoring", monitoring_stack), ("serving", serving),
                              ("orchestration", orchestration)):
         cdk.Tags.of(stack).add("genaiops:stack", lifecycle)  # cost allocation per lifecycle
     # The stacks that hold data or serve it carry the HIPAA and NIST 800-53 R5 packs as well as AwsSolutions.
-    regulated = [data, serving]
+    regulated = [data, approvals, serving]
     Validations.of(app).add_plugins(AwsSolutionsChecks(app), ScopedChecks(HIPAASecurityChecks(), regulated),
                                     ScopedChecks(NIST80053R5Checks(), regulated))
     cdk.Tags.of(app).add("project", "genaiops")

@@ -64,7 +64,8 @@ class StageProps(BaseModel):
     capture_days: int = Field(30, ge=1, description="how long captured traffic is kept")
     access_log_days: int = Field(90, ge=1)
     log_days: int = Field(30, ge=1, description="retention of the platform's log groups")
-    tracking_server_size: str = Field("Small", pattern=r"^(Small|Medium|Large)$")
+    db_instance: str = Field("t4g.micro", description="the approval server's database instance class")
+    audit_days: int = Field(30, ge=1, description="how long S3 Object Lock keeps each audit entry")
     worker_cpu: int = 512
     worker_memory_mib: int = 1024
     budget_usd: float = Field(gt=0, description="monthly cost budget of the stage")

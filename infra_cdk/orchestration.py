@@ -2,7 +2,8 @@
 
 - an ECS cluster with a Prefect worker (a Fargate service in the private subnets) that polls the `genaiops-ecs`
   work pool and starts each flow run as its own Fargate task of the genaiops image;
-- the flow runs' task role (least privilege: the buckets, the key, SageMaker, CloudWatch, the topic, MLflow);
+- the flow runs' task roles, one per approval-server account (least privilege: the buckets, the key, SageMaker,
+  CloudWatch, the topic, its own account's secret, the audit bucket read-only);
 - the Prefect API key in Secrets Manager, the image repository, encrypted logs;
 - EventBridge rules per model: a model package state change runs `approval-watch/<model>` at once; an alarm
   whose spec's actions include `retrain` (the drift alarms, by default) runs `retrain/<model>`, and one whose actions
@@ -24,11 +25,13 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from contracts.names import release_endpoint
+from infra_cdk.approvals import ACCOUNTS, audit_bucket_name
 from infra_cdk.constructs.ids import logical_id, pascal
 from infra_cdk.constructs.logs import LogKey
 from infra_cdk.constructs.nag import acknowledge
@@ -47,7 +50,9 @@ class OrchestrationStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, stage: str, models: Sequence[str], vpc: ec2.IVpc,
                  subnets: ec2.SubnetSelection, security_group: ec2.ISecurityGroup,
                  bucket_access: iam.IManagedPolicy, execution_role: iam.IRole,
-                 tracking_server_arn: str, topic: sns.ITopic, topic_key: kms.IKey,
+                 tracking_url: str, account_secrets: Mapping[str, secretsmanager.ISecret], audit: s3.IBucket,
+                 approvals_key: kms.IKey,
+                 topic: sns.ITopic, topic_key: kms.IKey,
                  model_package_groups: Mapping[str, str],
                  monitoring: Mapping[str, Any],
                  prefect_api_url: str | None, retain: bool, log_days: logs.RetentionDays, worker_cpu: int,
@@ -71,21 +76,37 @@ class OrchestrationStack(cdk.Stack):
                                          lifecycle_rules=[ecr.LifecycleRule(max_image_count=30)])
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENABLED)
 
-        # The flow runs: their own task role and execution role; the worker passes both to each run's task.
-        self.flow_role = iam.Role(self, "FlowRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-                                  description="genaiops flow runs: what retrain, release, monitor and rollout call")
-        self.flow_role.add_managed_policy(bucket_access)
-        flow_policy = iam.Policy(self, "FlowPolicy", roles=[self.flow_role],
-                                 statements=self._flow_statements(execution_role, tracking_server_arn, topic,
-                                                                  topic_key))
-        acknowledge(flow_policy, **{"AwsSolutions-IAM5[Resource::*]": NO_RESOURCE_TYPES,
-                                    "AwsSolutions-IAM5[Action::sagemaker-mlflow:*]":
-                                        "The flows use most of the MLflow API (runs, metrics, artifacts, models, "
-                                        "versions, tags, aliases); on this stage's tracking server only.", **{
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{kind}/*]":
-                f"The flows create and delete SageMaker {kind}s named from model versions and content digests; "
-                "every one is in this account and region." for kind in SAGEMAKER_KINDS}, **{
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:{rest}]": reason for rest, reason in WILDCARDS.items()}})
+        # The flow runs: a task role per approval-server account (retrain runs as the pipeline, approval-watch as
+        # the watcher, the rest as the release account), each reading its own account's secret and no other, and
+        # the audit bucket read-only; one execution role. The worker passes them to each run's task.
+        self.flow_roles: dict[str, iam.Role] = {}
+        for account, flows in ((ACCOUNTS.pipeline_account, "retrain"), (ACCOUNTS.watcher_account, "approval-watch"),
+                               (ACCOUNTS.release_account, "release, rollout, monitor")):
+            role = iam.Role(self, f"FlowRole{pascal(account)}", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                            description=f"genaiops flow runs as {account}: {flows}")
+            role.add_managed_policy(bucket_access)
+            # Identity policies only: a grant on the approvals stack's key or bucket would make it depend on this one.
+            role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue",
+                                                            "secretsmanager:DescribeSecret"],
+                                                   resources=[account_secrets[account].secret_arn]))
+            audit_arn = f"arn:{self.partition}:s3:::{audit_bucket_name(self, stage)}"
+            role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject", "s3:ListBucket"],
+                                                   resources=[audit_arn, f"{audit_arn}/*"]))
+            role.add_to_policy(iam.PolicyStatement(actions=["kms:Decrypt"], resources=[approvals_key.key_arn],
+                                                   conditions={"StringLike": {"kms:ViaService": [
+                                                       f"secretsmanager.{self.region}.amazonaws.com",
+                                                       f"s3.{self.region}.amazonaws.com"]}}))
+            policy = iam.Policy(self, f"FlowPolicy{pascal(account)}", roles=[role],
+                                statements=self._flow_statements(execution_role, topic, topic_key))
+            acknowledge(policy, **{"AwsSolutions-IAM5[Resource::*]": NO_RESOURCE_TYPES, **{
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:{kind}/*]":
+                    f"The flows create and delete SageMaker {kind}s named from model versions and content digests; "
+                    "every one is in this account and region." for kind in SAGEMAKER_KINDS}, **{
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:{rest}]": reason for rest, reason in WILDCARDS.items()}})
+            acknowledge(role, **{f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::genaiops-{stage}-audit-"
+                                 "<AWS::AccountId>-<AWS::Region>/*]": "The audit log's entries, read-only."})
+            self.flow_roles[account] = role
+        self.flow_role = self.flow_roles[ACCOUNTS.release_account]  # the work pool's default
         self.flow_execution_role = iam.Role(self, "FlowExecutionRole",
                                             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
                                             description="genaiops flow runs' tasks: pull the image, write logs")
@@ -116,7 +137,8 @@ class OrchestrationStack(cdk.Stack):
                                 resources=[f"arn:{self.partition}:ecs:{self.region}:{self.account}:task/"
                                            f"{self.cluster.cluster_name}/*"]),
             iam.PolicyStatement(actions=["iam:PassRole"],
-                                resources=[self.flow_role.role_arn, self.flow_execution_role.role_arn],
+                                resources=[*(r.role_arn for r in self.flow_roles.values()),
+                                           self.flow_execution_role.role_arn],
                                 conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
             iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[f"{flow_logs.log_group_arn}:*"]),
         ])
@@ -183,14 +205,19 @@ class OrchestrationStack(cdk.Stack):
                       description="the Prefect worker and the triggers run once the Prefect API is given")
         for name, value, setting in (
                 ("ClusterArn", self.cluster.cluster_arn, "the work pool's `cluster`"),
-                ("FlowTaskRoleArn", self.flow_role.role_arn, "the work pool's `task_role_arn`"),
+                ("FlowTaskRoleArn", self.flow_role.role_arn, "the work pool's `task_role_arn` (the release account's)"),
+                ("PipelineTaskRoleArn", self.flow_roles[ACCOUNTS.pipeline_account].role_arn,
+                 "retrain's `task_role_arn` (its job_variables in prefect.yaml)"),
+                ("WatcherTaskRoleArn", self.flow_roles[ACCOUNTS.watcher_account].role_arn,
+                 "approval-watch's `task_role_arn` (its job_variables in prefect.yaml)"),
+                ("TrackingUri", tracking_url, "GENAIOPS_MLFLOW_TRACKING_URI of the flows"),
                 ("FlowExecutionRoleArn", self.flow_execution_role.role_arn, "the work pool's `execution_role_arn`"),
                 ("FlowLogGroup", flow_logs.log_group_name, "the work pool's `cloudwatch_logs_options.awslogs-group`"),
                 ("ImageRepository", self.repository.repository_uri, "GENAIOPS_IMAGE (<uri>:<tag>) for prefect deploy"),
                 ("PrefectApiKeySecret", api_key.secret_arn, "put the Prefect API key here")):
             cdk.CfnOutput(self, name, value=value, description=setting)
 
-    def _flow_statements(self, execution_role: iam.IRole, tracking_server_arn: str, topic: sns.ITopic,
+    def _flow_statements(self, execution_role: iam.IRole, topic: sns.ITopic,
                          topic_key: kms.IKey) -> list[iam.PolicyStatement]:
         arn = f"arn:{self.partition}:sagemaker:{self.region}:{self.account}"
         return [
@@ -234,7 +261,6 @@ class OrchestrationStack(cdk.Stack):
                 f"arn:{self.partition}:iam::{self.account}:role/aws-service-role/"
                 "sagemaker.application-autoscaling.amazonaws.com/*"],
                 conditions={"StringLike": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}}),
-            iam.PolicyStatement(actions=["sagemaker-mlflow:*"], resources=[tracking_server_arn]),
             iam.PolicyStatement(actions=["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
                                 resources=[f"arn:{self.partition}:logs:{self.region}:{self.account}:"
                                            "log-group:/aws/sagemaker/*"]),

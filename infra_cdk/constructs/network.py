@@ -42,7 +42,9 @@ class PrivateNetwork(Construct):
                  log_days: logs.RetentionDays, retain: bool) -> None:
         super().__init__(scope, id)
         private = ec2.SubnetType.PRIVATE_WITH_EGRESS if nat_gateways else ec2.SubnetType.PRIVATE_ISOLATED
-        subnets = [ec2.SubnetConfiguration(name="workloads", subnet_type=private, cidr_mask=20)]
+        subnets = [ec2.SubnetConfiguration(name="workloads", subnet_type=private, cidr_mask=20),
+                   # The approval server's database: no route out at all, reached from the workloads only.
+                   ec2.SubnetConfiguration(name="databases", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24)]
         if nat_gateways:
             subnets.insert(0, ec2.SubnetConfiguration(name="egress", subnet_type=ec2.SubnetType.PUBLIC,
                                                       cidr_mask=26, map_public_ip_on_launch=False))

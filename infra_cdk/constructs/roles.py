@@ -108,12 +108,11 @@ def vpc_arn(vpc: ec2.IVpc) -> str:
 
 class ApproversRole(Construct):
     """What an approver may change: a model package's approval status, to Rejected or back to pending, and nothing
-    else; they read the packages and the MLflow UI of the tracking server. Approvals are made in MLflow through
-    genaiops' approval server, where the approvers group, the gate and the audit log apply, so this role cannot
-    set MLflow tags. Assumed with MFA by the principals given."""
+    else; they read the packages. Approvals are made in MLflow through genaiops' approval server (its own sign-in,
+    Cognito), where the approvers group, the gate and the audit log apply; no IAM role reaches it. Assumed with
+    MFA by the principals given."""
 
-    def __init__(self, scope: Construct, id: str, *, groups: Sequence[str], tracking_server_arn: str,
-                 principals: Sequence[iam.IPrincipal]) -> None:
+    def __init__(self, scope: Construct, id: str, *, groups: Sequence[str], principals: Sequence[iam.IPrincipal]) -> None:
         super().__init__(scope, id)
         stack = cdk.Stack.of(self)
         packages = [f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:model-package/{g}/*"
@@ -132,17 +131,6 @@ class ApproversRole(Construct):
                                                                   "sagemaker:ListModelPackages",
                                                                   "sagemaker:DescribeModelPackageGroup"],
                                 resources=[*packages, *package_groups]),
-            iam.PolicyStatement(sid="MlflowUi", actions=["sagemaker:CreatePresignedMlflowTrackingServerUrl",
-                                                         "sagemaker-mlflow:AccessUI", "sagemaker-mlflow:GetModelVersion",
-                                                         "sagemaker-mlflow:SearchModelVersions",
-                                                         "sagemaker-mlflow:GetRegisteredModel",
-                                                         "sagemaker-mlflow:SearchRegisteredModels",
-                                                         "sagemaker-mlflow:GetRun", "sagemaker-mlflow:SearchRuns",
-                                                         "sagemaker-mlflow:GetExperiment",
-                                                         "sagemaker-mlflow:SearchExperiments",
-                                                         "sagemaker-mlflow:ListArtifacts",
-                                                         "sagemaker-mlflow:GetMetricHistory"],
-                                resources=[tracking_server_arn]),
         ])
         for group in groups:
             acknowledge(policy, **{

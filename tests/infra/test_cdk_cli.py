@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
-STACKS = [f"genaiops-dev-{s}" for s in ("network", "data", "registry", "monitoring", "serving", "orchestration")]
+STACKS = [f"genaiops-dev-{s}" for s in ("network", "data", "approvals", "registry", "monitoring", "serving", "orchestration")]
 
 def _cdk(*args: str) -> subprocess.CompletedProcess[str]:
     assert CDK.exists(), "the pinned CDK CLI is not installed: run `npm ci` (`make test` and `make synth` do)"

@@ -15,7 +15,7 @@ from infra_cdk.config import EndpointAsCode
 from infra_cdk.orchestration import WORK_POOL
 from tests.infra.conftest import Synth
 
-LIFECYCLES = ("network", "data", "registry", "monitoring", "serving", "orchestration")
+LIFECYCLES = ("network", "data", "approvals", "registry", "monitoring", "serving", "orchestration")
 
 
 def _of_type(document: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -33,9 +33,9 @@ def test_the_app_has_one_stack_per_lifecycle_in_deploy_order(dev: Synth) -> None
     assert [c.stack_name for c in dev.app.node.children if hasattr(c, "stack_name")] == \
         [f"genaiops-dev-{lifecycle}" for lifecycle in LIFECYCLES]
     assert dev.stack("network") in dev.stack("data").dependencies
-    assert dev.stack("data") in dev.stack("registry").dependencies
+    assert {dev.stack("data"), dev.stack("network")} <= set(dev.stack("approvals").dependencies)
     assert {dev.stack("monitoring"), dev.stack("data"), dev.stack("network")} <= set(dev.stack("serving").dependencies)
-    assert {dev.stack("registry"), dev.stack("monitoring")} <= set(dev.stack("orchestration").dependencies)
+    assert {dev.stack("approvals"), dev.stack("monitoring")} <= set(dev.stack("orchestration").dependencies)
 
 
 def test_network_keeps_workloads_private_and_reaches_aws_through_endpoints(dev: Synth) -> None:
@@ -94,20 +94,18 @@ def test_dev_is_disposable_and_prod_is_retained(dev: Synth, prod: Synth) -> None
                 for resource in _of_type(document, kind).values():
                     assert resource["DeletionPolicy"] == expected, (stage.stage, lifecycle, kind)
             assert stage.stack(lifecycle).termination_protection is (stage is prod)
-    # the registry is the approval record: prod keeps the tracking server and the groups
-    for kind in ("AWS::SageMaker::MlflowTrackingServer", "AWS::SageMaker::ModelPackageGroup"):
-        assert [r.get("DeletionPolicy") for r in _of_type(prod.json("registry"), kind).values()] == ["Retain"]
-        assert [r.get("DeletionPolicy") for r in _of_type(dev.json("registry"), kind).values()] != ["Retain"]
+    # the approval record: prod keeps the database and the groups
+    for lifecycle, kind in (("approvals", "AWS::RDS::DBInstance"), ("registry", "AWS::SageMaker::ModelPackageGroup")):
+        assert [r.get("DeletionPolicy") for r in _of_type(prod.json(lifecycle), kind).values()] == ["Retain"]
+        assert [r.get("DeletionPolicy") for r in _of_type(dev.json(lifecycle), kind).values()] != ["Retain"]
     assert _of_type(dev.json("data"), "Custom::S3AutoDeleteObjects")  # dev buckets empty themselves on delete
     assert not _of_type(prod.json("data"), "Custom::S3AutoDeleteObjects")
     assert STAGES["prod"].retain and not STAGES["dev"].retain
 
 
-def test_registry_has_the_tracking_server_the_groups_and_an_approvers_role_that_changes_status_only(dev: Synth) -> None:
+def test_registry_has_the_groups_and_an_approvers_role_that_changes_status_only(dev: Synth) -> None:
     document = dev.json("registry")
-    [server] = _of_type(document, "AWS::SageMaker::MlflowTrackingServer").values()
-    assert server["Properties"]["AutomaticModelRegistration"] is False
-    assert server["Properties"]["ArtifactStoreUri"]["Fn::Join"][1][-1] == "/mlflow"
+    assert not _of_type(document, "AWS::SageMaker::MlflowTrackingServer")  # the approval server replaces it
     [group] = _of_type(document, "AWS::SageMaker::ModelPackageGroup").values()
     assert group["Properties"]["ModelPackageGroupName"] == "dialogue-summarizer"
     approvers_may_only_change_approval_status(document)
@@ -126,8 +124,6 @@ def approvers_may_only_change_approval_status(document: dict[str, Any]) -> None:
             assert writes == ["sagemaker:UpdateModelPackage"]
             assert statement.get("Condition") == {"StringEquals": {"sagemaker:ModelApprovalStatus":
                                                                ["Rejected", "PendingManualApproval"]}}, statement
-        elif statement["Sid"] == "MlflowUi":
-            assert writes == []  # approvals go through the approval server, not MLflow tags set by hand
         else:
             assert writes == [], statement
     [role] = [r for r in _of_type(document, "AWS::IAM::Role").values()
@@ -193,10 +189,10 @@ def test_orchestration_runs_a_private_prefect_worker_and_triggers_the_approval_w
     )["containerOverrides"][0]["command"]
     assert command[:4] == ["prefect", "deployment", "run", "rollout/dialogue-summarizer"]
     assert Trigger.model_validate_json(command[5].removeprefix("trigger=")).name == "dialogue-summarizer/v2/5xx-rate"
-    # the worker passes the two flow roles, and only to ECS tasks
+    # the worker passes the flow roles (one per approval-server account) and their execution role, only to ECS tasks
     roles = {k for k, r in _of_type(document, "AWS::IAM::Role").items()
              if r["Properties"].get("Description", "").startswith("genaiops flow runs")}
-    assert len(roles) == 2
+    assert len(roles) == 4
     [passing] = [s for p in _of_type(document, "AWS::IAM::Policy").values()
                  for s in p["Properties"]["PolicyDocument"]["Statement"]
                  if s["Action"] == "iam:PassRole" and "ecs-tasks.amazonaws.com" in str(s.get("Condition"))]
@@ -292,7 +288,7 @@ def test_every_output_that_names_a_setting_names_one_that_exists(dev: Synth) -> 
              if o.get("Description", "").startswith(ENV_PREFIX)}
     assert named == {"GENAIOPS_SUBNETS", "GENAIOPS_SECURITY_GROUP_IDS", "GENAIOPS_ARTIFACT_BUCKET",
                      "GENAIOPS_CAPTURE_BUCKET", "GENAIOPS_KMS_KEY_ID", "GENAIOPS_SAGEMAKER_ROLE_ARN",
-                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE", "GENAIOPS_NOTIFY_TOPIC_ARN"}
+                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE", "GENAIOPS_NOTIFY_TOPIC_ARN", "GENAIOPS_AUDIT_BUCKET"}
     assert named <= known
 
 
