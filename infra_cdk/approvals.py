@@ -309,6 +309,7 @@ class ApprovalStack(cdk.Stack):
                 ("PublicLbDns", public.load_balancer_dns_name, "the approvers' load balancer: the CNAME target"),
                 ("TrackingUri", self.tracking_url, "GENAIOPS_MLFLOW_TRACKING_URI"),
                 ("AuditBucketName", self.audit.bucket_name, "GENAIOPS_AUDIT_BUCKET"),
+                ("AccountSecretsPrefix", f"genaiops/{stage}/approvals/", "GENAIOPS_MLFLOW_SECRETS_PREFIX"),
                 ("UserPoolId", pool.user_pool_id, "where the platform team adds approvers (MFA is required)")):
             cdk.CfnOutput(self, name, value=value, description=description)
 

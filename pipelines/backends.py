@@ -68,11 +68,39 @@ def store_at(settings: Settings, uri: str) -> ArtifactStore:
     return LocalStore(Path(uri))
 
 
-def make_registry(settings: Settings, config: PipelineConfig) -> MlflowRegistry:
+def make_registry(settings: Settings, config: PipelineConfig, account: str | None = None) -> MlflowRegistry:
+    """The registry, signed in as `account` (the flow's own approval-server account) when its password comes from
+    Secrets Manager (GENAIOPS_MLFLOW_SECRETS_PREFIX, on aws); otherwise as MLFLOW_TRACKING_USERNAME says."""
     from model_registry.mlflow_registry import MlflowRegistry
 
+    if account is not None and settings.mlflow_secrets_prefix:
+        sign_in_as(settings, account)
     return MlflowRegistry(settings.tracking_uri, experiment=config.experiment, model_name=config.model_name,
                           artifact_root=settings.mlflow_artifact_root)
+
+
+def sign_in_as(settings: Settings, account: str) -> None:
+    """Set the MLflow client's credentials from the account's secret (`<prefix><account>`: username, password).
+    Each flow's task role may read its own account's secret and no other, so a flow cannot act as another."""
+    import json
+    import os
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    secret_id = f"{settings.mlflow_secrets_prefix}{account}"
+    try:
+        value = boto3.client("secretsmanager", region_name=settings.region).get_secret_value(SecretId=secret_id)
+        document = json.loads(value["SecretString"])
+        username, password = str(document["username"]), str(document["password"])
+    except (BotoCoreError, ClientError, KeyError, ValueError, TypeError) as exc:
+        raise BackendError(f"GENAIOPS_MLFLOW_SECRETS_PREFIX: the {account} account's secret {secret_id} could not be "
+                           f"read ({type(exc).__name__}: {exc}); it must hold username and password, and this flow's "
+                           "task role must be the one that may read it") from None
+    if username != account:
+        raise BackendError(f"GENAIOPS_MLFLOW_SECRETS_PREFIX: the secret {secret_id} is the {username!r} account's, "
+                           f"not {account!r}")
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = username, password
 
 
 def make_mirror(settings: Settings, config: PipelineConfig) -> ModelPackageMirror | None:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
                                                        "AuditBucketName): the approval server's entries, with S3 "
                                                        "Object Lock, that approvals are judged by")
     mlflow_tracking_uri: str | None = Field(None, description="defaults to a SQLite store in the workspace")
+    mlflow_secrets_prefix: str | None = Field(
+        None, description="where each flow's approval-server password is (aws backend; the approvals stack's "
+                          "AccountSecretsPrefix): the secret <prefix><account> of the flow's own account")
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where approvers open the MLflow UI")
     sagemaker_role_arn: str | None = Field(None, description="execution role of SageMaker jobs (aws backend)")
     subnets: str = Field("", description="comma-separated subnet ids for SageMaker jobs (aws backend)")

@@ -157,7 +157,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
         logger.info("plan: at most %.2f instance-hours (%s)", planned.instance_hours,
                     ", ".join(f"{p.kind} {p.instances} x {p.instance_type}" for p in planned.creates if p.instances))
     policy = config.orchestration
-    store, registry = make_store(settings), make_registry(settings, config)
+    store, registry = make_store(settings), make_registry(settings, config, config.approval.pipeline_account)
     trainer = make_trainer(settings, store)
     evaluation = make_evaluation(settings, config, registry, store, logger.info)
     reliable(recover_crashed, policy)(registry, evaluation.deployer, evaluation_endpoint=evaluation.endpoint)
@@ -259,7 +259,7 @@ def approval_watch(config: PipelineConfig | str | None = None) -> list[dict[str,
     settings = load_settings()
     config = resolve_config(config, settings)
     policy = config.orchestration
-    store, registry = make_store(settings), make_registry(settings, config)
+    store, registry = make_store(settings), make_registry(settings, config, config.approval.watcher_account)
     mirror, audit = make_mirror(settings, config), make_audit(settings)
     sync = reliable(sync_sagemaker, policy)
     if mirror is not None:  # SageMaker first: a rejection made there must stop a release made here

@@ -96,7 +96,7 @@ def reference_of(settings: Settings, config: PipelineConfig, store: ArtifactStor
             raise MonitorError(f"the primary variant serves no registered version of {config.model_name}, so its "
                                "training data is unknown: set monitoring.drift.reference_dataset to a prepared "
                                "dataset's hash")
-        registry = make_registry(settings, config)
+        registry = make_registry(settings, config, config.approval.release_account)
         found = registry.get_version(version) if version.isdigit() else registry.alias_version(T.CHALLENGER)
         dataset_hash = found.tags.get(T.DATASET_HASH) if found is not None else None
         if not dataset_hash:

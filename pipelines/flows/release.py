@@ -38,7 +38,7 @@ from steps.evaluate import rouge_l
 
 
 def make_releaser(settings: Settings, config: PipelineConfig, progress: Callable[[str], None] | None = None) -> Releaser:
-    store, registry = make_store(settings), make_registry(settings, config)
+    store, registry = make_store(settings), make_registry(settings, config, config.approval.release_account)
 
     @functools.cache
     def packaged_base(base_uri: str, image: str) -> Version:

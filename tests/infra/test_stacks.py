@@ -288,7 +288,8 @@ def test_every_output_that_names_a_setting_names_one_that_exists(dev: Synth) -> 
              if o.get("Description", "").startswith(ENV_PREFIX)}
     assert named == {"GENAIOPS_SUBNETS", "GENAIOPS_SECURITY_GROUP_IDS", "GENAIOPS_ARTIFACT_BUCKET",
                      "GENAIOPS_CAPTURE_BUCKET", "GENAIOPS_KMS_KEY_ID", "GENAIOPS_SAGEMAKER_ROLE_ARN",
-                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE", "GENAIOPS_NOTIFY_TOPIC_ARN", "GENAIOPS_AUDIT_BUCKET"}
+                     "GENAIOPS_MLFLOW_TRACKING_URI", "GENAIOPS_IMAGE", "GENAIOPS_NOTIFY_TOPIC_ARN", "GENAIOPS_AUDIT_BUCKET",
+                     "GENAIOPS_MLFLOW_SECRETS_PREFIX"}
     assert named <= known
 
 
