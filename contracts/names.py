@@ -37,3 +37,11 @@ def strategy(name: str) -> Strategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; one of {', '.join(STRATEGIES)}")
     return name
+
+
+# The approval server's accounts by default (`approval` in a pipeline config may rename them): the flows' service
+# accounts and the admin. The approvals stack makes one secret each; each flow role reads its own.
+PIPELINE_ACCOUNT = "genaiops-pipeline"
+WATCHER_ACCOUNT = "genaiops-watcher"
+RELEASE_ACCOUNT = "genaiops-release"
+ADMIN_ACCOUNT = "admin"

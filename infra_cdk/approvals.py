@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,18 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from contracts import names as N
 from infra_cdk.constructs.ids import logical_id
 from infra_cdk.constructs.logs import LogKey
 from infra_cdk.constructs.nag import acknowledge
 from infra_cdk.constructs.storage import REPLICATION, AccessLogBucket
-from model_registry.approval import ApprovalConfig
 
 PORT = 5000
 DATABASE = "mlflow"
 REPOSITORY = Path(__file__).resolve().parent.parent  # the Dockerfile's folder
-ACCOUNTS = ApprovalConfig()  # the service accounts' names, as the pipeline config names them by default
+class ACCOUNTS:
+    admin_account, pipeline_account = N.ADMIN_ACCOUNT, N.PIPELINE_ACCOUNT
+    watcher_account, release_account = N.WATCHER_ACCOUNT, N.RELEASE_ACCOUNT
 
 
 class ApprovalStack(cdk.Stack):
@@ -329,8 +330,3 @@ def _managed(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
 def audit_bucket_name(stack: cdk.Stack, stage: str) -> str:
     """Named by stage, account and region, so that a flow role in another stack names it without an export."""
     return f"genaiops-{stage}-audit-{stack.account}-{stack.region}"
-
-
-def service_accounts(approval: ApprovalConfig | None = None) -> Sequence[str]:
-    config = approval or ACCOUNTS
-    return (config.pipeline_account, config.watcher_account, config.release_account)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts import names as N
 from contracts import tags as T
 
 APPROVAL_TAGS = frozenset({T.APPROVAL_STATUS, T.APPROVAL_NOTE, T.APPROVED_BY, T.APPROVED_AT})
@@ -20,7 +21,7 @@ STATUSES = (T.PENDING, T.APPROVED, T.REJECTED)
 LINEAGE_TAGS = (T.DATASET_HASH, T.BASE_MODEL, T.SOURCE_RUN, T.RUN_KEY, T.GATE, T.GATE_SUMMARY)
 
 
-DEFAULT_USERS = ("alice", "bob", "genaiops-pipeline", "genaiops-watcher", "genaiops-release")
+DEFAULT_USERS = ("alice", "bob", N.PIPELINE_ACCOUNT, N.WATCHER_ACCOUNT, N.RELEASE_ACCOUNT)
 
 
 class ApprovalConfig(BaseModel):
@@ -29,14 +30,14 @@ class ApprovalConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     approvers: list[str] = Field(default_factory=lambda: ["alice"], min_length=1,
                                  description="the approvers group: users who may approve or reject versions")
-    pipeline_account: str = Field("genaiops-pipeline", description="the account training runs use; never approves")
-    watcher_account: str = Field("genaiops-watcher",
+    pipeline_account: str = Field(N.PIPELINE_ACCOUNT, description="the account training runs use; never approves")
+    watcher_account: str = Field(N.WATCHER_ACCOUNT,
                                  description="the approval watcher's account; may only send a version back to pending, "
                                              "or mark it rejected when it was rejected in the SageMaker Model Registry")
-    release_account: str = Field("genaiops-release",
+    release_account: str = Field(N.RELEASE_ACCOUNT,
                                  description="the release's account; the only one that moves or deletes aliases "
                                              "(champion, challenger) and writes genaiops.release.* tags")
-    admin_account: str = Field("admin", description="the MLflow admin; the only one that may delete versions or models")
+    admin_account: str = Field(N.ADMIN_ACCOUNT, description="the MLflow admin; the only one that may delete versions or models")
     separation_of_duties: bool = Field(True, description="an approver may not approve a version they triggered")
     users: list[str] = Field(default_factory=lambda: list(DEFAULT_USERS),
                              description="accounts `make ui` creates in the local user store (the admin always)")
