@@ -187,7 +187,8 @@ class ApprovalStack(cdk.Stack):
             "approval-server", image=ecs.ContainerImage.from_docker_image_asset(image),
             command=["genaiops", "approval-server"], port_mappings=[ecs.PortMapping(container_port=PORT)],
             environment={
-                "GENAIOPS_BACKEND": "aws", "GENAIOPS_REGION": self.region, "GENAIOPS_ARTIFACT_BUCKET": artifacts.bucket_name,
+                "GENAIOPS_BACKEND": "aws", "GENAIOPS_CONFIG": "configs/aws.yaml",  # its `approval` rules
+                "GENAIOPS_REGION": self.region, "GENAIOPS_ARTIFACT_BUCKET": artifacts.bucket_name,
                 "GENAIOPS_KMS_KEY_ID": key.key_arn, "GENAIOPS_AUDIT_BUCKET": self.audit.bucket_name,
                 "GENAIOPS_MLFLOW_TRACKING_URI": f"https://{internal_domain}",
                 "GENAIOPS_SAGEMAKER_ROLE_ARN": sagemaker_role.role_arn,

@@ -124,3 +124,20 @@ def test_the_server_runs_the_repositorys_image_as_two_private_tasks(dev: Synth) 
     secrets = {s["Name"] for s in container["Secrets"]}
     assert {"GENAIOPS_SERVER_DB_PASSWORD", "GENAIOPS_SERVER_RELEASE_PASSWORD"} <= secrets
     assert not [e for e in container["Environment"] if "PASSWORD" in e["Name"]]
+
+
+def test_the_servers_environment_names_only_settings_that_exist_and_its_config_is_in_the_image(dev: Synth) -> None:
+    from pathlib import Path
+
+    from pipelines.settings import ENV_PREFIX, SERVER_PREFIX, ServerSettings, Settings, load_config
+
+    [task] = _of_type(dev.json("approvals"), "AWS::ECS::TaskDefinition").values()
+    [container] = task["Properties"]["ContainerDefinitions"]
+    names = {e["Name"] for e in container["Environment"]} | {s["Name"] for s in container["Secrets"]}
+    known = {f"{ENV_PREFIX}{n}".upper() for n in Settings.model_fields} | \
+        {f"{SERVER_PREFIX}{n}".upper() for n in ServerSettings.model_fields}
+    assert {n for n in names if n.startswith(ENV_PREFIX)} <= known
+    config = {e["Name"]: e["Value"] for e in container["Environment"]}["GENAIOPS_CONFIG"]
+    repository = Path(__file__).parents[2]
+    assert load_config(repository / config).approval.sign_in == "load-balancer"  # people sign in at the ALB
+    assert f"COPY {config.split('/')[0]} " in (repository / "Dockerfile").read_text()

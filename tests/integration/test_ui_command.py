@@ -4,6 +4,7 @@ behind sign-in, with the users of the approval config."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -20,9 +21,24 @@ from pipelines.settings import load_settings
 from tests.servers import descendants, free_port, running, stop, wait_http
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize(("signum", "store"), [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "sqlite"),
+                                               (signal.SIGTERM, "postgresql")], ids=["SIGTERM", "Ctrl-C", "PostgreSQL"])
 def test_ui_serves_the_models_the_pipeline_registered_and_stops_all_it_started(
-        isolated_env: Path, tmp_path: Path, signum: signal.Signals) -> None:
+        isolated_env: Path, tmp_path: Path, signum: signal.Signals, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with contextlib.ExitStack() as stack:
+        if store == "postgresql":  # the setting that points `make ui` (and the flows) at PostgreSQL
+            from tests.postgres import PASSWORD, postgres
+
+            monkeypatch.setenv("GENAIOPS_MLFLOW_TRACKING_URI", stack.enter_context(postgres()))
+        serve_and_stop(isolated_env, tmp_path, signum)
+        if store == "postgresql":
+            import urllib.parse
+
+            printed = (tmp_path / "ui.log").read_text()
+            assert PASSWORD not in printed and urllib.parse.quote(PASSWORD, safe="") not in printed  # never printed
+
+
+def serve_and_stop(isolated_env: Path, tmp_path: Path, signum: signal.Signals) -> None:
     settings = load_settings()
     registry = MlflowRegistry(settings.tracking_uri, experiment="ui", model_name="ui-model",
                               artifact_root=settings.mlflow_artifact_root)
