@@ -10,7 +10,7 @@ import getpass
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -28,6 +28,7 @@ from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
 
+_S = TypeVar("_S", bound=BaseSettings)
 ENV_PREFIX = "GENAIOPS_"
 SERVER_PREFIX = "GENAIOPS_SERVER_"  # the approval server's own settings (ServerSettings), not the pipeline's
 DEFAULT_CONFIG_NAME = "configs/local.yaml"
@@ -132,15 +133,20 @@ class PipelineConfig(BaseModel):
 
 def load_settings() -> Settings:
     """Read Settings from the environment; unknown GENAIOPS_* variables are errors, not silently ignored."""
-    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
-    unknown = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
-                     and not k.upper().startswith(SERVER_PREFIX))
+    return _from_environment(Settings, ENV_PREFIX, besides=SERVER_PREFIX)
+
+
+def _from_environment(model: type[_S], prefix: str, besides: str | None = None) -> _S:
+    """`model` from its `prefix`ed variables; an unknown one (other than `besides`'s) is an error that names it."""
+    known = {f"{prefix}{name}".upper() for name in model.model_fields}
+    unknown = sorted(k for k in os.environ if k.upper().startswith(prefix) and k.upper() not in known
+                     and not (besides and k.upper().startswith(besides)))
     if unknown:
         raise ConfigError(f"environment: unknown variable(s) {unknown}; known: {sorted(known)}")
     try:
-        return Settings()
+        return model()
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, "environment", prefix=ENV_PREFIX)) from exc
+        raise ConfigError(_describe(exc, "environment", prefix=prefix)) from exc
 
 
 class ServerSettings(BaseSettings):
@@ -187,14 +193,7 @@ class ServerSettings(BaseSettings):
 
 
 def load_server_settings() -> ServerSettings:
-    known = {f"{SERVER_PREFIX}{name}".upper() for name in ServerSettings.model_fields}
-    unknown = sorted(k for k in os.environ if k.upper().startswith(SERVER_PREFIX) and k.upper() not in known)
-    if unknown:
-        raise ConfigError(f"environment: unknown variable(s) {unknown}; known: {sorted(known)}")
-    try:
-        return ServerSettings()
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, "environment", prefix=SERVER_PREFIX)) from exc
+    return _from_environment(ServerSettings, SERVER_PREFIX)
 
 
 def load_config(path: Path | None) -> PipelineConfig:
