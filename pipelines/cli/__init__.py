@@ -9,7 +9,7 @@ from pipelines.cli import lifecycle  # noqa: F401
 from pipelines.cli import registry  # noqa: F401
 
 # isort: split
-from pipelines.cli import endpoints, monitoring, orchestration, release  # noqa: F401
+from pipelines.cli import endpoints, monitoring, orchestration, quality, release  # noqa: F401
 from pipelines.cli.common import app, stop
 
 __all__ = ["app", "main"]

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from contracts import tags as T
 from contracts.names import BASELINE
 from monitoring.alarms import AlarmAction
-from monitoring.drift import CaptureCursor, Captured, minilm_encoder, read_capture
+from monitoring.drift import CaptureCursor, Captured, read_capture
 from monitoring.monitor import AlarmSync, Reference, Transition, drift_metrics, endpoint_alarms, run_actions
 from pipelines.backends import (
     make_alarms,
@@ -46,6 +46,7 @@ from pipelines.trigger import Trigger
 from serving.endpoints import EndpointNotFoundError, Served, served
 from steps.artifacts import ArtifactNotFoundError, ArtifactStore
 from steps.prompts import raw_input
+from steps.scoring import minilm_encoder
 
 
 class MonitorResult(BaseModel):

@@ -1,0 +1,68 @@
+"""`genaiops score`: faithfulness and toxicity of generated text, per record."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pipelines.cli.common import EXIT_USAGE, app, fail, out
+from pipelines.offline import go_offline
+
+
+@app.command("score")
+def score(
+    file: Annotated[Path, typer.Argument(help="JSON lines with 'input' (the source) and 'output' (the generated text).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write one JSON line of scores per record.")],
+    metrics: Annotated[str, typer.Option(help="Comma-separated: faithfulness, toxicity.")] = "faithfulness,toxicity",
+    explain: Annotated[bool, typer.Option(help="Add the spans that made each record flagged ('findings').")] = False,
+) -> None:
+    """Score generated text: per record a score in [0, 1] (1 is good) and a flag per metric, in the input's order."""
+    go_offline()
+    from steps.scoring import METRICS, ScoringInputError, minilm_encoder, read_records, score_records
+
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METRICS]
+    if not chosen or unknown:
+        fail(f"--metrics: unknown {unknown or 'empty'}; choose from {', '.join(METRICS)}", EXIT_USAGE)
+    try:
+        records = read_records(file.read_text(encoding="utf-8"), str(file))
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{file}: cannot read ({exc})", EXIT_USAGE)
+    except ScoringInputError as exc:
+        fail(str(exc), EXIT_USAGE)
+    encoder = minilm_encoder() if "faithfulness" in chosen else None
+    scores = score_records(records, chosen, encoder)
+    lines = []
+    for i in range(len(records)):
+        row: dict[str, dict[str, Any]] = {}
+        for metric in chosen:
+            scored = scores[metric][i]
+            row[metric] = {"score": round(scored.score, 4), "flagged": scored.flagged}
+            if explain:
+                row[metric]["findings"] = [f.model_dump() for f in scored.findings]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # All or nothing: the scores appear under their name only once every line is written.
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    table = Table(title=f"{file}: {len(records)} records")
+    for column in ("metric", "flagged", "flag rate", "mean score"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in chosen:
+        flagged = sum(s.flagged for s in scores[metric])
+        mean = sum(s.score for s in scores[metric]) / len(records)
+        table.add_row(metric, str(flagged), f"{flagged / len(records):.1%}", f"{mean:.3f}")
+    out.print(table)
+    out.print(f"wrote {len(records)} lines to {output}")

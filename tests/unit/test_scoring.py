@@ -1,0 +1,181 @@
+"""Generation-quality scorers: what counts as unfaithful or toxic, and `genaiops score`."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steps.perturb import PERTURBATIONS
+from steps.sample_data import generate_records
+from steps.scoring import (
+    ScoringInputError,
+    faithfulness,
+    minilm_encoder,
+    read_records,
+    score_records,
+    toxicity,
+)
+
+BIN = Path(sys.executable).parent / "genaiops"
+SOURCE = ("Hana: My card was blocked after I paid for a hotel in Lisbon.\n"
+          "Dr. Priya Patel: I removed the hold on Tuesday. The fee is 12 dollars, refunded in seven days.\n"
+          "Hana: Great, I accept.")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Callable[[Sequence[str]], Any]:
+    return minilm_encoder()
+
+
+def flagged(output: str, source: str = SOURCE, encoder: Any = None) -> list[tuple[str, str]]:
+    [scored] = faithfulness([source], [output], encoder)
+    assert scored.flagged == bool(scored.findings)
+    assert 0 <= scored.score <= 1
+    return [(f.kind, f.text) for f in scored.findings]
+
+
+def test_names_written_differently_are_supported() -> None:
+    # Case, a possessive, a first or last name for the full name, a title: the same people.
+    assert flagged("Patel removes the hold on Hana's card.") == []
+    assert flagged("Dr. Patel removed HANA's hold; priya says the fee is refunded.") == []
+    assert flagged("Priya Patel’s team removed the hold in Lisbon on Tuesday.") == []
+
+
+def test_invented_names_and_places_are_flagged_with_their_spans() -> None:
+    [scored] = faithfulness([SOURCE], ["Ines removes the hold on Hana's card in Madrid."])
+    assert [(f.kind, f.text) for f in scored.findings] == [("name", "Ines"), ("name", "Madrid")]
+    assert scored.findings[0].start == 0 and scored.findings[1].end == len("Ines removes the hold on Hana's card in Madrid")
+    assert scored.score < 1
+
+
+def test_numbers_days_and_times_must_be_in_the_source() -> None:
+    assert flagged("The fee is twelve dollars, refunded in 7 days.") == []  # words and digits agree
+    assert flagged("The fee is 21 dollars.") == [("number", "21")]
+    assert flagged("Patel removed the hold on Thursday.") == [("date", "Thursday")]
+    assert flagged("Patel removed the hold tomorrow.") == [("date", "tomorrow")]
+    assert flagged("The refund takes 3 days.") == [("number", "3")]
+
+
+def test_a_sentence_start_is_not_a_name_but_an_unknown_one_is() -> None:
+    assert flagged("Because the hold was removed, Hana accepts.") == []
+    assert flagged("Viktor removed the hold.") == [("name", "Viktor")]
+
+
+def test_reversed_facts_and_unsupported_negations_are_flagged(encoder: Any) -> None:
+    assert ("negation", "rejects") in flagged("Hana rejects the refund.", encoder=encoder)
+    assert [k for k, _ in flagged("Dr. Patel did not remove the hold on Tuesday.", encoder=encoder)] == ["negation"]
+    assert flagged("Dr. Patel removed the hold on Tuesday; the fee is refunded in seven days.", encoder=encoder) == []
+
+
+def test_perturbed_sample_summaries_are_caught_and_correct_ones_pass(encoder: Any) -> None:
+    """On the generator's records (the development set the rules were shaped on)."""
+    rng = random.Random(3)
+    rows = []
+    for record in generate_records(40, seed=4242):
+        rows.append((record["dialogue"], record["summary"], "faithful"))
+        for kind, perturb in PERTURBATIONS.items():
+            wrong = perturb(rng, record["dialogue"], record["summary"])
+            if wrong and wrong != record["summary"]:
+                rows.append((record["dialogue"], wrong, kind))
+    scores = faithfulness([r[0] for r in rows], [r[1] for r in rows], encoder)
+    rate = collections.defaultdict(list)
+    for (_, _, kind), scored in zip(rows, scores, strict=True):
+        rate[kind].append(scored.flagged)
+    share = {kind: sum(v) / len(v) for kind, v in rate.items()}
+    assert share["faithful"] <= 0.1, share
+    for kind in ("invented_name", "wrong_number", "wrong_day", "wrong_place"):
+        assert share[kind] >= 0.9, share
+
+
+def _labelled(name: str) -> list[dict[str, str]]:
+    path = Path(str(resources.files("steps") / "resources" / name))
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_shipped_held_out_set_entity_errors_are_caught(encoder: Any) -> None:
+    """The hand-written held-out set (README: how the scorers were measured)."""
+    rows = _labelled("faithfulness_labelled.jsonl")
+    scores = faithfulness([r["input"] for r in rows], [r["output"] for r in rows], encoder)
+    by_kind = collections.defaultdict(list)
+    for row, scored in zip(rows, scores, strict=True):
+        by_kind[row["label"]].append(scored.flagged)
+    entity_errors = [f for k in ("invented_name", "wrong_number", "wrong_day", "wrong_place") for f in by_kind[k]]
+    assert sum(entity_errors) / len(entity_errors) >= 0.9
+    assert sum(by_kind["faithful"]) / len(by_kind["faithful"]) <= 0.15
+
+
+def test_toxicity_flags_insults_not_idioms() -> None:
+    scores = toxicity(["You are a worthless idiot and I hate you.", "Flip the kill switch before the deploy.",
+                       "Shoot me an email when you are done.", "Thanks, see you Friday. What a f**k up."])
+    assert [s.flagged for s in scores] == [True, False, False, True]
+    assert scores[0].score < 1 - 0.7 < scores[1].score  # the default threshold is 0.7
+    assert {f.kind for f in scores[3].findings} == {"blocked"}
+
+
+def test_shipped_toxicity_set() -> None:
+    rows = _labelled("toxicity_labelled.jsonl")
+    scores = toxicity([r["output"] for r in rows])
+    toxic = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "toxic"]
+    benign = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "benign"]
+    assert sum(toxic) / len(toxic) >= 0.8
+    assert sum(benign) / len(benign) <= 0.1
+
+
+def test_bad_lines_are_named_by_number() -> None:
+    text = '{"input": "a", "output": "b"}\nnot json\n\n[1]\n{"input": "a"}\n{"input": 3, "output": "x", "id": 1}\n'
+    with pytest.raises(ScoringInputError) as caught:
+        read_records(text, "f.jsonl")
+    message = str(caught.value)
+    assert "4 bad line(s)" in message
+    for expected in ("f.jsonl:2: not JSON", "f.jsonl:4: a JSON object", "f.jsonl:5: 'output' is missing",
+                     "f.jsonl:6: 'input' is not a string"):
+        assert expected in message
+    assert read_records('{"input": "a", "output": "b", "x": 1}\n', "f") == [("a", "b")]
+    with pytest.raises(ScoringInputError, match="no records"):
+        read_records("\n", "f")
+    with pytest.raises(ValueError, match="unknown metric"):
+        score_records([("a", "b")], ["judge"])
+
+
+def _score(*args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([str(BIN), "score", *args], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_score_command_writes_one_line_per_record_in_order(tmp_path: Path) -> None:
+    records = [{"input": SOURCE, "output": "Patel removed the hold on Tuesday.", "id": 1},
+               {"input": SOURCE, "output": "Ines removed the hold on Friday, you idiot.", "id": 2},
+               {"input": SOURCE, "output": "Hana accepts the refund of 12 dollars."}]
+    source, target = tmp_path / "in.jsonl", tmp_path / "out" / "scores.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = _score(str(source), "--output", str(target), "--metrics", "faithfulness,toxicity")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [set(line) for line in lines] == [{"faithfulness", "toxicity"}] * 3
+    assert [line["faithfulness"]["flagged"] for line in lines] == [False, True, False]
+    assert [line["toxicity"]["flagged"] for line in lines] == [False, True, False]
+    assert all(set(line["toxicity"]) == {"score", "flagged"} for line in lines)
+    assert "faithfulness" in result.stdout and "33.3%" in result.stdout
+
+
+def test_score_command_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "scores.jsonl"
+    source.write_text('{"input": "a", "output": "b"}\n{"input": "a", "outputs": "b"}\n')
+    result = _score(str(source), "--output", str(target), "--metrics", "toxicity")
+    assert result.returncode == 2
+    assert "in.jsonl:2" in result.stderr and "'output' is missing" in result.stderr
+    assert not target.exists() and list(tmp_path.iterdir()) == [source]
+    result = _score(str(source), "--output", str(target), "--metrics", "toxicity,rouge")
+    assert result.returncode == 2 and "rouge" in result.stderr
+    assert not target.exists()
