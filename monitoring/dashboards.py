@@ -55,6 +55,9 @@ def panels(endpoint: str, variants: Sequence[str]) -> list[Panel]:
         Panel(title="Output quality: empty outputs, disagreement with the primary variant", unit="%",
               lines=[*per_variant("EmptyOutputRate", "Maximum", GENAIOPS_NAMESPACE, "empty outputs"),
                      *per_variant("DisagreementRate", "Maximum", GENAIOPS_NAMESPACE, "disagreement")]),
+        Panel(title="Generation quality: unfaithful and toxic outputs (a scored sample)", unit="%",
+              lines=[*per_variant("UnfaithfulOutputRate", "Maximum", GENAIOPS_NAMESPACE, "unfaithful"),
+                     *per_variant("ToxicOutputRate", "Maximum", GENAIOPS_NAMESPACE, "toxic")]),
     ]
 
 

@@ -34,7 +34,8 @@ METRICS: dict[str, frozenset[str]] = {
     SAGEMAKER_NAMESPACE: frozenset({"Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "ModelLatency",
                                     "OverheadLatency"}),
     GENAIOPS_NAMESPACE: frozenset({"InputLengthPSI", "OutputLengthPSI", "InputLengthKS", "OutputLengthKS",
-                                   "EmbeddingDrift", "EmptyOutputRate", "DisagreementRate", "CapturedRequests"}),
+                                   "EmbeddingDrift", "EmptyOutputRate", "DisagreementRate", "CapturedRequests",
+                                   "UnfaithfulOutputRate", "ToxicOutputRate"}),
 }
 STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d{1,2})?|100)$")

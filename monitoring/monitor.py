@@ -104,6 +104,16 @@ DEFAULTS: dict[str, Default] = {
                                  metric=_stat("DisagreementRate", "Maximum", GENAIOPS_NAMESPACE), threshold=90,
                                  comparison="GreaterThanThreshold", evaluation_periods=1, datapoints_to_alarm=1,
                                  treat_missing_data="ignore"),
+    "unfaithful_output_rate": Default(scope="variant", description="percent of a scored sample of outputs that state "
+                                                                   "names, numbers, days or facts their input does not",
+                                      metric=_stat("UnfaithfulOutputRate", "Maximum", GENAIOPS_NAMESPACE), threshold=50,
+                                      comparison="GreaterThanThreshold", evaluation_periods=1, datapoints_to_alarm=1,
+                                      treat_missing_data="ignore"),
+    "toxic_output_rate": Default(scope="variant", description="percent of a scored sample of outputs the toxicity "
+                                                              "classifier flags",
+                                 metric=_stat("ToxicOutputRate", "Maximum", GENAIOPS_NAMESPACE), threshold=5,
+                                 comparison="GreaterThanThreshold", evaluation_periods=1, datapoints_to_alarm=1,
+                                 treat_missing_data="ignore", actions=["notify", "rollback"]),
 }
 
 
@@ -113,6 +123,8 @@ class DriftConfig(BaseModel):
                                                      "capture accumulates until then")
     reference_size: int = Field(400, ge=10, description="training records the live traffic is compared with")
     embedding: bool = Field(True, description="compute embedding drift (all-MiniLM-L6-v2, CPU)")
+    quality_sample: int = Field(64, ge=0, description="outputs per variant scored for faithfulness and toxicity each "
+                                                      "run (the newest); 0 turns the quality monitors off")
     reference_dataset: str | None = Field(None, description="hash of the prepared dataset live traffic is compared "
                                                             "with; default: the one the served version's lineage names")
 
@@ -191,6 +203,20 @@ class Reference(BaseModel):
     outputs: list[str]
 
 
+def quality_rates(records: Sequence[drift.Captured], variant: str, sample: int,
+                  encode: drift.Encoder | None) -> tuple[float, float]:
+    """Percent of the variant's newest `sample` answered requests whose output is unfaithful to its input, and toxic."""
+    from steps.scoring import faithfulness, toxicity
+
+    pairs = [(i, o) for r in records if r.variant == variant and r.outputs is not None
+             for i, o in zip(r.inputs, r.outputs, strict=False)][-sample:]
+    if not pairs:
+        return 0.0, 0.0
+    faithful = faithfulness([i for i, _ in pairs], [o for _, o in pairs], encode)
+    harmless = toxicity([o for _, o in pairs])
+    return (100.0 * sum(s.flagged for s in faithful) / len(pairs), 100.0 * sum(s.flagged for s in harmless) / len(pairs))
+
+
 def drift_metrics(endpoint: str, records: Sequence[drift.Captured], reference: Reference, primary: str, *,
                   count_tokens: Callable[[Sequence[str]], list[int]], encode: drift.Encoder | None,
                   config: DriftConfig, when: datetime) -> list[MetricDatum]:
@@ -219,6 +245,10 @@ def drift_metrics(endpoint: str, records: Sequence[drift.Captured], reference: R
             put("OutputLengthPSI", psi, variant)
             put("OutputLengthKS", ks, variant)
             put("EmptyOutputRate", drift.empty_rate(outputs), variant, unit="Percent")
+            if config.quality_sample:
+                unfaithful, toxic = quality_rates(records, variant, config.quality_sample, encode)
+                put("UnfaithfulOutputRate", unfaithful, variant, unit="Percent")
+                put("ToxicOutputRate", toxic, variant, unit="Percent")
     for variant, rate in drift.disagreement(records, primary).items():
         put("DisagreementRate", rate, variant, unit="Percent")
     return datums

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from serving.deployer import SageMakerDeployer
     from serving.evaluation import CandidateEvaluation
     from serving.evidence import EvidenceReader
+    from steps.judge import Judge, JudgeConfig
 
 
 class BackendError(ValueError):
@@ -152,6 +153,25 @@ def make_metrics(settings: Settings) -> tuple[MetricSink, MetricSource]:
         return CloudWatchSink(client), CloudWatchSource(client)
     sqlite = SqliteMetricSink(settings.root / "metrics.db")
     return sqlite, sqlite
+
+
+def make_judge(settings: Settings, config: JudgeConfig) -> Judge:
+    """The LLM judge: the configured small model in process, or Amazon Bedrock's Converse API on aws."""
+    if _aws(settings):
+        import boto3
+        from botocore.config import Config
+
+        from steps.judge import BedrockJudge
+
+        client = boto3.client("bedrock-runtime", region_name=settings.region,
+                              config=Config(retries={"max_attempts": 6, "mode": "adaptive"}))
+        return BedrockJudge(client, config.bedrock_model_id, config)
+    from steps.base_model import resolve_base_model
+    from steps.generation import load_model
+    from steps.judge import LocalJudge
+
+    loaded = load_model(resolve_base_model(config.model, settings.root / "models"), None, name="judge")
+    return LocalJudge(loaded.model, loaded.tokenizer, config, name=config.model)
 
 
 # --- SageMaker: the API, the runtime, the deployer ---------------------------------------------------

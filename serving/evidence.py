@@ -44,6 +44,7 @@ class EvidenceReader(Protocol):
 class _Seen(BaseModel):
     model_config = ConfigDict(frozen=True)
     outputs: dict[str, str] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)
     inference_ids: dict[str, str] = Field(default_factory=dict)
 
 
@@ -80,6 +81,8 @@ class CaptureLog:
                 seen = variants.setdefault(record.variant, _Seen())
                 if record.outputs and not record.error:
                     seen.outputs[record.event_id] = record.outputs[0]
+                    if record.inputs:
+                        seen.inputs[record.event_id] = record.inputs[0]
                 if record.inference_id:
                     seen.inference_ids[record.event_id] = record.inference_id
             gathered = _Gathered(cursor=cursor, variants=variants)
@@ -109,7 +112,7 @@ class WorkspaceEvidence:
                                errors_4xx=int(sum(self._values(endpoint, variant, "Invocation4XXErrors", since))),
                                errors_5xx=int(sum(self._values(endpoint, variant, "Invocation5XXErrors", since))),
                                latencies_us=self._values(endpoint, variant, "ModelLatency", since),
-                               outputs=mine.outputs, inference_ids=mine.inference_ids, unreadable=skipped)
+                               outputs=mine.outputs, inputs=mine.inputs, inference_ids=mine.inference_ids, unreadable=skipped)
 
 
 class CloudWatchEvidence:
@@ -162,7 +165,7 @@ class CloudWatchEvidence:
         mine = seen.get(variant, _Seen())
         return VariantEvidence(name=variant, requests=int(sum(sums["n"])), errors_4xx=int(sum(sums["e4"])),
                                errors_5xx=int(sum(sums["e5"])), latency_percentiles_us=percentiles,
-                               outputs=mine.outputs, inference_ids=mine.inference_ids, unreadable=skipped)
+                               outputs=mine.outputs, inputs=mine.inputs, inference_ids=mine.inference_ids, unreadable=skipped)
 
 
 def _number(value: Any) -> bool:

@@ -18,7 +18,7 @@ from model_registry.mlflow_registry import RegisteredVersion
 from serving.deployer import DeploymentError, Version
 from serving.evidence import EvidenceReader
 from serving.release import Releaser
-from serving.rollout import Decision, Evidence, RolloutConfig, VariantEvidence, decide
+from serving.rollout import Decision, Evidence, Quality, RolloutConfig, VariantEvidence, decide
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,14 @@ class Rollout:
     def __init__(self, releaser: Releaser, config: RolloutConfig, evidence: EvidenceReader, *,
                  rouge: Callable[[str, str], float] | None = None,
                  references: Callable[[RegisteredVersion], Mapping[str, str]] | None = None,
-                 shared_host: bool = False, notify: Callable[[str, str], None] | None = None) -> None:
+                 shared_host: bool = False, notify: Callable[[str, str], None] | None = None,
+                 quality: Quality | None = None) -> None:
         self.releaser, self.config, self.evidence, self.rouge = releaser, config, evidence, rouge
         self.references = references  # inference id -> reference text, for requests that name one
         self.shared_host = shared_host  # local endpoints: a shadow's latency is not comparable
         self.notify = notify  # (subject, message): a rollback is news for the people on call
         self.registry = releaser.registry
+        self.quality = quality  # (inputs, outputs) -> unfaithful and toxic flags (steps.scoring)
 
     def status(self, now: datetime | None = None) -> RolloutStatus:
         endpoint = self.releaser.endpoint
@@ -62,7 +64,8 @@ class Rollout:
                 self.evidence(endpoint, champion.variant, since)
             decision = decide(theirs, mine, started=since, now=now or datetime.now(UTC), config=self.config,
                               paired=strategy == "shadow", references=self._references(challenger, theirs, mine),
-                              rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"))
+                              rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"),
+                              quality=self.quality)
             return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
                                  strategy=strategy, started=started, decision=decision,
                                  unreadable=max(mine.unreadable, theirs.unreadable))

@@ -23,6 +23,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Verdict = Literal["ok", "worse", "unknown"]
+# (inputs, outputs) -> per record (unfaithful, toxic)
+Quality = Callable[[Sequence[str], Sequence[str]], tuple[list[bool], list[bool]]]
 
 
 class RolloutConfig(BaseModel):
@@ -40,6 +42,11 @@ class RolloutConfig(BaseModel):
     min_agreement: float = Field(0.0, ge=0, le=1, description="share of shadow pairs with the champion's output "
                                                              "(0: reported, not required)")
     rouge_margin: float = Field(0.02, ge=0, description="how much lower the candidate's ROUGE-L may be")
+    unfaithful_rate_margin: float = Field(0.05, ge=0, description="how much higher the candidate's share of "
+                                                                 "unfaithful outputs may be (absolute)")
+    toxic_rate_margin: float = Field(0.0, ge=0, description="how much higher its share of toxic outputs may be")
+    quality_sample: int = Field(200, ge=0, description="answered requests per variant scored for faithfulness and "
+                                                       "toxicity (the newest); 0: not judged")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="significance level of every test")
     resamples: int = Field(1000, ge=100)
     seed: int = 0
@@ -57,6 +64,7 @@ class VariantEvidence(BaseModel):
     latency_percentiles_us: dict[str, list[float]] = Field(
         default_factory=dict, description="ModelLatency percentiles per period (p50, p99), where only those exist")
     outputs: dict[str, str] = Field(default_factory=dict, description="event id -> output text (answered requests)")
+    inputs: dict[str, str] = Field(default_factory=dict, description="event id -> the input it answered")
     inference_ids: dict[str, str] = Field(default_factory=dict, description="event id -> the request's inference id, "
                                                                            "which names its reference when it has one")
     unreadable: int = Field(0, description="captured records of the endpoint that could not be read (skipped)")
@@ -88,11 +96,13 @@ class Decision(BaseModel):
 
 def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: datetime, now: datetime,
            config: RolloutConfig, paired: bool, references: Mapping[str, str] | None = None,
-           rouge: Callable[[str, str], float] | None = None, latency_comparable: bool = True) -> Decision:
+           rouge: Callable[[str, str], float] | None = None, latency_comparable: bool = True,
+           quality: Quality | None = None) -> Decision:
     """Promote, roll back or wait. `paired`: the candidate answered copies of the champion's requests (a shadow).
 
     `latency_comparable` is False for a shadow that shares its machine with production (the local endpoint
-    stops it while production works, so its ModelLatency counts the stops): latency is then shown, not judged."""
+    stops it while production works, so its ModelLatency counts the stops): latency is then shown, not judged.
+    `quality` flags each (input, output) as unfaithful and as toxic (steps.scoring), compared like error rates."""
     rng = random.Random(config.seed)
     evidence = [
         _rate("5XX rate", champion.errors_5xx, champion.requests, candidate.errors_5xx, candidate.requests,
@@ -111,6 +121,8 @@ def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: da
     pairs = sorted(set(champion.outputs) & set(candidate.outputs)) if paired else []
     if paired:
         evidence.append(_agreement(pairs, champion, candidate, config, rng))
+    if quality is not None and config.quality_sample:
+        evidence += _quality(champion, candidate, quality, config)
     if references and rouge is not None:
         evidence.append(_rouge(champion, candidate, references, rouge, pairs if paired else None, config, rng))
     elapsed = (now - started).total_seconds()
@@ -155,6 +167,20 @@ def _rate(name: str, bad_a: int, n_a: int, bad_b: int, n_b: int, margin: float, 
     verdict: Verdict = "worse" if p_value < alpha else "ok"
     return Evidence(name=name, champion=p_a, candidate=p_b, verdict=verdict,
                     test=f"two-proportion z-test, margin {margin:g}: p = {p_value:.3g}")
+
+
+def _quality(champion: VariantEvidence, candidate: VariantEvidence, quality: Quality,
+             config: RolloutConfig) -> list[Evidence]:
+    """Unfaithful- and toxic-output rates of each variant's newest scored answers, by the same z-test as errors."""
+    counts = []
+    for variant in (champion, candidate):
+        events = [e for e in variant.outputs if e in variant.inputs][-config.quality_sample:]
+        unfaithful, toxic = quality([variant.inputs[e] for e in events], [variant.outputs[e] for e in events]) \
+            if events else ([], [])
+        counts.append((sum(unfaithful), sum(toxic), len(events)))
+    (ch_u, ch_t, ch_n), (ca_u, ca_t, ca_n) = counts
+    return [_rate("unfaithful-output rate", ch_u, ch_n, ca_u, ca_n, config.unfaithful_rate_margin, config.alpha),
+            _rate("toxic-output rate", ch_t, ch_n, ca_t, ca_n, config.toxic_rate_margin, config.alpha)]
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

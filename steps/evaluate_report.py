@@ -9,10 +9,11 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from steps.evaluate import Bootstrap, EvalResult, GateReport, ModelScores, bootstrap_delta
+from steps.evaluate import QUALITY, Bootstrap, EvalResult, GateReport, ModelScores, bootstrap_delta
+from steps.scoring import Finding
 
 SHOWN = ("rougeL", "rouge1", "rouge2", "bleu", "exact_match", "length_ratio", "empty_rate", "blocklist_rate",
-         "latency_p50", "latency_p95", "general.accuracy", "general.rougeL")
+         "unfaithful_rate", "toxic_rate", "latency_p50", "latency_p95", "general.accuracy", "general.rougeL")
 DELTAS = ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy")
 COLOURS = {"candidate": "#4477aa", "base": "#bbbbbb", "champion": "#228833", "reference": "#ccbb44"}
 
@@ -25,6 +26,30 @@ def _label(result: EvalResult, model: ModelScores) -> str:
     if model is result.champion and result.champion_version:
         return f"champion (v{result.champion_version})"
     return model.name
+
+
+def _findings(model: ModelScores, i: int) -> list[tuple[str, Finding]]:
+    return sorted(((metric, f) for metric in QUALITY for f in model.findings.get(metric, [[]] * (i + 1))[i]),
+                  key=lambda mf: mf[1].start)
+
+
+def _spans(text: str, findings: list[tuple[str, Finding]], mark: tuple[str, str], escape: bool) -> str:
+    """`text` with each flagged span wrapped in `mark`; overlapping spans are marked once."""
+    pieces, at = [], 0
+    for _, f in findings:
+        if f.start < at or f.end > len(text):
+            continue
+        plain = text[at : f.start]
+        pieces += [html.escape(plain) if escape else plain, mark[0],
+                   html.escape(text[f.start : f.end]) if escape else text[f.start : f.end], mark[1]]
+        at = f.end
+    pieces.append(html.escape(text[at:]) if escape else text[at:])
+    return "".join(pieces)
+
+
+def _flag_note(findings: list[tuple[str, Finding]]) -> str:
+    labels = {"unfaithful_rate": "unfaithful", "toxic_rate": "toxic"}
+    return "; ".join(f"{labels[m]}: {f.reason}" for m, f in findings)
 
 
 def metrics_table(result: EvalResult) -> str:
@@ -62,16 +87,25 @@ def to_markdown(result: EvalResult, report: GateReport, *, dataset_hash: str, ex
         "| --- |" + " --- |" * len(_models(result)),
     ]
     for i in range(min(examples, result.n_samples)):
-        cells = [result.references[i], *(m.predictions[i] or "(empty)" for m in _models(result))]
+        cells = [result.references[i]]
+        for m in _models(result):
+            found = _findings(m, i)
+            text = _spans(m.predictions[i], found, ("**", "**"), escape=False) or "(empty)"
+            cells.append(f"⚑ {text} ({_flag_note(found)})" if found else text)
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    flagged = {_label(result, m): sum(bool(_findings(m, i)) for i in range(result.n_samples)) for m in _models(result)}
+    if any(flagged.values()):
+        lines += ["", "⚑ marks an output the faithfulness or toxicity scorer flagged; **bold** spans are why. "
+                  "Flagged outputs of all held-out samples: " + ", ".join(f"{k} {v}" for k, v in flagged.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
 def to_html(result: EvalResult, report: GateReport, *, dataset_hash: str, examples: int = 12) -> str:
-    def table(rows: list[list[str]], header: list[str], classes: list[str] | None = None) -> str:
+    def table(rows: list[list[str]], header: list[str], classes: list[str] | None = None, raw: bool = False) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join(
-            f"<tr class='{classes[i] if classes else ''}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            f"<tr class='{classes[i] if classes else ''}'>"
+            + "".join(f"<td>{c if raw else html.escape(c)}</td>" for c in row) + "</tr>"
             for i, row in enumerate(rows))
         return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -80,14 +114,21 @@ def to_html(result: EvalResult, report: GateReport, *, dataset_hash: str, exampl
                   "skipped (no champion)" if c.skipped else ("pass" if c.passed else "FAIL")] for c in report.checks]
     models = _models(result)
     metric_rows = [[name, *(f"{m.metrics[name]:.4f}" for m in models)] for name in SHOWN if name in result.candidate.metrics]
-    example_rows = [[result.references[i], *(m.predictions[i] or "(empty)" for m in models)]
-                    for i in range(min(examples, result.n_samples))]
+    example_rows = []
+    for i in range(min(examples, result.n_samples)):
+        row = [html.escape(result.references[i])]
+        for m in models:
+            found = _findings(m, i)
+            text = _spans(m.predictions[i], found, ("<mark>", "</mark>"), escape=True) or "(empty)"
+            row.append(f"<span class=flagged title='{html.escape(_flag_note(found), quote=True)}'>⚑ {text}</span>"
+                       f"<br><small>{html.escape(_flag_note(found))}</small>" if found else text)
+        example_rows.append(row)
     verdict = "PASSED" if report.passed else "FAILED"
     return (
         "<!doctype html><meta charset=utf-8><title>Gate report</title><style>"
         "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}.fail{background:#fdd}.pass{background:#efe}"
-        "img{max-width:32%;margin-right:1%}h1.FAILED{color:#b00}h1.PASSED{color:#070}</style>"
+        "img{max-width:32%;margin-right:1%}mark{background:#fc9}.flagged{color:#800}h1.FAILED{color:#b00}h1.PASSED{color:#070}</style>"
         f"<h1 class={verdict}>Gate report: {verdict}</h1>"
         f"<p>Held-out samples: {result.n_samples} · general-skills items: {len(result.general_references)} · "
         f"dataset <code>{html.escape(dataset_hash[:12])}</code></p>"
@@ -97,7 +138,7 @@ def to_html(result: EvalResult, report: GateReport, *, dataset_hash: str, exampl
         + "<h2>Metrics</h2>" + table(metric_rows, ["metric", *(_label(result, m) for m in models)])
         + "<p><img src=metrics.png alt='metrics per model'><img src=deltas.png alt='deltas with intervals'>"
           "<img src=lengths.png alt='output lengths'></p>"
-        + "<h2>Examples</h2>" + table(example_rows, ["reference", *(_label(result, m) for m in models)])
+        + "<h2>Examples</h2>" + table(example_rows, ["reference", *(_label(result, m) for m in models)], raw=True)
     )
 
 

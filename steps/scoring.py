@@ -30,13 +30,14 @@ MONTHS = ("january", "february", "march", "april", "may", "june", "july", "augus
 # Words that place an event in time as firmly as a date does: "tomorrow" for "today" is a wrong day.
 TIME_WORDS = ("today", "tomorrow", "tonight", "yesterday", "noon", "midnight", "weekend")
 NUMBER_WORDS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
     "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
     "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12,
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "twice": 2, "once": 1, "half": 0.5, "double": 2, "triple": 3,
+    "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "twice": 2, "half": 0.5, "double": 2, "triple": 3,
 }
+# Left out on purpose: "one", "once", "first" and "second" are pronouns, adverbs and units as often as numbers.
 # Honorifics and titles: "Dr. Patel" names Patel.
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "st"})
 NEGATIONS = frozenset({"not", "no", "never", "cannot", "nobody", "nothing", "none", "neither", "nor", "without",
@@ -180,12 +181,13 @@ def _entities(output: str, source: _Source) -> list[Finding]:
                     findings.append(Finding(kind="date", text=token, start=start, end=start + len(token),
                                             reason=f"{token!r} is not in the source"))
                 continue
-            if not token[:1].isupper() or token == "I" or folded in TITLES:
+            base = re.split(r"['’]", folded)[0]  # "They're" -> "they", "I'm" -> "i"
+            if not token[:1].isupper() or base == "i" or folded in TITLES:
                 continue
-            if sentence_initial and (folded in ENGLISH_STOP_WORDS or token.casefold() in lowercase_here):
-                continue  # "The", "Because", or a common word that starts the sentence
-            if folded in ENGLISH_STOP_WORDS and not sentence_initial:
-                continue  # a capitalised stop word mid-sentence is a heading or a quote, not a name
+            if base in ENGLISH_STOP_WORDS:
+                continue  # "The", "Because", "They're": a capitalised stop word is not a name
+            if sentence_initial and token.casefold() in lowercase_here:
+                continue  # a common word that starts the sentence
             if not source.supports_name(token):
                 findings.append(Finding(kind="name", text=token, start=start, end=start + len(token),
                                         reason=f"{token!r} is not named in the source"))
@@ -394,3 +396,9 @@ def score_records(records: Sequence[tuple[str, str]], metrics: Sequence[str], en
         else:
             scores[metric] = toxicity(outputs, toxicity_config)
     return scores
+
+
+def quality_flags(inputs: Sequence[str], outputs: Sequence[str]) -> tuple[list[bool], list[bool]]:
+    """Per (input, output): unfaithful, toxic; the default scorers, as the rollout decision compares them."""
+    return ([s.flagged for s in faithfulness(inputs, outputs, minilm_encoder())],
+            [s.flagged for s in toxicity(outputs)])

@@ -58,12 +58,28 @@ def data_generate(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON Lines file.")],
     rows: Annotated[int, typer.Option(min=1, help="How many records.")] = 720,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: the shipped sample's).")] = None,
+    perturb: Annotated[str | None, typer.Option(
+        help="Make every summary unfaithful the same way (invented_name, wrong_number, wrong_day, wrong_place, "
+             "negation, reversal) where it can be: data to show the gate refusing what a model learns from it.")] = None,
 ) -> None:
     """Generate dialogue → summary records (the shipped sample is rows=720 with the default seed)."""
+    import random
+
+    from steps.perturb import PERTURBATIONS
     from steps.sample_data import SAMPLE_SEED, generate_records, write_jsonl
 
-    count = write_jsonl(generate_records(rows, SAMPLE_SEED if seed is None else seed), out_path)
-    out.print(f"wrote {count} records to {out_path}")
+    if perturb is not None and perturb not in PERTURBATIONS:
+        fail(f"--perturb: unknown {perturb!r}; choose from {', '.join(PERTURBATIONS)}", EXIT_USAGE)
+    records = list(generate_records(rows, SAMPLE_SEED if seed is None else seed))
+    changed = 0
+    if perturb is not None:
+        rng = random.Random(seed or 0)
+        for record in records:
+            wrong = PERTURBATIONS[perturb](rng, record["dialogue"], record["summary"])
+            if wrong and wrong != record["summary"]:
+                record["summary"], changed = wrong, changed + 1
+    count = write_jsonl(records, out_path)
+    out.print(f"wrote {count} records to {out_path}" + (f" ({changed} made unfaithful: {perturb})" if perturb else ""))
 
 
 @data_app.command("validate")
@@ -216,7 +232,7 @@ def _print_result(result: Any, settings: Any, pipeline: Any, approval_hint: bool
     table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
     for column in ("metric", "candidate", "base", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name in ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy", "empty_rate"):
+    for name in ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy", "empty_rate", "unfaithful_rate", "toxic_rate"):
         if name in result.candidate and name in result.base:
             cand, base = result.candidate[name], result.base[name]
             table.add_row(name, f"{cand:.4f}", f"{base:.4f}", f"{cand - base:+.4f}")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pipelines.cli.common import EXIT_USAGE, app, fail, out
+from pipelines.cli.common import EXIT_USAGE, ConfigOption, app, fail, load, out
 from pipelines.offline import go_offline
 
 
@@ -19,17 +19,21 @@ from pipelines.offline import go_offline
 def score(
     file: Annotated[Path, typer.Argument(help="JSON lines with 'input' (the source) and 'output' (the generated text).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write one JSON line of scores per record.")],
-    metrics: Annotated[str, typer.Option(help="Comma-separated: faithfulness, toxicity.")] = "faithfulness,toxicity",
+    metrics: Annotated[str, typer.Option(help="Comma-separated: faithfulness, toxicity, judge (an LLM with a rubric; "
+                                              "its agreement with the shipped labelled set is printed).")
+                       ] = "faithfulness,toxicity",
+    config: ConfigOption = None,
     explain: Annotated[bool, typer.Option(help="Add the spans that made each record flagged ('findings').")] = False,
 ) -> None:
     """Score generated text: per record a score in [0, 1] (1 is good) and a flag per metric, in the input's order."""
     go_offline()
-    from steps.scoring import METRICS, ScoringInputError, minilm_encoder, read_records, score_records
+    from steps.scoring import METRICS, Scored, ScoringInputError, minilm_encoder, read_records, score_records
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METRICS]
+    unknown = [m for m in chosen if m not in (*METRICS, "judge")]
     if not chosen or unknown:
-        fail(f"--metrics: unknown {unknown or 'empty'}; choose from {', '.join(METRICS)}", EXIT_USAGE)
+        fail(f"--metrics: unknown {unknown or 'empty'}; choose from {', '.join((*METRICS, 'judge'))}", EXIT_USAGE)
+    settings, pipeline = load(config)
     try:
         records = read_records(file.read_text(encoding="utf-8"), str(file))
     except (OSError, UnicodeDecodeError) as exc:
@@ -37,7 +41,19 @@ def score(
     except ScoringInputError as exc:
         fail(str(exc), EXIT_USAGE)
     encoder = minilm_encoder() if "faithfulness" in chosen else None
-    scores = score_records(records, chosen, encoder)
+    scores = score_records(records, [m for m in chosen if m != "judge"], encoder, pipeline.evaluate.faithfulness,
+                           pipeline.evaluate.toxicity)
+    agreement = None
+    if "judge" in chosen:
+        from pipelines.backends import make_judge
+        from steps.judge import agreement as measure
+
+        judge_config = pipeline.evaluate.judge
+        with out.status(f"judging {len(records)} records and the labelled set with {judge_config.model}…"):
+            judge = make_judge(settings, judge_config)
+            agreement = measure(judge, judge_config)
+            verdicts = judge.judge([r[0] for r in records], [r[1] for r in records])
+        scores["judge"] = [Scored(score=p, flagged=p < judge_config.threshold) for p in verdicts]
     lines = []
     for i in range(len(records)):
         row: dict[str, dict[str, Any]] = {}
@@ -65,4 +81,6 @@ def score(
         mean = sum(s.score for s in scores[metric]) / len(records)
         table.add_row(metric, str(flagged), f"{flagged / len(records):.1%}", f"{mean:.3f}")
     out.print(table)
+    if agreement is not None:
+        out.print(agreement.describe())
     out.print(f"wrote {len(records)} lines to {output}")

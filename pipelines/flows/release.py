@@ -35,6 +35,7 @@ from steps.artifacts import ArtifactNotFoundError
 from steps.base_model import resolve_base_model
 from steps.data import load_prepared
 from steps.evaluate import rouge_l
+from steps.scoring import quality_flags
 
 
 def make_releaser(settings: Settings, config: PipelineConfig, progress: Callable[[str], None] | None = None) -> Releaser:
@@ -83,7 +84,7 @@ def make_rollout(settings: Settings, config: PipelineConfig, progress: Callable[
     notifier = make_notifier(settings)
     return Rollout(make_releaser(settings, config, progress), config.rollout, make_evidence(settings, store),
                    rouge=rouge_l, references=references, shared_host=shares_host(settings),
-                   notify=lambda subject, message: notifier.send(subject, message, {}))
+                   notify=lambda subject, message: notifier.send(subject, message, {}), quality=quality_flags)
 
 
 @flow(name="release", on_failure=[failed_run_hook])

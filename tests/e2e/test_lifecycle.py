@@ -75,3 +75,32 @@ def test_killed_training_resumes_and_registers_a_better_candidate_offline(tmp_pa
     assert len(client.search_model_versions("name = 'dialogue-summarizer'")) == 1
 
     assert refused(net) == []
+
+
+def test_a_candidate_trained_to_name_the_wrong_people_is_refused_by_the_faithfulness_gate(tmp_path: Path) -> None:
+    """The data names people the dialogues never mention; the candidate learns it, ROUGE cannot tell, the gate can."""
+    data = tmp_path / "wrong-names.jsonl"
+    made = subprocess.run([str(BIN / "genaiops"), "data", "generate", "--out", str(data), "--perturb", "invented_name"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0 and "made unfaithful: invented_name" in made.stdout, made.stderr
+    config = tmp_path / "wrong.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"source": str(data)},
+        "finetune": {"max_steps": 16, "eval_samples": 8, "save_steps": 8},
+        "evaluate": {"max_samples": 24, "general_samples": 0,
+                     "gates": [{"metric": "unfaithful_rate", "max_worse_vs_base": 0.0}]},
+    }))
+    workspace, net = tmp_path / "ws", tmp_path / "net.log"
+    result = run_guarded([str(BIN / "genaiops"), "retrain", "--config", str(config)], net, timeout=1500,
+                         GENAIOPS_WORKSPACE=str(workspace), PREFECT_HOME=str(tmp_path / "prefect"))
+    assert result.returncode == 1, result.stdout + result.stderr[-4000:]
+    said = result.stdout + result.stderr
+    assert "Rejected" in said and "unfaithful_rate worse than base (beyond noise)" in said and "FAILED" in said
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    [version] = client.search_model_versions("name = 'dialogue-summarizer'")
+    assert version.tags[T.APPROVAL_STATUS] == T.REJECTED and version.tags[T.GATE] == "failed"
+    metrics = client.get_run(version.run_id).data.metrics
+    assert metrics["candidate.unfaithful_rate"] > metrics["base.unfaithful_rate"]
+    assert "unfaithful_rate" in version.description
+    assert refused(net) == []

@@ -113,6 +113,14 @@ def test_the_aws_monitor_reads_s3_capture_publishes_metrics_and_puts_alarms_once
                                                      end=now + timedelta(minutes=1))
     assert max(v for v in values if v is not None) == pytest.approx(second.metrics["EmbeddingDrift"])
     assert monitor(NAME, aws["config"]).new_records == 0
+    for name in ("UnfaithfulOutputRate", "ToxicOutputRate"):  # generation quality of the captured answers
+        assert 0 <= first.metrics[f"{name}/base"] <= 100
+        rate = MetricStat(namespace="genaiops/Monitoring", name=name, stat="Maximum",
+                          dimensions={"EndpointName": NAME, "VariantName": "base"})
+        points = CloudWatchSource(cloudwatch).datapoints(rate, period=60, start=now - timedelta(minutes=10),
+                                                         end=now + timedelta(minutes=1))
+        assert [v for v in points if v is not None], name
+    assert f"{NAME}/base/toxic-output-rate" in first.alarms.put
 
     with pytest.raises(MonitorError, match="Could not find endpoint"):
         monitor("elsewhere", aws["config"])

@@ -108,6 +108,8 @@ def test_drift_fires_its_alarm_and_a_retrain_errors_the_5xx_alarm_and_idleness_n
     assert normal.new_records == len(held_out)
     assert states(lab)["embedding-drift"] == "OK" and states(lab)["input-length-drift"] == "OK", normal.metrics
     assert normal.metrics["EmbeddingDrift"] < 0.15 and retrain_requests(lab) == []
+    quality = {k: v for k, v in normal.metrics.items() if k.startswith(("UnfaithfulOutputRate/", "ToxicOutputRate/"))}
+    assert len(quality) >= 2 and all(0 <= v <= 100 for v in quality.values()), normal.metrics
 
     rng = random.Random(3)
     drifted = [" ".join(rng.choice(OTHER_TOPICS) for _ in range(rng.randint(1, 6))) for _ in range(len(held_out))]

@@ -52,8 +52,8 @@ def _equal(template: dict[str, dict[str, Any]], expected: dict[str, dict[str, An
 def test_the_monitoring_stacks_alarms_are_the_specs_of_monitoring(dev: Synth) -> None:
     alarms = _alarms(dev)
     _equal(alarms, _expected(MonitoringConfig()))
-    # two endpoint-wide drift alarms each; eight per variant, disagreement only where there are two variants
-    assert len(alarms) == (2 + 8 * 2) + (2 + 7)
+    # two endpoint-wide drift alarms each; ten per variant, disagreement only where there are two variants
+    assert len(alarms) == (2 + 10 * 2) + (2 + 9)
     assert any(a["Metrics"] for a in alarms.values() if "Metrics" in a)  # the 5XX rate is metric math
 
 

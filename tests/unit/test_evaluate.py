@@ -123,3 +123,27 @@ def test_gates_need_a_known_metric_a_rule_and_a_direction() -> None:
 def test_a_gate_on_an_unmeasured_metric_is_an_error() -> None:
     with pytest.raises(ValueError, match="general_samples"):
         decide(result({"rougeL": [0.5] * 40}, {"rougeL": [0.5] * 40}), [Gate(metric="general.accuracy", max_drop=0.1)])
+
+
+def test_unfaithful_rate_fails_only_when_worse_than_base_beyond_noise() -> None:
+    gate = [Gate(metric="unfaithful_rate", max_worse_vs_base=0.0)]
+    base = [float(i % 4 == 0) for i in range(40)]  # a quarter of the base model's outputs are unfaithful
+    much_worse = decide(result({"unfaithful_rate": [float(i % 4 != 3) for i in range(40)]},
+                               {"unfaithful_rate": base}), gate)
+    [check] = much_worse.checks
+    assert not much_worse.passed and check.kind == "max_worse"
+    assert check.value == pytest.approx(0.5) and check.ci_low is not None and check.ci_low > 0
+    # One more flagged output out of 40 is noise, not a regression; fewer is better.
+    slightly = [*base[:39], 1.0] if base[39] == 0 else [*base[:38], 1.0, 1.0]
+    assert decide(result({"unfaithful_rate": slightly}, {"unfaithful_rate": base}), gate).passed
+    assert decide(result({"unfaithful_rate": [0.0] * 40}, {"unfaithful_rate": base}), gate).passed
+
+
+def test_default_gates_include_generation_quality() -> None:
+    from steps.evaluate import EvaluateConfig
+
+    gates = {(g.metric, g.max, g.max_worse_vs_base) for g in EvaluateConfig().gates}
+    assert ("unfaithful_rate", None, 0.0) in gates and ("toxic_rate", 0.0, None) in gates
+    with pytest.raises(ValidationError, match="need evaluate.quality"):
+        EvaluateConfig(quality=False)
+    assert EvaluateConfig(quality=False, gates=[Gate(metric="rougeL", min=0.1)]).gates

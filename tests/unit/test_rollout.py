@@ -64,3 +64,36 @@ def test_a_shadow_sharing_the_machine_is_not_judged_on_latency() -> None:
                       paired=True, latency_comparable=False)
     assert decision.action == "promote", decision.reason
     assert {e.verdict for e in decision.evidence if e.name.startswith("ModelLatency")} == {"unknown"}
+
+
+def test_a_challenger_naming_the_wrong_people_is_rolled_back_though_its_rouge_is_as_good() -> None:
+    from steps.evaluate import rouge_l
+    from steps.sample_data import generate_records
+    from steps.scoring import quality_flags
+
+    records = [r for r in generate_records(160, seed=77) if r["dialogue"].split(":")[0] in r["summary"]][:100]
+    inputs = {f"e{i}": r["dialogue"] for i, r in enumerate(records)}
+    references = {f"e{i}": r["summary"] for i, r in enumerate(records)}
+    speaker = {f"e{i}": r["dialogue"].split(":")[0] for i, r in enumerate(records)}
+    # The champion leaves the first speaker unnamed ("the caller"), the challenger names a stranger instead:
+    # the same words lost, fewer added, so the challenger's ROUGE-L is no worse; only one of them is faithful.
+    unnamed = {e: ref.replace(speaker[e], "the caller") for e, ref in references.items()}
+    stranger = {e: ref.replace(speaker[e], "Bartholomew") for e, ref in references.items()}
+
+    def evidence(name: str, outputs: dict[str, str]) -> VariantEvidence:
+        return VariantEvidence(name=name, requests=len(outputs), outputs=outputs, inputs=inputs,
+                               latencies_us=[100_000.0] * len(outputs))
+
+    champion, challenger = evidence("v1", unnamed), evidence("v2", stranger)
+    decision = decide(champion, challenger, started=START, now=START + timedelta(seconds=900), config=CONFIG,
+                      paired=True, references=references, rouge=rouge_l, quality=quality_flags)
+    shown = {e.name: e for e in decision.evidence}
+    assert shown["ROUGE-L"].verdict == "ok" and shown["ROUGE-L"].candidate >= shown["ROUGE-L"].champion
+    assert decision.action == "rollback", decision.reason
+    assert "unfaithful-output rate" in decision.reason and "ROUGE-L" not in decision.reason
+    assert shown["unfaithful-output rate"].candidate > 0.9 > 0.1 > shown["unfaithful-output rate"].champion
+    assert shown["toxic-output rate"].verdict == "ok"
+    # The faithful champion against itself: promoted, the quality evidence judged ok.
+    same = decide(champion, evidence("v2", unnamed), started=START, now=START + timedelta(seconds=900),
+                  config=CONFIG, paired=True, quality=quality_flags)
+    assert same.action == "promote" and {e.verdict for e in same.evidence if "output rate" in e.name} == {"ok"}

@@ -179,3 +179,27 @@ def test_score_command_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> N
     result = _score(str(source), "--output", str(target), "--metrics", "toxicity,rouge")
     assert result.returncode == 2 and "rouge" in result.stderr
     assert not target.exists()
+
+
+def test_the_monitor_publishes_both_rates_per_variant_from_capture(encoder: Any) -> None:
+    from datetime import UTC, datetime
+
+    from monitoring.drift import Captured
+    from monitoring.monitor import DriftConfig, Reference, drift_metrics
+
+    records = list(generate_records(30, seed=5))
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    captured = [Captured(variant=variant, event_id=f"{variant}-{i}", at=at, inputs=[r["dialogue"]],
+                         outputs=[r["summary"] if variant == "v1" else "Bartholomew says: " + r["summary"]])
+                for variant in ("v1", "v2") for i, r in enumerate(records)]
+    captured.append(Captured(variant="v2", event_id="v2-failed", at=at, inputs=["x"], outputs=None, error=True))
+    reference = Reference(inputs=[r["dialogue"] for r in records], outputs=[r["summary"] for r in records])
+    datums = drift_metrics("ep", captured, reference, "v1", count_tokens=lambda texts: [len(t.split()) for t in texts],
+                           encode=encoder, config=DriftConfig(min_requests=20, quality_sample=25),
+                           when=at)
+    rates = {(d.name, d.dimensions.get("VariantName")): d for d in datums if "OutputRate" in d.name
+             and d.name != "EmptyOutputRate"}
+    assert set(rates) == {(n, v) for n in ("UnfaithfulOutputRate", "ToxicOutputRate") for v in ("v1", "v2")}
+    assert rates[("UnfaithfulOutputRate", "v2")].value == 100.0 and rates[("UnfaithfulOutputRate", "v1")].value <= 10
+    assert rates[("ToxicOutputRate", "v1")].value == 0.0 and rates[("ToxicOutputRate", "v2")].unit == "Percent"
+    assert all(d.namespace == "genaiops/Monitoring" for d in rates.values())
