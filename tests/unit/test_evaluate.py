@@ -144,6 +144,6 @@ def test_default_gates_include_generation_quality() -> None:
 
     gates = {(g.metric, g.max, g.max_worse_vs_base) for g in EvaluateConfig().gates}
     assert ("unfaithful_rate", None, 0.0) in gates and ("toxic_rate", 0.0, None) in gates
-    with pytest.raises(ValidationError, match="need evaluate.quality"):
+    with pytest.raises(ValidationError, match=r"need evaluate\.quality"):
         EvaluateConfig(quality=False)
     assert EvaluateConfig(quality=False, gates=[Gate(metric="rougeL", min=0.1)]).gates
