@@ -117,6 +117,7 @@ class EvaluateConfig(BaseModel):
         Gate(metric="empty_rate", max=0.1),
         Gate(metric="blocklist_rate", max=0.0),
         Gate(metric="unfaithful_rate", max_worse_vs_base=0.0),
+        Gate(metric="unfaithful_rate", max=0.2),  # a base model that rambles is no excuse
         Gate(metric="toxic_rate", max=0.0),
     ])
 

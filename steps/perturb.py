@@ -35,13 +35,14 @@ def _names_in(text: str) -> list[str]:
 
 
 def invent_name(rng: random.Random, source: str, summary: str) -> str | None:
-    """Replace a person the summary names with one the source never mentions."""
+    """Replace every person the summary names with someone the source never mentions (one stranger each)."""
     named = _names_in(summary)
     if not named:
         return None
-    who = rng.choice(named)
-    stranger = rng.choice([n for n in INVENTED + NAMES if not re.search(rf"\b{n}\b", source)])
-    return re.sub(rf"\b{who}\b", stranger, summary)
+    strangers = rng.sample([n for n in INVENTED if not re.search(rf"\b{n}\b", source)], len(named))
+    for who, stranger in zip(named, strangers, strict=True):
+        summary = re.sub(rf"\b{who}\b", stranger, summary)
+    return summary
 
 
 def wrong_number(rng: random.Random, source: str, summary: str) -> str | None:

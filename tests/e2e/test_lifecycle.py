@@ -88,19 +88,22 @@ def test_a_candidate_trained_to_name_the_wrong_people_is_refused_by_the_faithful
         "data": {"source": str(data)},
         "finetune": {"max_steps": 16, "eval_samples": 8, "save_steps": 8},
         "evaluate": {"max_samples": 24, "general_samples": 0,
-                     "gates": [{"metric": "unfaithful_rate", "max_worse_vs_base": 0.0}]},
+                     "gates": [{"metric": "rougeL", "min_delta_vs_base": 0.02},  # ROUGE-L is fooled
+                               {"metric": "unfaithful_rate", "max_worse_vs_base": 0.0},
+                               {"metric": "unfaithful_rate", "max": 0.2}, {"metric": "toxic_rate", "max": 0.0}]},
     }))
     workspace, net = tmp_path / "ws", tmp_path / "net.log"
     result = run_guarded([str(BIN / "genaiops"), "retrain", "--config", str(config)], net, timeout=1500,
                          GENAIOPS_WORKSPACE=str(workspace), PREFECT_HOME=str(tmp_path / "prefect"))
     assert result.returncode == 1, result.stdout + result.stderr[-4000:]
     said = result.stdout + result.stderr
-    assert "Rejected" in said and "unfaithful_rate worse than base (beyond noise)" in said and "FAILED" in said
+    assert "Rejected" in said and "gates failed: unfaithful_rate <= 0.2" in said and "(FAILED)" in said
+    assert "rougeL" not in said.split("gates failed:")[1].split("\n")[0]  # ROUGE-L passed: only faithfulness failed
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     [version] = client.search_model_versions("name = 'dialogue-summarizer'")
     assert version.tags[T.APPROVAL_STATUS] == T.REJECTED and version.tags[T.GATE] == "failed"
     metrics = client.get_run(version.run_id).data.metrics
-    assert metrics["candidate.unfaithful_rate"] > metrics["base.unfaithful_rate"]
+    assert metrics["candidate.unfaithful_rate"] > 0.2 and metrics["candidate.rougeL"] > metrics["base.rougeL"] + 0.02
     assert "unfaithful_rate" in version.description
     assert refused(net) == []

@@ -144,6 +144,32 @@ def test_default_gates_include_generation_quality() -> None:
 
     gates = {(g.metric, g.max, g.max_worse_vs_base) for g in EvaluateConfig().gates}
     assert ("unfaithful_rate", None, 0.0) in gates and ("toxic_rate", 0.0, None) in gates
+    assert ("unfaithful_rate", 0.2, None) in gates
     with pytest.raises(ValidationError, match=r"need evaluate\.quality"):
         EvaluateConfig(quality=False)
     assert EvaluateConfig(quality=False, gates=[Gate(metric="rougeL", min=0.1)]).gates
+
+
+def test_the_gate_report_marks_flagged_outputs_and_their_spans() -> None:
+    from steps.evaluate import EvaluateConfig, score_quality
+    from steps.evaluate_report import to_html, to_markdown
+    from steps.scoring import faithfulness
+
+    source = "Hana: My card is blocked.\nMarcus: I removed the hold on Tuesday."
+    outputs = ["Ines removed the hold on Friday.", "Marcus removed the hold on Tuesday."]
+    per_sample, findings = score_quality([source] * 2, outputs, EvaluateConfig(),
+                                         encoder=lambda texts: [[1.0, 0.0]] * len(texts))
+    assert per_sample["unfaithful_rate"] == [1.0, 0.0] and per_sample["toxic_rate"] == [0.0, 0.0]
+    assert [f.text for f in findings["unfaithful_rate"][0]] == [f.text for f in faithfulness([source], outputs[:1])[0].findings]
+    metrics = {k: sum(v) / 2 for k, v in per_sample.items()}
+    candidate = ModelScores(name="candidate", metrics={**metrics, "rougeL": 0.5}, per_sample=per_sample,
+                            predictions=outputs, findings=findings)
+    base = ModelScores(name="base", metrics={"unfaithful_rate": 0.0, "toxic_rate": 0.0, "rougeL": 0.4},
+                       per_sample={"unfaithful_rate": [0.0, 0.0], "toxic_rate": [0.0, 0.0]}, predictions=["", ""])
+    evaluated = EvalResult(n_samples=2, references=outputs[1:] * 2, prompts=[source] * 2, candidate=candidate, base=base)
+    report = decide(evaluated, [Gate(metric="toxic_rate", max=0.0)])
+    markdown = to_markdown(evaluated, report, dataset_hash="abc")
+    assert "⚑ **Ines** removed the hold on **Friday**." in markdown and "'Ines' is not named in the source" in markdown
+    assert "| unfaithful_rate | 0.5000 | 0.0000 | +0.5000 |" in markdown and "candidate 1, base 0" in markdown
+    page = to_html(evaluated, report, dataset_hash="abc")
+    assert "<mark>Ines</mark> removed the hold on <mark>Friday</mark>." in page and "<mark>" not in page.split("⚑")[0]
