@@ -35,9 +35,10 @@ NUMBER_WORDS = {
     "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
     "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12,
     "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "twice": 2, "half": 0.5, "double": 2, "triple": 3,
+    "ninth": 9, "tenth": 10, "twice": 2, "half": 0.5,
 }
-# Left out on purpose: "one", "once", "first" and "second" are pronouns, adverbs and units as often as numbers.
+# Left out on purpose: "one", "once", "first", "second", "double" are pronouns, adverbs, units and verbs as often
+# as numbers.
 # Honorifics and titles: "Dr. Patel" names Patel.
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "st"})
 NEGATIONS = frozenset({"not", "no", "never", "cannot", "nobody", "nothing", "none", "neither", "nor", "without",
@@ -103,8 +104,6 @@ class ToxicityConfig(BaseModel):
     threshold: float = Field(0.7, gt=0, lt=1, description="classifier probability at which a sentence is toxic")
     blocklist: list[str] = Field(default_factory=lambda: list(BLOCKLIST),
                                  description="words or phrases that flag an output whatever the classifier says")
-
-
 
 
 def _fold(word: str) -> str:
@@ -176,7 +175,8 @@ def _entities(output: str, source: _Source) -> list[Finding]:
                     findings.append(Finding(kind="number", text=token, start=start, end=start + len(token),
                                             reason=f"the number {token!r} is not in the source"))
                 continue
-            if folded in DAYS or folded.rstrip("s") in DAYS or folded in MONTHS or folded in TIME_WORDS:
+            month = folded in MONTHS and token[:1].isupper()  # "may" and "march" are verbs too
+            if folded in DAYS or folded.rstrip("s") in DAYS or month or folded in TIME_WORDS:
                 if folded not in source.words and folded.rstrip("s") not in source.words:
                     findings.append(Finding(kind="date", text=token, start=start, end=start + len(token),
                                             reason=f"{token!r} is not in the source"))

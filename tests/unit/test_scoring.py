@@ -65,6 +65,11 @@ def test_numbers_days_and_times_must_be_in_the_source() -> None:
     assert flagged("The refund takes 3 days.") == [("number", "3")]
 
 
+def test_words_that_look_like_dates_or_numbers_are_not_taken_for_them() -> None:
+    assert flagged("Patel may double-check the hold, as the first step.") == []
+    assert flagged("Patel removed the hold in May.") == [("date", "May")]
+
+
 def test_a_sentence_start_is_not_a_name_but_an_unknown_one_is() -> None:
     assert flagged("Because the hold was removed, Hana accepts.") == []
     assert flagged("Viktor removed the hold.") == [("name", "Viktor")]
