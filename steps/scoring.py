@@ -351,12 +351,19 @@ class ScoringInputError(ValueError):
     """A records file that cannot be scored; the message names the line."""
 
 
-def read_records(text: str, where: str) -> list[tuple[str, str]]:
+def read_records(data: bytes | str, where: str) -> list[tuple[str, str]]:
     """(input, output) of each JSON line; other keys are ignored, blank lines skipped, bad lines named by number."""
     import json
 
     records, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    raw_lines = data.splitlines() if isinstance(data, bytes) else [line.encode("utf-8", "surrogatepass")
+                                                                    for line in data.splitlines()]
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{where}:{number}: not UTF-8 (byte {exc.start + 1})")
+            continue
         if not line.strip():
             continue
         try:

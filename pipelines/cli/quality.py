@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pipelines.cli.common import EXIT_USAGE, ConfigOption, app, fail, load, out
+from pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, app, fail, load, out
 from pipelines.offline import go_offline
 
 
@@ -35,8 +35,8 @@ def score(
         fail(f"--metrics: unknown {unknown or 'empty'}; choose from {', '.join((*METRICS, 'judge'))}", EXIT_USAGE)
     settings, pipeline = load(config)
     try:
-        records = read_records(file.read_text(encoding="utf-8"), str(file))
-    except (OSError, UnicodeDecodeError) as exc:
+        records = read_records(file.read_bytes(), str(file))
+    except OSError as exc:
         fail(f"{file}: cannot read ({exc})", EXIT_USAGE)
     except ScoringInputError as exc:
         fail(str(exc), EXIT_USAGE)
@@ -45,14 +45,19 @@ def score(
                            pipeline.evaluate.toxicity)
     agreement = None
     if "judge" in chosen:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         from pipelines.backends import make_judge
         from steps.judge import agreement as measure
 
         judge_config = pipeline.evaluate.judge
-        with out.status(f"judging {len(records)} records and the labelled set with {judge_config.model}…"):
-            judge = make_judge(settings, judge_config)
-            agreement = measure(judge, judge_config)
-            verdicts = judge.judge([r[0] for r in records], [r[1] for r in records])
+        with out.status(f"judging {len(records)} records, and the labelled set for the judge's agreement…"):
+            try:
+                judge = make_judge(settings, judge_config)
+                agreement = measure(judge, judge_config)
+                verdicts = judge.judge([r[0] for r in records], [r[1] for r in records])
+            except (BotoCoreError, ClientError, ValueError) as exc:
+                fail(f"the judge failed: {exc}", EXIT_FAILED)
         scores["judge"] = [Scored(score=p, flagged=p < judge_config.threshold) for p in verdicts]
     lines = []
     for i in range(len(records)):

@@ -145,6 +145,8 @@ def test_bad_lines_are_named_by_number() -> None:
                      "f.jsonl:6: 'input' is not a string"):
         assert expected in message
     assert read_records('{"input": "a", "output": "b", "x": 1}\n', "f") == [("a", "b")]
+    with pytest.raises(ScoringInputError, match=r"f:2: not UTF-8 \(byte 13\)"):
+        read_records(b'{"input": "a", "output": "b"}\n{"input": "a\xff", "output": "b"}\n', "f")
     with pytest.raises(ScoringInputError, match="no records"):
         read_records("\n", "f")
     with pytest.raises(ValueError, match="unknown metric"):
