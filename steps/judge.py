@@ -57,6 +57,9 @@ class LocalJudge:
 
     def __init__(self, model: Any, tokenizer: Any, config: JudgeConfig, name: str = "local", batch_size: int = 8):
         self.model, self.tokenizer, self.config, self.name, self.batch_size = model, tokenizer, config, name, batch_size
+        tokenizer.padding_side = "left"  # the next token is read at the last position of every row
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
         self._yes = self._token_ids(("yes", "Yes", " yes", " Yes", "YES"))
         self._no = self._token_ids(("no", "No", " no", " No", "NO"))
 
