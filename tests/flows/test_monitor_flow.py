@@ -152,7 +152,7 @@ def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any])
     assert result.returncode == 0, result.stderr
     page = Path(result.stdout.strip())
     text = page.read_text()
-    assert sorted(p.name for p in page.parent.glob("*.png")) == [f"panel-{i}.png" for i in range(6)]
+    assert sorted(p.name for p in page.parent.glob("*.png")) == [f"panel-{i}.png" for i in range(7)]
     assert "Invocations per variant" in text and f"{NAME}/embedding-drift" in text and "ALARM" in text
     missing = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "dashboard", "nowhere"], env=env,
                              capture_output=True, text=True, timeout=300, check=False)
