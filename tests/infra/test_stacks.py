@@ -180,7 +180,8 @@ def test_orchestration_runs_a_private_prefect_worker_and_triggers_the_approval_w
     # a rollback alarm of any release variant starts the rollout, which rolls a shadow or A/B candidate back
     rollback = [s.name for s in endpoint_alarms("dialogue-summarizer", ["*"], "dialogue-summarizer", MonitoringConfig())
                 if any(a.kind == "rollback" for a in s.actions)]
-    assert {n.rsplit("/", 1)[1] for n in rollback} == {"5xx-rate", "model-latency-p99", "empty-output-rate"}
+    assert {n.rsplit("/", 1)[1] for n in rollback} == {"5xx-rate", "model-latency-p99", "empty-output-rate",
+                                                      "toxic-output-rate"}
     assert rules["aws.cloudwatch/rollout"]["EventPattern"]["detail"] == {
         "alarmName": [{"wildcard": n} for n in rollback], "state": {"value": ["ALARM"]}}
     [target] = rules["aws.cloudwatch/rollout"]["Targets"]
@@ -236,7 +237,7 @@ def test_guarded_endpoint_serves_pinned_versions_with_capture_guardrails_and_sca
     assert routing["Type"] == "CANARY" and routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 10}
     rollback = {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]}
     assert rollback == {f"summarizer-pinned/{variant}/{alarm}" for variant in ("production", "shadow")
-                        for alarm in ("5xx-rate", "model-latency-p99", "empty-output-rate")}
+                        for alarm in ("5xx-rate", "model-latency-p99", "empty-output-rate", "toxic-output-rate")}
     dev.template("serving").has_resource_properties("AWS::ApplicationAutoScaling::ScalableTarget", {
         "ResourceId": "endpoint/summarizer-pinned/variant/production", "MinCapacity": 1, "MaxCapacity": 2})
     dev.template("serving").has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {
