@@ -403,16 +403,16 @@ def decide(result: EvalResult, gates: Sequence[Gate], bootstrap: Bootstrap | Non
                 checks.append(GateCheck(kind="vs_champion", metric=gate.metric, rule="gain over champion >",
                                         threshold=gate.min_delta_vs_champion, value=point, ci_low=low, ci_high=high,
                                         passed=low > gate.min_delta_vs_champion))
-        if gate.max_drop is not None:
+        if gate.max_drop is not None or gate.max_worse_vs_base is not None:
+            # The loss against the base model (positive is worse), with its interval.
             point, low, high = (-sign * x for x in bootstrap_delta(gate.metric, result, result.base, bootstrap))
             low, high = min(low, high), max(low, high)
+        if gate.max_drop is not None:
             checks.append(GateCheck(kind="max_drop", metric=gate.metric, rule="drop from base <=",
                                     threshold=gate.max_drop, value=point, ci_low=low, ci_high=high,
                                     passed=point <= gate.max_drop))
         if gate.max_worse_vs_base is not None:
             # Worse beyond noise: even the interval's most favourable end is a loss above the threshold.
-            point, low, high = (-sign * x for x in bootstrap_delta(gate.metric, result, result.base, bootstrap))
-            low, high = min(low, high), max(low, high)
             checks.append(GateCheck(kind="max_worse", metric=gate.metric, rule="worse than base (beyond noise) <=",
                                     threshold=gate.max_worse_vs_base, value=point, ci_low=low, ci_high=high,
                                     passed=low <= gate.max_worse_vs_base))

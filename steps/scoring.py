@@ -144,7 +144,7 @@ def _sentences(text: str) -> list[tuple[int, str]]:
 
 
 class _Source:
-    """What a source supports: its words (folded), their stems, its numbers."""
+    """What a source supports: its words (folded, and the parts of hyphenated ones), its lower-case words, its numbers."""
 
     def __init__(self, text: str) -> None:
         tokens = _TOKEN.findall(text)
