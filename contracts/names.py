@@ -44,4 +44,5 @@ def strategy(name: str) -> Strategy:
 PIPELINE_ACCOUNT = "genaiops-pipeline"
 WATCHER_ACCOUNT = "genaiops-watcher"
 RELEASE_ACCOUNT = "genaiops-release"
+FEEDBACK_ACCOUNT = "genaiops-feedback"
 ADMIN_ACCOUNT = "admin"

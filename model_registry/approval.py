@@ -21,7 +21,7 @@ STATUSES = (T.PENDING, T.APPROVED, T.REJECTED)
 LINEAGE_TAGS = (T.DATASET_HASH, T.BASE_MODEL, T.SOURCE_RUN, T.RUN_KEY, T.GATE, T.GATE_SUMMARY)
 
 
-DEFAULT_USERS = ("alice", "bob", N.PIPELINE_ACCOUNT, N.WATCHER_ACCOUNT, N.RELEASE_ACCOUNT)
+DEFAULT_USERS = ("alice", "bob", N.PIPELINE_ACCOUNT, N.WATCHER_ACCOUNT, N.RELEASE_ACCOUNT, N.FEEDBACK_ACCOUNT)
 
 
 class ApprovalConfig(BaseModel):
@@ -38,6 +38,9 @@ class ApprovalConfig(BaseModel):
                                  description="the release's account; the only one that moves or deletes aliases "
                                              "(champion, challenger) and writes genaiops.release.* tags")
     admin_account: str = Field(N.ADMIN_ACCOUNT, description="the MLflow admin; the only one that may delete versions or models")
+    feedback_accounts: list[str] = Field(default_factory=lambda: [N.FEEDBACK_ACCOUNT],
+                                         description="who may record feedback on captured answers (applications' "
+                                                     "accounts, or reviewers'); nobody else")
     separation_of_duties: bool = Field(True, description="an approver may not approve a version they triggered")
     users: list[str] = Field(default_factory=lambda: list(DEFAULT_USERS),
                              description="accounts `make ui` creates in the local user store (the admin always)")
@@ -72,9 +75,16 @@ class ApprovalConfig(BaseModel):
         shared = sorted({a for a in services.values() if list(services.values()).count(a) > 1})
         if shared:
             raise ValueError(f"each service account must be its own: {', '.join(shared)} is used twice")
+        taken = sorted(set(self.feedback_accounts) & ({*services.values(), *self.approvers}))
+        if taken:
+            raise ValueError(f"feedback_accounts {taken} must be accounts of their own (not a service account or an "
+                             "approver)")
         missing = sorted(set(self.approvers) - set(self.users))
         if missing and self.sign_in == "password":
             raise ValueError(f"approvers {missing} are not in users")
+        missing = sorted(set(self.feedback_accounts) - set(self.users))
+        if missing and self.sign_in == "password":
+            raise ValueError(f"feedback_accounts {missing} are not in users")
         return self
 
 

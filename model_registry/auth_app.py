@@ -11,7 +11,9 @@ handler would write.
 - `genaiops.approved_by` / `approved_at` are stamped here from the signed-in approver;
 - every registry write, accepted or refused (anonymous ones too), is appended to the audit log
   with the route it came by; approval decisions are also copied to the version's source run;
-- when the registry cannot be read to decide, the write is refused with 503 (fail closed).
+- when the registry cannot be read to decide, the write is refused with 503 (fail closed);
+- `POST /api/2.0/genaiops/feedback` (and its `/ajax-api/` twin) records a person's judgement of one captured
+  answer (`steps.feedback`) for the feedback accounts alone, stamped with the signed-in account and audited.
 
 The policy comes from the JSON file named by MLFLOW_GENAIOPS_APPROVAL, which `genaiops ui` writes.
 """
@@ -32,6 +34,7 @@ from model_registry.audit import AuditLog, now
 from model_registry.evidence import RegistryUnavailableError, run_evidence
 from model_registry.permissions import ANONYMOUS, Write, missing_fields, refuse_registration, refuse_write
 from steps.artifacts import ArtifactStore, LocalStore, S3Store
+from steps.feedback import Feedback, FeedbackStore, check_feedback
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ WRITES: dict[str, tuple[str, str]] = {
 }
 REGISTRY_PATHS = ("/mlflow/registered-models", "/mlflow/model-versions", "/mlflow/webhooks")
 READS_BY_POST = frozenset({"_get_latest_versions"})  # registry routes that take a POST but write nothing
+FEEDBACK_PATHS = ("/api/2.0/genaiops/feedback", "/ajax-api/2.0/genaiops/feedback")
+FEEDBACK_FIELDS = frozenset({"endpoint", "inference_id", "rating", "correction"})
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +80,13 @@ def policy() -> tuple[ApprovalConfig, AuditLog]:
         raise RuntimeError(f"{POLICY_ENV} must name the approval policy file (genaiops ui writes it)")
     document = json.loads(Path(path).read_text())
     return ApprovalConfig.model_validate(document["approval"]), AuditLog(_store(document["audit"]))
+
+
+@lru_cache(maxsize=1)
+def feedback_store() -> FeedbackStore:
+    """Where feedback goes: beside the audit log, in the store only this server writes."""
+    document = json.loads(Path(os.environ[POLICY_ENV]).read_text())
+    return FeedbackStore(_store(document.get("feedback") or document["audit"]))
 
 
 def _store(spec: dict[str, Any]) -> ArtifactStore:
@@ -101,6 +113,10 @@ def create_app(app: Any = None) -> Any:
     for key in list(basic.BEFORE_REQUEST_VALIDATORS):
         if key in governed:  # MLflow's per-resource permission would refuse owners; this app has decided
             basic.BEFORE_REQUEST_VALIDATORS[key] = lambda: bool(g.get("genaiops_allowed", False))
+    for path in FEEDBACK_PATHS:  # answered by the guard; the rule makes the path a route MLflow's auth knows
+        flask_app.add_url_rule(path, f"genaiops_feedback_{path.split('/')[1]}", _feedback_unreachable,
+                               methods=["POST"])
+        basic.BEFORE_REQUEST_VALIDATORS[(path, "POST")] = lambda: True  # the guard has decided
     flask_app.before_request_funcs.setdefault(None, []).insert(0, _guard)  # before authentication refuses
     flask_app.after_request(_record)
     return served
@@ -127,6 +143,8 @@ def _guard() -> Any:
     from mlflow.server.auth import authenticate_request
     from mlflow.server.handlers import catch_mlflow_exception
 
+    if request.path in FEEDBACK_PATHS:
+        return _feedback()
     view = current_app.view_functions.get(request.endpoint or "")
     name = getattr(view, "__name__", "")
     kind = WRITES.get(name)
@@ -171,6 +189,61 @@ def _guard() -> Any:
     g.genaiops_allowed = True
     g.genaiops_audit = entry
     return None
+
+
+def _feedback_unreachable() -> Any:
+    return _response(500, "INTERNAL_ERROR", "the feedback route is answered before this")
+
+
+def _feedback() -> Any:
+    """Record a person's judgement of one captured answer: the feedback accounts alone, every attempt audited."""
+    from flask import jsonify, request
+    from mlflow.server.auth import authenticate_request
+
+    route = f"{request.method} {request.path}"
+    if request.method != "POST":
+        return _response(405, "METHOD_NOT_ALLOWED", f"{request.path} takes POST")
+    authorization = authenticate_request()
+    user = getattr(authorization, "username", None) or ANONYMOUS
+    body = request.get_json(silent=True)
+    fields = body if isinstance(body, dict) else {}
+
+    def entry(outcome: str) -> AuditEntry:
+        endpoint = str(fields.get("endpoint", ""))[:63]
+        return AuditEntry(model=f"feedback:{endpoint}", version="", user=user, at=now(),
+                          key=str(fields.get("inference_id", ""))[:64], old=None,
+                          new=str(fields.get("rating", ""))[:8] or None, outcome=outcome,
+                          note=str(fields.get("correction") or "")[:2000], action="feedback", route=route)
+
+    if user == ANONYMOUS:
+        audit(entry("refused: not signed in"))
+        return authorization  # MLflow's 401 with its WWW-Authenticate challenge
+    config, _ = policy()
+    if user not in config.feedback_accounts:
+        reason = f"{user!r} is not a feedback account ({', '.join(config.feedback_accounts) or 'none'})"
+        audit(entry(f"refused: {reason}"))
+        log.warning("refused %s by %s: %s", route, user, reason)
+        return _response(403, "PERMISSION_DENIED", reason)
+    if not isinstance(body, dict):
+        return _response(400, "INVALID_PARAMETER_VALUE", "the body must be a JSON object with endpoint, "
+                                                          "inference_id, rating and optionally correction")
+    unknown = sorted(set(body) - FEEDBACK_FIELDS)
+    problems = [f"unknown field(s) {', '.join(map(repr, unknown))}"] * bool(unknown) + check_feedback(
+        body.get("endpoint"), body.get("inference_id"), body.get("rating"), body.get("correction"))
+    if problems:
+        return _response(400, "INVALID_PARAMETER_VALUE", "; ".join(problems))
+    feedback = Feedback(endpoint=body["endpoint"], inference_id=body["inference_id"], rating=body["rating"],
+                        correction=body.get("correction"), by=user, at=now())
+    try:
+        uri = feedback_store().record(feedback)
+    except Exception as exc:  # nothing was recorded; say so rather than pretend
+        log.exception("could not record feedback by %s", user)
+        audit(entry(f"refused: the feedback store could not be written ({type(exc).__name__})"))
+        return _response(503, "TEMPORARILY_UNAVAILABLE", f"the feedback could not be recorded: {exc}")
+    audit(entry("accepted"))
+    response = jsonify({"id": feedback.id, "uri": uri, "feedback": feedback.model_dump()})
+    response.status_code = 201
+    return response
 
 
 def _parse(kind: tuple[str, str], route: str) -> Write:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from serving.deployer import SageMakerDeployer
     from serving.evaluation import CandidateEvaluation
     from serving.evidence import EvidenceReader
+    from serving.feedback import Answer
+    from steps.feedback import Correction, FeedbackStore
     from steps.judge import Judge, JudgeConfig
 
 
@@ -326,6 +328,45 @@ def audit_spec(settings: Settings) -> dict[str, object]:
         return {"kind": "s3", "bucket": settings.artifact_bucket, "prefix": settings.artifact_prefix,
                 "region": settings.region, "kms_key_id": settings.kms_key_id}
     return {"kind": "local", "root": str(settings.root / "artifacts")}
+
+
+def feedback_spec(settings: Settings) -> dict[str, object]:
+    """Where the approval server records feedback: beside its audit log (the store only it writes)."""
+    return audit_spec(settings)
+
+
+def make_feedback(settings: Settings) -> FeedbackStore:
+    """The feedback store as a flow reads it (the approval server writes it)."""
+    from steps.feedback import FeedbackStore
+
+    spec = feedback_spec(settings)
+    if spec["kind"] == "s3":
+        import boto3
+
+        return FeedbackStore(S3Store(str(spec["bucket"]), boto3.client("s3", region_name=settings.region),
+                                     prefix=str(spec.get("prefix") or "")))
+    return FeedbackStore(LocalStore(Path(str(spec["root"]))))
+
+
+def make_answers(settings: Settings) -> Callable[[str, set[str]], dict[str, Answer]]:
+    """(endpoint, inference ids) -> the answers its capture holds for them (the SageMaker API asked on first use)."""
+    from serving.feedback import find_answers
+
+    def answers(endpoint: str, inference_ids: set[str]) -> dict[str, Answer]:
+        return find_answers(make_sagemaker(settings), lambda uri: store_at(settings, uri), endpoint, inference_ids)
+
+    return answers
+
+
+def make_corrections(settings: Settings) -> Callable[[str], list[Correction]]:
+    """model -> the corrections people gave to its release endpoint's answers (none asked of SageMaker when the
+    feedback store holds no correction)."""
+    from serving.feedback import corrections
+
+    def of(model: str) -> list[Correction]:
+        return corrections(make_feedback(settings), make_answers(settings), model)
+
+    return of
 
 
 def make_audit(settings: Settings) -> AuditLog:

@@ -4,11 +4,13 @@ makes), and what the data watcher remembers of a data source to tell new data fr
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from steps.artifacts import ArtifactNotFoundError, ArtifactStore
+from steps.feedback import Correction
 
 
 class Trigger(BaseModel):
@@ -73,15 +75,16 @@ class SourceSeen(BaseModel):
                                         "at": datetime.now(UTC).isoformat()}).encode("utf-8"))
 
 
-def source_seen(store: ArtifactStore, model: str, source: str) -> SourceSeen:
-    """Hash the source's bytes (the hash `prepare` records as the dataset's source hash)."""
-    import hashlib
+def source_seen(store: ArtifactStore, model: str, source: str, corrections: Sequence[Correction] = ()) -> SourceSeen:
+    """Hash the source's bytes with the corrections people gave (the hash `prepare` records as the dataset's source
+    hash)."""
     import json
 
     from steps.data_sources import read_source
+    from steps.feedback import source_hash
 
     data, name = read_source(source, store)
-    seen = SourceSeen(model=model, source=name, content_hash=hashlib.sha256(data).hexdigest(), previous=None)
+    seen = SourceSeen(model=model, source=name, content_hash=source_hash(data, corrections), previous=None)
     try:
         previous = json.loads(store.get(seen.key)).get("content_hash")
     except ArtifactNotFoundError:

@@ -6,7 +6,7 @@ the candidate is rolled back whatever the evidence says."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,7 @@ from serving.deployer import DeploymentError, Version
 from serving.evidence import EvidenceReader
 from serving.release import Releaser
 from serving.rollout import Decision, Evidence, Quality, RolloutConfig, VariantEvidence, decide
+from steps.feedback import Feedback
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,15 @@ class Rollout:
                  rouge: Callable[[str, str], float] | None = None,
                  references: Callable[[RegisteredVersion], Mapping[str, str]] | None = None,
                  shared_host: bool = False, notify: Callable[[str, str], None] | None = None,
-                 quality: Quality | None = None) -> None:
+                 quality: Quality | None = None,
+                 feedback: Callable[[str, datetime], Sequence[Feedback]] | None = None) -> None:
         self.releaser, self.config, self.evidence, self.rouge = releaser, config, evidence, rouge
         self.references = references  # inference id -> reference text, for requests that name one
         self.shared_host = shared_host  # local endpoints: a shadow's latency is not comparable
         self.notify = notify  # (subject, message): a rollback is news for the people on call
         self.registry = releaser.registry
         self.quality = quality  # (inputs, outputs) -> unfaithful and toxic flags (steps.scoring)
+        self.feedback = feedback  # (endpoint, since) -> people's judgements of its answers (steps.feedback)
 
     def status(self, now: datetime | None = None) -> RolloutStatus:
         endpoint = self.releaser.endpoint
@@ -65,12 +68,20 @@ class Rollout:
             decision = decide(theirs, mine, started=since, now=now or datetime.now(UTC), config=self.config,
                               paired=strategy == "shadow", references=self._references(challenger, theirs, mine),
                               rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"),
-                              quality=self.quality)
+                              quality=self.quality, ratings=self._ratings(endpoint, since))
             return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
                                  strategy=strategy, started=started, decision=decision,
                                  unreadable=max(mine.unreadable, theirs.unreadable))
         return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
                              strategy=strategy, started=started)
+
+    def _ratings(self, endpoint: str, since: datetime) -> dict[str, list[str]] | None:
+        if self.feedback is None:
+            return None
+        ratings: dict[str, list[str]] = {}
+        for entry in self.feedback(endpoint, since):
+            ratings.setdefault(entry.inference_id, []).append(entry.rating)
+        return ratings
 
     def _references(self, challenger: RegisteredVersion, *variants: VariantEvidence) -> dict[str, str]:
         """Event id -> reference text, for the requests that named a reference (by their inference id)."""

@@ -45,6 +45,8 @@ class RolloutConfig(BaseModel):
     unfaithful_rate_margin: float = Field(0.05, ge=0, description="how much higher the candidate's share of "
                                                                  "unfaithful outputs may be (absolute)")
     toxic_rate_margin: float = Field(0.0, ge=0, description="how much higher its share of toxic outputs may be")
+    bad_rating_margin: float = Field(0.05, ge=0, description="how much higher the share of its answers people rated "
+                                                             "bad (`genaiops feedback`) may be (absolute)")
     quality_sample: int = Field(200, ge=0, description="answered requests per variant scored for faithfulness and "
                                                        "toxicity (the newest); 0: not judged")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="significance level of every test")
@@ -97,12 +99,13 @@ class Decision(BaseModel):
 def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: datetime, now: datetime,
            config: RolloutConfig, paired: bool, references: Mapping[str, str] | None = None,
            rouge: Callable[[str, str], float] | None = None, latency_comparable: bool = True,
-           quality: Quality | None = None) -> Decision:
+           quality: Quality | None = None, ratings: Mapping[str, Sequence[str]] | None = None) -> Decision:
     """Promote, roll back or wait. `paired`: the candidate answered copies of the champion's requests (a shadow).
 
     `latency_comparable` is False for a shadow that shares its machine with production (the local endpoint
     stops it while production works, so its ModelLatency counts the stops): latency is then shown, not judged.
-    `quality` flags each (input, output) as unfaithful and as toxic (steps.scoring), compared like error rates."""
+    `quality` flags each (input, output) as unfaithful and as toxic (steps.scoring), compared like error rates;
+    `ratings` are people's judgements (good, bad) by inference id, counted for the variant that gave the answer."""
     rng = random.Random(config.seed)
     evidence = [
         _rate("5XX rate", champion.errors_5xx, champion.requests, candidate.errors_5xx, candidate.requests,
@@ -123,6 +126,8 @@ def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: da
         evidence.append(_agreement(pairs, champion, candidate, config, rng))
     if quality is not None and config.quality_sample:
         evidence += _quality(champion, candidate, quality, config)
+    if ratings is not None:
+        evidence.append(_ratings(champion, candidate, ratings, paired, config))
     if references and rouge is not None:
         evidence.append(_rouge(champion, candidate, references, rouge, pairs if paired else None, config, rng))
     elapsed = (now - started).total_seconds()
@@ -181,6 +186,21 @@ def _quality(champion: VariantEvidence, candidate: VariantEvidence, quality: Qua
     (ch_u, ch_t, ch_n), (ca_u, ca_t, ca_n) = counts
     return [_rate("unfaithful-output rate", ch_u, ch_n, ca_u, ca_n, config.unfaithful_rate_margin, config.alpha),
             _rate("toxic-output rate", ch_t, ch_n, ca_t, ca_n, config.toxic_rate_margin, config.alpha)]
+
+
+def _ratings(champion: VariantEvidence, candidate: VariantEvidence, ratings: Mapping[str, Sequence[str]],
+             paired: bool, config: RolloutConfig) -> Evidence:
+    """The share of each variant's rated answers that people rated bad, by the same z-test as errors."""
+    if paired:
+        return Evidence(name="bad-rating rate", champion=None, candidate=None, verdict="unknown",
+                        test="a shadow's answers reach no one, so no one rates them")
+    counts = []
+    for variant in (champion, candidate):
+        given = [rating for inference in set(variant.inference_ids.values()) for rating in ratings.get(inference, ())]
+        counts.append((sum(rating == "bad" for rating in given), len(given)))
+    (ch_bad, ch_n), (ca_bad, ca_n) = counts
+    found = _rate("bad-rating rate", ch_bad, ch_n, ca_bad, ca_n, config.bad_rating_margin, config.alpha)
+    return found if ch_n and ca_n else found.model_copy(update={"test": "no rated answers of both variants yet"})
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -30,7 +30,8 @@ from steps.data_contract import (
     near_duplicate_key,
     validate,
 )
-from steps.data_sources import BUILTIN_SAMPLE, DataSourceError, parse_records, read_source
+from steps.data_sources import BUILTIN_SAMPLE, UTF8_COLUMN, DataSourceError, parse_records, read_source
+from steps.feedback import Correction, source_hash
 from steps.prompts import render_prompt
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class DataConfig(BaseModel):
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     contract: DataContract = DataContract()
+    feedback: bool = Field(True, description="add the corrections people gave to the release endpoint's answers "
+                                             "(`genaiops feedback`) to the source, under the same contract")
 
     @model_validator(mode="before")
     @classmethod
@@ -133,6 +136,7 @@ class PreparedDataset(BaseModel):
     validation: ValidationReport
     uri: str
     reused: bool = False
+    feedback: list[str] = Field(default_factory=list, description="ids of the feedback whose corrections are records")
 
     @property
     def counts(self) -> dict[str, int]:
@@ -163,13 +167,50 @@ def assign_splits(frame: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     return frame
 
 
-def check_records(data: bytes, name: str, config: DataConfig,
-                  count_tokens: TokenCounter) -> tuple[pd.DataFrame, ValidationReport]:
-    """Parse, clean and validate source bytes; the cleaned records and the contract's report."""
-    frame = parse_records(data, config.format, name)
+FEEDBACK = "_feedback"  # the id of the feedback whose correction a record carries
+
+
+def add_corrections(frame: pd.DataFrame, corrections: Sequence[Correction],
+                    config: DataConfig) -> tuple[pd.DataFrame, list[int]]:
+    """The source's records with people's corrections: a correction of an input the source has (ignoring case,
+    spacing and punctuation, as the duplicate rule does) replaces that record's target and keeps its split; one of
+    a new input is a new record (numbered after the source's) for the training split. The new records' numbers."""
+    if not corrections:
+        return frame, []
+    import pandas as pd
+
+    frame = frame.copy()
+    frame[FEEDBACK] = None
+    inputs, targets = config.columns.input, config.columns.target
+    keys = {near_duplicate_key(v): number for number, v in frame[inputs].items() if isinstance(v, str)} \
+        if inputs in frame.columns else {}
+    number = int(max(frame.index, default=0)) + 1
+    added: list[int] = []
+    for correction in sorted(corrections, key=lambda c: c.feedback_id):
+        key = near_duplicate_key(correction.input)
+        if key not in keys:
+            row: dict[str, Any] = {column: None for column in frame.columns}
+            row.update({inputs: correction.input, **({UTF8_COLUMN: True} if UTF8_COLUMN in frame.columns else {})})
+            if config.columns.split:
+                row[config.columns.split] = "train"
+            frame = pd.concat([frame, pd.DataFrame([row], index=[number])]).astype(object)
+            keys[key], number = number, number + 1
+            added.append(keys[key])
+        frame.at[keys[key], targets] = correction.target
+        frame.at[keys[key], FEEDBACK] = correction.feedback_id
+    return frame, added
+
+
+def check_records(data: bytes, name: str, config: DataConfig, count_tokens: TokenCounter,
+                  corrections: Sequence[Correction] = ()) -> tuple[pd.DataFrame, ValidationReport]:
+    """Parse, clean and validate source bytes (with the corrections added); the cleaned records and the contract's
+    report."""
+    frame, added = add_corrections(parse_records(data, config.format, name), corrections, config)
     rows_read = len(frame)
     cleaned, dropped, redacted = apply_policies(frame, config.columns.input, config.columns.target, config.contract)
     cleaned = assign_splits(cleaned, config)
+    if added and SPLIT in cleaned.columns:
+        cleaned.loc[cleaned.index.isin(added), SPLIT] = "train"
     report = validate(cleaned, input_col=config.columns.input, target_col=config.columns.target,
                       contract=config.contract, count_tokens=count_tokens, source=name, rows_read=rows_read,
                       dropped=dropped, redacted=redacted)
@@ -179,9 +220,11 @@ def check_records(data: bytes, name: str, config: DataConfig,
 def build_splits(frame: pd.DataFrame, config: DataConfig) -> dict[str, list[Example]]:
     """Template every (validated) record into its split."""
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
-    has_ids = "id" in frame.columns
+    has_ids, has_feedback = "id" in frame.columns, FEEDBACK in frame.columns
     for number, row in frame.iterrows():
         record_id = row["id"] if has_ids else None
+        if not isinstance(record_id, str | int) and has_feedback and isinstance(row[FEEDBACK], str):
+            record_id = f"feedback-{row[FEEDBACK]}"
         splits[row[SPLIT]].append(Example(
             id=str(record_id) if isinstance(record_id, str | int) else f"record-{number}",
             prompt=render_prompt(config.template, row[config.columns.input]),
@@ -197,21 +240,24 @@ def content_hash(splits: dict[str, list[Example]]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def prepare_dataset(config: DataConfig, store: ArtifactStore, count_tokens: TokenCounter) -> PreparedDataset:
-    """Read, clean, validate, split and template the source; reuse an identical earlier result.
+def prepare_dataset(config: DataConfig, store: ArtifactStore, count_tokens: TokenCounter,
+                    corrections: Sequence[Correction] = ()) -> PreparedDataset:
+    """Read, clean, validate, split and template the source with people's corrections added; reuse an identical
+    earlier result.
 
-    `count_tokens` measures text in the base model's tokenizer, for the contract's length bounds.
+    `count_tokens` measures text in the base model's tokenizer, for the contract's length bounds. The corrections
+    pass the same contract as the source's records, and the dataset names the feedback they came from.
     """
     data, name = read_source(config.source, store)
-    source_hash = hashlib.sha256(data).hexdigest()
+    combined = source_hash(data, corrections)
     config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
-    cache_key = f"datasets/by-source/{hashlib.sha256((source_hash + config_hash).encode()).hexdigest()}.json"
+    cache_key = f"datasets/by-source/{hashlib.sha256((combined + config_hash).encode()).hexdigest()}.json"
     if store.exists(cache_key):
         dataset = _load_prepared(store, json.loads(store.get(cache_key)))
         log.info("data unchanged: reusing prepared dataset %s (%s)", dataset.hash[:12], dataset.counts)
         return dataset
 
-    frame, report = check_records(data, name, config, count_tokens)
+    frame, report = check_records(data, name, config, count_tokens, corrections)
     if not report.success:
         raise DataValidationError(report)
     splits = build_splits(frame, config)
@@ -229,13 +275,17 @@ def prepare_dataset(config: DataConfig, store: ArtifactStore, count_tokens: Toke
         store.put(f"{prefix}/{split}.jsonl", "".join(e.model_dump_json() + "\n" for e in rows).encode("utf-8"))
     store.put(f"{prefix}/validation.md", report.to_markdown().encode("utf-8"))
     store.put(f"{prefix}/validation.html", report.to_html().encode("utf-8"))
-    manifest = {"hash": digest, "source": name, "source_hash": source_hash,
-                "counts": {k: len(v) for k, v in splits.items()}, "validation": report.model_dump()}
+    feedback = sorted(f for f in frame[FEEDBACK] if isinstance(f, str)) if FEEDBACK in frame.columns else []
+    manifest = {"hash": digest, "source": name, "source_hash": combined,
+                "counts": {k: len(v) for k, v in splits.items()}, "validation": report.model_dump(),
+                "feedback": feedback}
     store.put(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode("utf-8"))
     store.put(cache_key, json.dumps(manifest).encode("utf-8"))  # written last: marks the dataset complete
-    log.info("prepared dataset %s from %s: %s; %s", digest[:12], name, manifest["counts"], report.summary())
-    return PreparedDataset(hash=digest, source=name, source_hash=source_hash, splits=splits,
-                           validation=report, uri=store.uri(prefix))
+    log.info("prepared dataset %s from %s%s: %s; %s", digest[:12], name,
+             f" and {len(feedback)} correction(s) from feedback" if feedback else "", manifest["counts"],
+             report.summary())
+    return PreparedDataset(hash=digest, source=name, source_hash=combined, splits=splits,
+                           validation=report, uri=store.uri(prefix), feedback=feedback)
 
 
 def load_prepared(store: ArtifactStore, dataset_hash: str) -> PreparedDataset:
@@ -250,7 +300,7 @@ def _load_prepared(store: ArtifactStore, manifest: dict[str, Any]) -> PreparedDa
     return PreparedDataset(hash=str(manifest["hash"]), source=str(manifest["source"]),
                            source_hash=str(manifest["source_hash"]), splits=splits,
                            validation=ValidationReport.model_validate(manifest["validation"]),
-                           uri=store.uri(prefix), reused=True)
+                           uri=store.uri(prefix), reused=True, feedback=list(manifest.get("feedback", [])))
 
 
 def take(examples: Sequence[Example], limit: int | None) -> list[Example]:

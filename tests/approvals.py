@@ -20,7 +20,8 @@ CONFIG = ApprovalConfig()
 PEOPLE = {name: {"sub": f"7f4c0a8e-0000-4000-8000-00000000000{i}", "email": f"{name}@example.com",
                  "email_verified": "true", "username": name} for i, name in enumerate(("alice", "bob"), 1)}
 ALB_CONFIG = ApprovalConfig(approvers=[PEOPLE["alice"]["email"]], sign_in="load-balancer", demo=False,
-                            users=[CONFIG.pipeline_account, CONFIG.watcher_account, CONFIG.release_account])
+                            users=[CONFIG.pipeline_account, CONFIG.watcher_account, CONFIG.release_account],
+                            feedback_accounts=[PEOPLE["bob"]["email"]])  # a reviewer who corrects answers
 
 
 def name(server: dict[str, Any], user: str) -> str:

@@ -89,3 +89,69 @@ def score(
     if agreement is not None:
         out.print(agreement.describe())
     out.print(f"wrote {len(records)} lines to {output}")
+
+
+@app.command("feedback")
+def feedback(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint that answered.")],
+    inference_id: Annotated[str, typer.Argument(help="The request's InferenceId (data capture records it).")],
+    rating: Annotated[str, typer.Option(help="good or bad.")],
+    correction: Annotated[str | None, typer.Option(help="What the answer should have been (with --rating bad): it "
+                                                        "becomes a record of the next retrain's data.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Record a person's judgement of one captured answer, through the approval server as the signed-in account
+    (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD): a feedback account of `approval.feedback_accounts`."""
+    go_offline()
+    from steps.feedback import FeedbackError, check_feedback
+
+    problems = check_feedback(endpoint, inference_id, rating, correction)
+    if problems:
+        fail("; ".join(problems), EXIT_USAGE)
+    settings, _ = load(config)
+    uri = settings.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        fail(f"feedback is recorded by the approval server, and the tracking URI is {uri}: set "
+             "GENAIOPS_MLFLOW_TRACKING_URI to its URL (`genaiops ui` starts one)", EXIT_USAGE)
+    from pipelines.backends import make_answers
+
+    try:  # said here, before anything is sent: the answer must be one the endpoint gave and captured
+        answer = make_answers(settings)(endpoint, {inference_id}).get(inference_id)
+    except FeedbackError as exc:
+        fail(str(exc), EXIT_FAILED)
+    if answer is None:
+        fail(f"inference_id: endpoint {endpoint} captured no answer for {inference_id!r} (a request names it with "
+             "InferenceId; capture samples a share of requests; a failed request has no answer to judge)", EXIT_FAILED)
+    status, body = post_feedback(uri, {"endpoint": endpoint, "inference_id": inference_id, "rating": rating,
+                                       **({"correction": correction} if correction is not None else {})})
+    if status != 201:
+        fail(f"the approval server refused the feedback ({status}): {body.get('message', body)}",
+             EXIT_USAGE if status == 400 else EXIT_FAILED)
+    out.print(f"recorded feedback {body['id']} by {body['feedback']['by']}: {endpoint} answer {inference_id} "
+              f"({answer.variant}{', ' + answer.served if answer.served else ''}) rated {rating}"
+              + (", with a correction for the next retrain" if correction else ""))
+
+
+def post_feedback(tracking_uri: str, fields: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST the feedback to the approval server with the MLflow client's credentials; its status and JSON."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}/api/2.0/genaiops/feedback",
+                                     data=json.dumps(fields).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text)
+        except ValueError:
+            return exc.code, {"message": text.decode("utf-8", errors="replace")[:500] or exc.reason}
+    except OSError as exc:
+        fail(f"the approval server at {tracking_uri} cannot be reached: {exc}", EXIT_FAILED)

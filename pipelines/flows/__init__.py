@@ -24,6 +24,7 @@ from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
 from pipelines.backends import (
     make_audit,
+    make_corrections,
     make_evaluation,
     make_mirror,
     make_notifier,
@@ -46,6 +47,7 @@ from steps.artifacts import ArtifactStore
 from steps.base_model import BaseModelError, resolve_base_model, token_counter
 from steps.data import DataSourceError, DataValidationError, Example, PreparedDataset, prepare_dataset
 from steps.evaluate import EvalResult, decide
+from steps.feedback import Correction
 from steps.finetune import FinetuneError, TrainedModel, run_training
 
 
@@ -80,6 +82,12 @@ class RetrainResult(BaseModel):
 # Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys (`run_key`,
 # `remembered`). Each flow applies the configured retries and timeouts (`reliable`) when it runs.
 prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
+
+
+@task(name="corrections", cache_policy=NO_CACHE)
+def gather_corrections(of: Callable[[str], list[Correction]], model: str) -> list[Correction]:
+    """The corrections people gave to the model's answers (`genaiops feedback`): records of the next dataset."""
+    return of(model)
 resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
 train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 
@@ -163,7 +171,12 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
     reliable(recover_crashed, policy)(registry, evaluation.deployer, evaluation_endpoint=evaluation.endpoint)
 
     base_path = resolve_model(config.finetune.base_model, settings.root / "models")
-    dataset = reliable(prepare, policy)(config.data, store, token_counter(base_path))
+    corrections = reliable(gather_corrections, policy)(make_corrections(settings), config.model_name) \
+        if config.data.feedback else []
+    if corrections:
+        logger.info("%d correction(s) from feedback join the data: %s", len(corrections),
+                    ", ".join(c.feedback_id for c in corrections))
+    dataset = reliable(prepare, policy)(config.data, store, token_counter(base_path), corrections)
     key = run_key(dataset, config)
     existing = registry.find_version(key)
     if existing is not None:
@@ -175,6 +188,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
                                                        **trigger.mlflow_tags(), **owner_tags()}) as run_id:
         registry.runs.log_params(run_id, {"pipeline": config.model_dump(mode="json"), "dataset": {
             "hash": dataset.hash, "source": dataset.source, "source_hash": dataset.source_hash,
+            "feedback": dataset.feedback,
             "validation": dataset.validation.summary(), **{f"rows_{k}": v for k, v in dataset.counts.items()}}})
         registry.runs.log_text(run_id, dataset.validation.to_markdown(), "data_validation.md")
         registry.runs.log_text(run_id, dataset.validation.to_html(), "data_validation.html")

@@ -17,6 +17,7 @@ from pipelines.backends import (
     make_audit,
     make_deployer,
     make_evidence,
+    make_feedback,
     make_notifier,
     make_registry,
     make_store,
@@ -84,7 +85,8 @@ def make_rollout(settings: Settings, config: PipelineConfig, progress: Callable[
     notifier = make_notifier(settings)
     return Rollout(make_releaser(settings, config, progress), config.rollout, make_evidence(settings, store),
                    rouge=rouge_l, references=references, shared_host=shares_host(settings),
-                   notify=lambda subject, message: notifier.send(subject, message, {}), quality=quality_flags)
+                   notify=lambda subject, message: notifier.send(subject, message, {}), quality=quality_flags,
+                   feedback=make_feedback(settings).entries)
 
 
 @flow(name="release", on_failure=[failed_run_hook])

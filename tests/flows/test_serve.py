@@ -195,3 +195,87 @@ def test_sigterm_stops_the_server_the_runner_and_every_run(served: Served) -> No
     left = sorted(pid for pid in started if running(pid))
     assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
     assert "stopped" in served.text()
+
+
+def test_a_correction_given_as_feedback_is_new_data_and_the_retrain_it_starts_names_it(
+    served: Served, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterTags
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from contracts.names import release_endpoint
+    from local_aws.server import client, stop
+    from pipelines.backends import make_corrections, make_feedback, make_store
+    from pipelines.deployments import start
+    from pipelines.settings import load_settings
+    from pipelines.trigger import source_seen
+    from steps.data import load_prepared
+    from steps.feedback import source_hash
+    from tests.servers import approval_server, create_endpoint
+
+    monkeypatch.setenv("GENAIOPS_WORKSPACE", str(served.workspace))
+    settings = load_settings()
+    store = make_store(settings)
+    source_seen(store, MODEL, str(served.data)).record(store)  # the data as the watcher last saw it
+    endpoint = release_endpoint(MODEL)
+    try:
+        create_endpoint(served.workspace, endpoint, [{"name": "v1", "model": str(tiny_model_dir), "weight": 1.0}])
+        dialogue = "Hana: My card is blocked since Monday. Ines: I can unblock it now. Hana: Thanks, Ines!"
+        client(served.workspace, service="sagemaker-runtime").invoke_endpoint(
+            EndpointName=endpoint, Body=json.dumps({"inputs": dialogue}), ContentType="application/json",
+            InferenceId="support-42")
+        deadline = time.monotonic() + 300  # capture is written after the reply goes out
+        while not any("support-42" in p.read_text() for p in (served.workspace / "capture").rglob("*.jsonl")):
+            assert time.monotonic() < deadline, "the answer was never captured"
+            time.sleep(0.2)
+        feedback_account = "genaiops-feedback"
+        with approval_server(served.workspace) as (url, passwords):
+            def feedback(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+                env = {**os.environ, "GENAIOPS_WORKSPACE": str(served.workspace), "GENAIOPS_MLFLOW_TRACKING_URI": url,
+                       "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": passwords[user], "COLUMNS": "200"}
+                return subprocess.run([str(BIN / "genaiops"), "feedback", endpoint, *args], env=env,
+                                      capture_output=True, text=True, timeout=300, check=False)
+
+            refused = feedback("alice", "support-42", "--rating", "bad", "--correction", "Ines unblocks the card.")
+            assert refused.returncode == 1 and "is not a feedback account" in refused.stderr, refused.stderr
+            unknown = feedback(feedback_account, "support-404", "--rating", "bad")
+            assert unknown.returncode == 1 and "captured no answer for 'support-404'" in unknown.stderr
+            bad = feedback(feedback_account, "support-42", "--rating", "fine")
+            assert bad.returncode == 2 and "rating" in bad.stderr
+            assert make_feedback(settings).entries(endpoint) == []  # nothing refused was written
+            given = feedback(feedback_account, "support-42", "--rating", "bad", "--correction",
+                             "Ines unblocks Hana's card, blocked since Monday.")
+            assert given.returncode == 0 and "recorded feedback" in given.stdout, given.stderr
+        [entry] = make_feedback(settings).entries(endpoint)
+        assert (entry.by, entry.inference_id, entry.rating) == (feedback_account, "support-42", "bad")
+        [correction] = make_corrections(settings)(MODEL)
+        assert (correction.input, correction.variant) == (dialogue, "v1")  # the captured input it answers
+        digest = source_hash(served.data.read_bytes(), [correction])
+
+        with temporary_settings({PREFECT_API_URL: served.api}):
+            watch = start("data-watch", MODEL, Trigger(kind="manual", name="feedback-test"))
+        assert watch is not None
+        [watched] = _final(served, [watch])
+        assert watched.state.type.value == "COMPLETED", served.text()[-4000:]
+        with _client(served) as prefect:
+            deployment = prefect.read_deployment_by_name(f"retrain/{MODEL}")
+            started = [r for r in prefect.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(any_=["trigger:new-data"])))
+                if r.parameters["trigger"]["detail"] == digest]
+        assert len(started) == 1, "the correction was not new data to the watcher"
+        [retrained] = _final(served, [started[0].id])
+        assert retrained.state.type.value == "COMPLETED", (retrained.state, served.text()[-4000:])
+    finally:
+        stop(served.workspace)
+    uri = f"sqlite:///{served.workspace / 'mlflow.db'}"
+    registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    [version] = [v for v in registry.search_model_versions(f"name = '{MODEL}'")
+                 if v.tags.get(T.TRIGGER_DETAIL) == digest]
+    dataset = load_prepared(store, version.tags[T.DATASET_HASH])
+    assert dataset.feedback == [entry.id] and dataset.source_hash == digest
+    assert entry.id in registry.get_run(version.run_id).data.params["dataset.feedback"]
+    added = [e for e in dataset.splits["train"] if e.id == f"feedback-{entry.id}"]
+    assert added and added[0].target == "Ines unblocks Hana's card, blocked since Monday."

@@ -318,3 +318,46 @@ def test_the_guard_fails_closed_when_the_registry_cannot_be_read(server: dict[st
     assert entry.user == name(server, "alice") and "could not be read" in entry.outcome
     assert entry.route == "POST /ajax-api/2.0/mlflow/model-versions/set-tag"
     assert state(server, version) == before
+
+
+FEEDBACK_ROUTES = ("/api/2.0/genaiops/feedback", "/ajax-api/2.0/genaiops/feedback")
+
+
+def test_feedback_belongs_to_the_feedback_accounts_through_rest_and_ajax(server: dict[str, Any]) -> None:
+    from steps.feedback import FeedbackStore
+
+    people = "people" in server
+    reviewer = "bob" if people else CONFIG.feedback_accounts[0]  # a person behind the load balancer, or the account
+    others = [a for a in (*ACCOUNTS, CONFIG.feedback_accounts[0]) if a != reviewer and (a in server["passwords"]
+              or a in (server.get("people") or {}) or a == "anonymous")]
+    assert {"alice", CONFIG.pipeline_account, CONFIG.release_account, "anonymous"} <= set(others)
+    endpoint = "feedback-endpoint"
+    store = FeedbackStore(LocalStore(server["workspace"] / "artifacts"))
+    for route in FEEDBACK_ROUTES:
+        for user in others:
+            body = {"endpoint": endpoint, "inference_id": f"{user}-{route[1:5]}", "rating": "bad",
+                    "correction": "A summary of my own."}
+            status, answer = call(server, user, "POST", route, body)
+            assert status == (401 if user == "anonymous" else 403), (user, route, status, answer)
+        status, answer = call(server, reviewer, "POST", route, {"endpoint": endpoint, "inference_id": "req-1",
+                                                                "rating": "bad", "correction": "Hana's card."})
+        assert status == 201, answer
+        assert answer["feedback"]["by"] == name(server, reviewer)  # stamped from the sign-in, not the body
+    [entry] = store.entries(endpoint)  # both routes judged the same answer: the second replaced the first
+    assert (entry.inference_id, entry.rating, entry.correction) == ("req-1", "bad", "Hana's card.")
+    # Bad input is named and nothing is written.
+    for body, field in (({"endpoint": endpoint, "inference_id": "req-2", "rating": "meh"}, "rating"),
+                        ({"endpoint": "bad_name", "inference_id": "req-2", "rating": "bad"}, "endpoint"),
+                        ({"endpoint": endpoint, "inference_id": "req-2", "rating": "bad", "by": "alice"}, "'by'"),
+                        ({"endpoint": endpoint, "inference_id": "req-2", "rating": "bad",
+                          "correction": "Mail hana@example.com"}, "personal data")):
+        status, answer = call(server, reviewer, "POST", FEEDBACK_ROUTES[0], body)
+        assert status == 400 and field in answer["message"], answer
+    status, answer = call(server, reviewer, "POST", FEEDBACK_ROUTES[0], raw=b"[1, 2]")
+    assert status == 400
+    assert len(store.entries(endpoint)) == 1
+    audited = AuditLog(LocalStore(server["workspace"] / "artifacts")).entries(f"feedback:{endpoint}")
+    refused = {(e.user, e.route) for e in audited if e.outcome.startswith("refused")}
+    for route in FEEDBACK_ROUTES:
+        assert (name(server, "alice"), f"POST {route}") in refused and ("anonymous", f"POST {route}") in refused
+    assert [e.user for e in audited if e.outcome == "accepted"] == [name(server, reviewer)] * 2
