@@ -180,23 +180,6 @@ def test_a_drift_alarm_and_new_data_at_once_run_one_retrain_at_a_time(
     assert f"#/models/{MODEL}/versions/{version.version}" in shown
 
 
-def test_sigterm_stops_the_server_the_runner_and_every_run(served: Served) -> None:
-    with _client(served) as client:  # a run, when it is still going, must stop with the rest
-        deployment = client.read_deployment_by_name(f"retrain/{MODEL}")
-        run = client.create_flow_run_from_deployment(deployment.id)
-        deadline = time.monotonic() + 300
-        while (state := client.read_flow_run(run.id).state) is None or state.type.value in ("SCHEDULED", "PENDING"):
-            assert time.monotonic() < deadline, state
-            time.sleep(0.5)
-    started = descendants(served.process.pid)
-    assert len(started) >= 3  # the Prefect server, the deployments' process and the run's process
-    served.process.send_signal(signal.SIGTERM)
-    assert served.process.wait(timeout=120) == 0
-    left = sorted(pid for pid in started if running(pid))
-    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
-    assert "stopped" in served.text()
-
-
 def test_a_correction_given_as_feedback_is_new_data_and_the_retrain_it_starts_names_it(
     served: Served, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,3 +262,21 @@ def test_a_correction_given_as_feedback_is_new_data_and_the_retrain_it_starts_na
     assert entry.id in registry.get_run(version.run_id).data.params["dataset.feedback"]
     added = [e for e in dataset.splits["train"] if e.id == f"feedback-{entry.id}"]
     assert added and added[0].target == "Ines unblocks Hana's card, blocked since Monday."
+
+
+def test_sigterm_stops_the_server_the_runner_and_every_run(served: Served) -> None:
+    with _client(served) as client:  # a run, when it is still going, must stop with the rest
+        deployment = client.read_deployment_by_name(f"retrain/{MODEL}")
+        run = client.create_flow_run_from_deployment(deployment.id)
+        deadline = time.monotonic() + 300
+        while (state := client.read_flow_run(run.id).state) is None or state.type.value in ("SCHEDULED", "PENDING"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+    started = descendants(served.process.pid)
+    assert len(started) >= 3  # the Prefect server, the deployments' process and the run's process
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=120) == 0
+    left = sorted(pid for pid in started if running(pid))
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+    assert "stopped" in served.text()
+
