@@ -58,6 +58,9 @@ def panels(endpoint: str, variants: Sequence[str]) -> list[Panel]:
         Panel(title="Generation quality: unfaithful and toxic outputs (a scored sample)", unit="%",
               lines=[*per_variant("UnfaithfulOutputRate", "Maximum", GENAIOPS_NAMESPACE, "unfaithful"),
                      *per_variant("ToxicOutputRate", "Maximum", GENAIOPS_NAMESPACE, "toxic")]),
+        Panel(title="Tokens per variant: input and output (what the cost per token is of)", unit="tokens",
+              lines=[*per_variant("InputTokenCount", "Sum", GENAIOPS_NAMESPACE, "input tokens"),
+                     *per_variant("OutputTokenCount", "Sum", GENAIOPS_NAMESPACE, "output tokens")]),
     ]
 
 

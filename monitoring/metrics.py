@@ -35,7 +35,7 @@ METRICS: dict[str, frozenset[str]] = {
                                     "OverheadLatency"}),
     GENAIOPS_NAMESPACE: frozenset({"InputLengthPSI", "OutputLengthPSI", "InputLengthKS", "OutputLengthKS",
                                    "EmbeddingDrift", "EmptyOutputRate", "DisagreementRate", "CapturedRequests",
-                                   "UnfaithfulOutputRate", "ToxicOutputRate"}),
+                                   "UnfaithfulOutputRate", "ToxicOutputRate", "InputTokenCount", "OutputTokenCount"}),
 }
 STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d{1,2})?|100)$")

@@ -238,6 +238,13 @@ def drift_metrics(endpoint: str, records: Sequence[drift.Captured], reference: R
         if encode is not None:
             put("EmbeddingDrift", drift.embedding_drift(reference.inputs, inputs, encode))
     reference_lengths = count_tokens(reference.outputs)
+    for variant in sorted({r.variant for r in records}):  # what the cost per token is of: every answered request
+        answered = [r for r in records if r.variant == variant and r.outputs is not None]
+        if answered:
+            put("InputTokenCount", float(sum(count_tokens([t for r in answered for t in r.inputs]))), variant,
+                unit="Count")
+            put("OutputTokenCount", float(sum(count_tokens([t for r in answered for t in r.outputs or []]))), variant,
+                unit="Count")
     for variant in sorted({r.variant for r in records}):
         outputs = [text for r in records if r.variant == variant and r.outputs is not None for text in r.outputs]
         if len(outputs) >= config.min_requests:

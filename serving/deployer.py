@@ -82,6 +82,16 @@ class DeploymentConfig(BaseModel):
     poll_seconds: float | None = Field(None, gt=0, description="how often to ask SageMaker while waiting "
                                                               "(default: 30 s on AWS, 1 s locally)")
     timeout_seconds: int = Field(3600, gt=0, description="how long to wait for an endpoint to reach InService")
+    hourly_price_usd: float | None = Field(None, gt=0, description="the instance type's price per hour, for the cost "
+                                                                   "per 1,000 output tokens (default: the price table "
+                                                                   "of contracts/instances.py)")
+
+    @property
+    def hourly_price(self) -> float | None:
+        """What an hour of one instance costs (None: the table does not know the type and no price is set)."""
+        from contracts.instances import hourly_price
+
+        return hourly_price(self.instance_type, self.hourly_price_usd)
 
 
 class Version(BaseModel):

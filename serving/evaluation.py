@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from contracts import tags as T
@@ -17,6 +18,7 @@ from model_registry.mlflow_registry import MlflowRegistry
 from serving import package
 from serving.deployer import SageMakerDeployer, Version
 from serving.evaluation_endpoint import evaluation_endpoint
+from steps.base_model import token_counter
 from steps.data import Example
 from steps.endpoint_generation import EndpointGenerator
 from steps.evaluate import EvalResult, EvaluateConfig, evaluate, evaluate_trained
@@ -107,4 +109,6 @@ class ServedEvaluation:
                     champion_version = found.version
             return evaluate(EndpointGenerator(self.runtime, name, "candidate", template=self.template, name="candidate"),
                             EndpointGenerator(self.runtime, name, "base", template=self.template, name="base"),
-                            samples, self.config, champion, champion_version)
+                            samples, self.config, champion, champion_version,
+                            count_tokens=token_counter(Path(trained.base_model_path)) if trained.base_model_path
+                            else None)

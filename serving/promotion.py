@@ -43,7 +43,8 @@ class Rollout:
                  references: Callable[[RegisteredVersion], Mapping[str, str]] | None = None,
                  shared_host: bool = False, notify: Callable[[str, str], None] | None = None,
                  quality: Quality | None = None,
-                 feedback: Callable[[str, datetime], Sequence[Feedback]] | None = None) -> None:
+                 feedback: Callable[[str, datetime], Sequence[Feedback]] | None = None,
+                 cost: tuple[Callable[[Sequence[str]], list[int]], float] | None = None) -> None:
         self.releaser, self.config, self.evidence, self.rouge = releaser, config, evidence, rouge
         self.references = references  # inference id -> reference text, for requests that name one
         self.shared_host = shared_host  # local endpoints: a shadow's latency is not comparable
@@ -51,6 +52,7 @@ class Rollout:
         self.registry = releaser.registry
         self.quality = quality  # (inputs, outputs) -> unfaithful and toxic flags (steps.scoring)
         self.feedback = feedback  # (endpoint, since) -> people's judgements of its answers (steps.feedback)
+        self.cost = cost  # (a token counter, the instance's price per hour): cost per 1,000 output tokens, shown
 
     def status(self, now: datetime | None = None) -> RolloutStatus:
         endpoint = self.releaser.endpoint
@@ -68,7 +70,7 @@ class Rollout:
             decision = decide(theirs, mine, started=since, now=now or datetime.now(UTC), config=self.config,
                               paired=strategy == "shadow", references=self._references(challenger, theirs, mine),
                               rouge=self.rouge, latency_comparable=not (self.shared_host and strategy == "shadow"),
-                              quality=self.quality, ratings=self._ratings(endpoint, since))
+                              quality=self.quality, ratings=self._ratings(endpoint, since), cost=self.cost)
             return RolloutStatus(endpoint=endpoint, champion=champion.variant, challenger=f"v{challenger.version}",
                                  strategy=strategy, started=started, decision=decision,
                                  unreadable=max(mine.unreadable, theirs.unreadable))

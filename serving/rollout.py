@@ -99,13 +99,15 @@ class Decision(BaseModel):
 def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: datetime, now: datetime,
            config: RolloutConfig, paired: bool, references: Mapping[str, str] | None = None,
            rouge: Callable[[str, str], float] | None = None, latency_comparable: bool = True,
-           quality: Quality | None = None, ratings: Mapping[str, Sequence[str]] | None = None) -> Decision:
+           quality: Quality | None = None, ratings: Mapping[str, Sequence[str]] | None = None,
+           cost: tuple[Callable[[Sequence[str]], list[int]], float] | None = None) -> Decision:
     """Promote, roll back or wait. `paired`: the candidate answered copies of the champion's requests (a shadow).
 
     `latency_comparable` is False for a shadow that shares its machine with production (the local endpoint
     stops it while production works, so its ModelLatency counts the stops): latency is then shown, not judged.
     `quality` flags each (input, output) as unfaithful and as toxic (steps.scoring), compared like error rates;
-    `ratings` are people's judgements (good, bad) by inference id, counted for the variant that gave the answer."""
+    `ratings` are people's judgements (good, bad) by inference id, counted for the variant that gave the answer;
+    `cost` (a token counter, the instance's price per hour) shows each variant's cost per 1,000 output tokens."""
     rng = random.Random(config.seed)
     evidence = [
         _rate("5XX rate", champion.errors_5xx, champion.requests, candidate.errors_5xx, candidate.requests,
@@ -128,6 +130,8 @@ def decide(champion: VariantEvidence, candidate: VariantEvidence, *, started: da
         evidence += _quality(champion, candidate, quality, config)
     if ratings is not None:
         evidence.append(_ratings(champion, candidate, ratings, paired, config))
+    if cost is not None:
+        evidence.append(_cost(champion, candidate, *cost))
     if references and rouge is not None:
         evidence.append(_rouge(champion, candidate, references, rouge, pairs if paired else None, config, rng))
     elapsed = (now - started).total_seconds()
@@ -201,6 +205,35 @@ def _ratings(champion: VariantEvidence, candidate: VariantEvidence, ratings: Map
     (ch_bad, ch_n), (ca_bad, ca_n) = counts
     found = _rate("bad-rating rate", ch_bad, ch_n, ca_bad, ca_n, config.bad_rating_margin, config.alpha)
     return found if ch_n and ca_n else found.model_copy(update={"test": "no rated answers of both variants yet"})
+
+
+def tokens_per_s(variant: VariantEvidence, count_tokens: Callable[[Sequence[str]], list[int]]) -> float | None:
+    """Output tokens per second of model time: the mean captured answer's tokens over the mean ModelLatency (per
+    request where recorded, else the median of the periods' p50)."""
+    outputs = list(variant.outputs.values())
+    if not outputs:
+        return None
+    if variant.latencies_us:
+        latency_s = statistics.fmean(variant.latencies_us) / 1e6
+    elif variant.latency_percentiles_us.get("p50"):
+        latency_s = statistics.median(variant.latency_percentiles_us["p50"]) / 1e6
+    else:
+        return None
+    tokens = statistics.fmean(count_tokens(outputs))
+    return tokens / latency_s if latency_s > 0 and tokens > 0 else None
+
+
+def _cost(champion: VariantEvidence, candidate: VariantEvidence, count_tokens: Callable[[Sequence[str]], list[int]],
+          price: float) -> Evidence:
+    from contracts.instances import cost_per_1k_tokens
+
+    def of(variant: VariantEvidence) -> float | None:
+        speed = tokens_per_s(variant, count_tokens)
+        return None if speed is None else cost_per_1k_tokens(price, speed)
+
+    return Evidence(name="cost per 1k output tokens (USD)", champion=of(champion), candidate=of(candidate),
+                    verdict="unknown", test=f"shown, not judged: ${price:g} an instance-hour at the measured output "
+                                            "tokens per second of model time (one request at a time)")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -23,7 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contracts.instances import cost_per_1k_tokens
+from steps.base_model import token_counter
 from steps.data import Example
+from steps.data_contract import TokenCounter
 from steps.finetune import TrainedModel
 from steps.generation import GenerationSettings, Generator, InProcess, LoadedModel, chat_prompts, load_model
 from steps.judge import JudgeConfig
@@ -38,6 +41,7 @@ METRICS: dict[str, Direction | None] = {
     "length_ratio": None, "empty_rate": "lower", "blocklist_rate": "lower",
     "unfaithful_rate": "lower", "toxic_rate": "lower",
     "latency_p50": "lower", "latency_p95": "lower",
+    "output_tokens_per_s": "higher", "cost_per_1k_output_tokens": "lower",
     "general.accuracy": "higher", "general.rougeL": "higher",
 }
 PER_SAMPLE = ("rouge1", "rouge2", "rougeL", "exact_match", "length_ratio", "empty_rate", "blocklist_rate",
@@ -269,8 +273,9 @@ def score_general(predictions: Sequence[str], references: Sequence[str]) -> tupl
 
 
 def score_model(model: LoadedModel | Generator, samples: Sequence[Example], general: Sequence[Example],
-                config: EvaluateConfig) -> ModelScores:
-    """Generate for every sample (task, then general skills) and score against the references."""
+                config: EvaluateConfig, count_tokens: TokenCounter | None = None) -> ModelScores:
+    """Generate for every sample (task, then general skills) and score against the references. With
+    `count_tokens` (the base model's tokenizer), also the measured generation throughput in output tokens/s."""
     model = InProcess(model) if isinstance(model, LoadedModel) else model
     predictions, latencies = model.complete([s.prompt for s in samples], config.generation)
     metrics, per_sample = score(predictions, [s.target for s in samples], config.blocklist)
@@ -281,6 +286,8 @@ def score_model(model: LoadedModel | Generator, samples: Sequence[Example], gene
         metrics.update({key: statistics.fmean(values) for key, values in quality.items()})
     quantiles = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) > 1 else latencies * 19
     metrics["latency_p50"], metrics["latency_p95"] = statistics.median(latencies), quantiles[18]
+    if count_tokens is not None and sum(latencies) > 0:  # the batches' wall time: latencies share each batch's
+        metrics["output_tokens_per_s"] = sum(count_tokens(predictions)) / sum(latencies)
     general_predictions: list[str] = []
     if general:
         short = config.generation.model_copy(update={"max_new_tokens": config.general_max_new_tokens})
@@ -305,8 +312,9 @@ def score_quality(sources: Sequence[str], predictions: Sequence[str], config: Ev
 
 def evaluate(candidate: LoadedModel | Generator, base: LoadedModel | Generator, samples: Sequence[Example],
              config: EvaluateConfig, champion: LoadedModel | Generator | None = None,
-             champion_version: str | None = None) -> EvalResult:
-    """Score candidate, base model and (if any) champion on the same samples and settings."""
+             champion_version: str | None = None, count_tokens: TokenCounter | None = None) -> EvalResult:
+    """Score candidate, base model and (if any) champion on the same samples and settings (`count_tokens`: the
+    base model's tokenizer, for each model's output tokens/s)."""
     if not samples:
         raise ValueError("evaluate() needs at least one held-out sample")
     chosen = list(samples if config.max_samples is None else samples[: config.max_samples])
@@ -314,11 +322,27 @@ def evaluate(candidate: LoadedModel | Generator, base: LoadedModel | Generator, 
     return EvalResult(
         n_samples=len(chosen), references=[s.target for s in chosen], prompts=[s.prompt for s in chosen],
         general_references=[g.target for g in general],
-        candidate=score_model(candidate, chosen, general, config),
-        base=score_model(base, chosen, general, config),
-        champion=score_model(champion, chosen, general, config) if champion is not None else None,
+        candidate=score_model(candidate, chosen, general, config, count_tokens),
+        base=score_model(base, chosen, general, config, count_tokens),
+        champion=score_model(champion, chosen, general, config, count_tokens) if champion is not None else None,
         champion_version=champion_version,
     )
+
+
+def with_cost(result: EvalResult, price_per_hour: float | None) -> EvalResult:
+    """Each model's cost per 1,000 output tokens at its measured throughput on an instance of that hourly price."""
+    if price_per_hour is None:
+        return result
+
+    def priced(model: ModelScores | None) -> ModelScores | None:
+        if model is None or not model.metrics.get("output_tokens_per_s"):
+            return model
+        cost = cost_per_1k_tokens(price_per_hour, model.metrics["output_tokens_per_s"])
+        return model if cost is None else model.model_copy(
+            update={"metrics": {**model.metrics, "cost_per_1k_output_tokens": cost}})
+
+    return result.model_copy(update={"candidate": priced(result.candidate), "base": priced(result.base),
+                                     "champion": priced(result.champion)})
 
 
 def evaluate_trained(trained: TrainedModel, samples: Sequence[Example], config: EvaluateConfig,
@@ -331,7 +355,8 @@ def evaluate_trained(trained: TrainedModel, samples: Sequence[Example], config: 
     else:
         candidate = load_model(trained.path, None, name="candidate")
     base = load_model(trained.base_model_path, None, name="base")
-    return evaluate(candidate, base, samples, config, champion, champion_version)
+    return evaluate(candidate, base, samples, config, champion, champion_version,
+                    count_tokens=token_counter(Path(trained.base_model_path)))
 
 
 def bootstrap_delta(metric: str, result: EvalResult, other: ModelScores, settings: Bootstrap) -> tuple[float, float, float]:

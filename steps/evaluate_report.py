@@ -13,7 +13,8 @@ from steps.evaluate import QUALITY, Bootstrap, EvalResult, GateReport, ModelScor
 from steps.scoring import Finding
 
 SHOWN = ("rougeL", "rouge1", "rouge2", "bleu", "exact_match", "length_ratio", "empty_rate", "blocklist_rate",
-         "unfaithful_rate", "toxic_rate", "latency_p50", "latency_p95", "general.accuracy", "general.rougeL")
+         "unfaithful_rate", "toxic_rate", "latency_p50", "latency_p95", "output_tokens_per_s",
+         "cost_per_1k_output_tokens", "general.accuracy", "general.rougeL")
 DELTAS = ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy")
 COLOURS = {"candidate": "#4477aa", "base": "#bbbbbb", "champion": "#228833", "reference": "#ccbb44"}
 
@@ -52,6 +53,10 @@ def _flag_note(findings: list[tuple[str, Finding]]) -> str:
     return "; ".join(f"{labels[m]}: {f.reason}" for m, f in findings)
 
 
+def _shown(model: ModelScores, name: str) -> str:
+    return f"{model.metrics[name]:.4f}" if name in model.metrics else "n/a"
+
+
 def metrics_table(result: EvalResult) -> str:
     models = _models(result)
     header = "| metric | " + " | ".join(_label(result, m) for m in models) + " | candidate − base |"
@@ -59,8 +64,10 @@ def metrics_table(result: EvalResult) -> str:
     for name in SHOWN:
         if name not in result.candidate.metrics:
             continue
-        values = " | ".join(f"{m.metrics[name]:.4f}" for m in models)
-        lines.append(f"| {name} | {values} | {result.candidate.metrics[name] - result.base.metrics[name]:+.4f} |")
+        values = " | ".join(_shown(m, name) for m in models)
+        delta = f"{result.candidate.metrics[name] - result.base.metrics[name]:+.4f}" \
+            if name in result.base.metrics else "n/a"
+        lines.append(f"| {name} | {values} | {delta} |")
     return "\n".join(lines)
 
 
@@ -113,7 +120,7 @@ def to_html(result: EvalResult, report: GateReport, *, dataset_hash: str, exampl
                   f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]" if c.ci_low is not None else "",
                   "skipped (no champion)" if c.skipped else ("pass" if c.passed else "FAIL")] for c in report.checks]
     models = _models(result)
-    metric_rows = [[name, *(f"{m.metrics[name]:.4f}" for m in models)] for name in SHOWN if name in result.candidate.metrics]
+    metric_rows = [[name, *(_shown(m, name) for m in models)] for name in SHOWN if name in result.candidate.metrics]
     example_rows = []
     for i in range(min(examples, result.n_samples)):
         row = [html.escape(result.references[i])]

@@ -232,10 +232,13 @@ def _print_result(result: Any, settings: Any, pipeline: Any, approval_hint: bool
     table = Table(title=f"{result.model_name} version {result.version}: candidate vs base model (held-out data)")
     for column in ("metric", "candidate", "base", "change"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name in ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy", "empty_rate", "unfaithful_rate", "toxic_rate"):
+    for name in ("rougeL", "rouge1", "rouge2", "bleu", "general.accuracy", "empty_rate", "unfaithful_rate", "toxic_rate",
+                 "output_tokens_per_s", "cost_per_1k_output_tokens"):
         if name in result.candidate and name in result.base:
             cand, base = result.candidate[name], result.base[name]
-            table.add_row(name, f"{cand:.4f}", f"{base:.4f}", f"{cand - base:+.4f}")
+            shown = "{:.5f}" if name.startswith("cost") else "{:.4f}"
+            table.add_row(name + (" (USD)" if name.startswith("cost") else ""), shown.format(cand), shown.format(base),
+                          f"{cand - base:+.5f}" if name.startswith("cost") else f"{cand - base:+.4f}")
     out.print(table)
     note = " (inputs unchanged: the existing version was reused)" if result.reused else ""
     out.print(f"registered: [bold]{result.model_name}[/] version [bold]{result.version}[/], "

@@ -46,7 +46,7 @@ from serving.evaluation import CandidateEvaluation, EvaluationSetupError
 from steps.artifacts import ArtifactStore
 from steps.base_model import BaseModelError, resolve_base_model, token_counter
 from steps.data import DataSourceError, DataValidationError, Example, PreparedDataset, prepare_dataset
-from steps.evaluate import EvalResult, decide
+from steps.evaluate import EvalResult, decide, with_cost
 from steps.feedback import Correction
 from steps.finetune import FinetuneError, TrainedModel, run_training
 
@@ -204,6 +204,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
             registry.runs.log_artifact(run_id, trained.loss_curve)
         result = reliable(evaluate, policy, retry=evaluation.retryable)(evaluation, trained, dataset.splits["test"],
                                                                        dataset.hash, logger.info)
+        result = with_cost(result, config.deployment.hourly_price)  # at the serving instance's price
         report = decide(result, config.evaluate.gates, config.evaluate.bootstrap)
         registry.runs.log_metrics(run_id, {f"{model.name}.{k}": v for model in (result.candidate, result.base, result.champion)
                                       if model is not None for k, v in model.metrics.items()})

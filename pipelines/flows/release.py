@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -83,10 +84,23 @@ def make_rollout(settings: Settings, config: PipelineConfig, progress: Callable[
         return held_out(challenger.tags[T.DATASET_HASH]) if T.DATASET_HASH in challenger.tags else {}
 
     notifier = make_notifier(settings)
+    price = config.deployment.hourly_price
+
+    def count_tokens(texts: Sequence[str]) -> list[int]:
+        return _counter(str(config.finetune.base_model), str(settings.root / "models"))(texts)
+
     return Rollout(make_releaser(settings, config, progress), config.rollout, make_evidence(settings, store),
                    rouge=rouge_l, references=references, shared_host=shares_host(settings),
                    notify=lambda subject, message: notifier.send(subject, message, {}), quality=quality_flags,
-                   feedback=make_feedback(settings).entries)
+                   feedback=make_feedback(settings).entries, cost=(count_tokens, price) if price else None)
+
+
+@functools.cache
+def _counter(base_model: str, models: str) -> Callable[[Sequence[str]], list[int]]:
+    """The base model's tokenizer (loaded once per process), for the cost per output token."""
+    from steps.base_model import resolve_base_model, token_counter
+
+    return token_counter(resolve_base_model(base_model, Path(models)))
 
 
 @flow(name="release", on_failure=[failed_run_hook])

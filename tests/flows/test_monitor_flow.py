@@ -110,6 +110,9 @@ def test_drift_fires_its_alarm_and_a_retrain_errors_the_5xx_alarm_and_idleness_n
     assert normal.metrics["EmbeddingDrift"] < 0.15 and retrain_requests(lab) == []
     quality = {k: v for k, v in normal.metrics.items() if k.startswith(("UnfaithfulOutputRate/", "ToxicOutputRate/"))}
     assert len(quality) >= 2 and all(0 <= v <= 100 for v in quality.values()), normal.metrics
+    tokens = {k: v for k, v in normal.metrics.items() if k.startswith(("InputTokenCount/", "OutputTokenCount/"))}
+    assert len(tokens) >= 2 and all(v >= 0 for v in tokens.values()), normal.metrics
+    assert sum(v for k, v in tokens.items() if k.startswith("InputTokenCount/")) >= 10 * len(held_out)  # dialogues
 
     rng = random.Random(3)
     drifted = [" ".join(rng.choice(OTHER_TOPICS) for _ in range(rng.randint(1, 6))) for _ in range(len(held_out))]
@@ -152,7 +155,7 @@ def test_the_dashboard_page_shows_the_charts_and_the_alarms(lab: dict[str, Any])
     assert result.returncode == 0, result.stderr
     page = Path(result.stdout.strip())
     text = page.read_text()
-    assert sorted(p.name for p in page.parent.glob("*.png")) == [f"panel-{i}.png" for i in range(7)]
+    assert sorted(p.name for p in page.parent.glob("*.png")) == [f"panel-{i}.png" for i in range(8)]
     assert "Invocations per variant" in text and f"{NAME}/embedding-drift" in text and "ALARM" in text
     missing = subprocess.run([str(Path(sys.executable).parent / "genaiops"), "dashboard", "nowhere"], env=env,
                              capture_output=True, text=True, timeout=300, check=False)

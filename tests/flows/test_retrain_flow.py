@@ -76,6 +76,13 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert {"candidate.rougeL", "base.rougeL", "train.eval_loss", "loss"} <= set(run.data.metrics)
+    # What 1,000 output tokens cost at the measured throughput, at the configured instance's price per hour.
+    from contracts.instances import HOURLY_PRICE_USD
+
+    price = HOURLY_PRICE_USD[config.deployment.instance_type]
+    for model in ("candidate", "base"):
+        speed, cost = run.data.metrics[f"{model}.output_tokens_per_s"], run.data.metrics[f"{model}.cost_per_1k_output_tokens"]
+        assert speed > 0 and cost == pytest.approx(price / 3600 / speed * 1000)
     assert [m.step for m in client.get_metric_history(result.run_id, "loss")] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"gate_report", "data_validation.md", "data_validation.html", "loss_curve.png"} <= artifacts
