@@ -208,12 +208,13 @@ def _feedback() -> Any:
     body = request.get_json(silent=True)
     fields = body if isinstance(body, dict) else {}
 
-    def entry(outcome: str) -> AuditEntry:
+    def entry(outcome: str) -> AuditEntry:  # a refused correction is not kept: it was never checked for personal data
         endpoint = str(fields.get("endpoint", ""))[:63]
+        note = str(fields.get("correction") or "")[:2000] if outcome == "accepted" else ""
         return AuditEntry(model=f"feedback:{endpoint}", version="", user=user, at=now(),
                           key=str(fields.get("inference_id", ""))[:64], old=None,
-                          new=str(fields.get("rating", ""))[:8] or None, outcome=outcome,
-                          note=str(fields.get("correction") or "")[:2000], action="feedback", route=route)
+                          new=str(fields.get("rating", ""))[:8] or None, outcome=outcome, note=note,
+                          action="feedback", route=route)
 
     if user == ANONYMOUS:
         audit(entry("refused: not signed in"))

@@ -53,7 +53,8 @@ def ui(
     approval = pipeline.approval
     err.print(f"users: {', '.join(server.users)}; approvers: {', '.join(approval.approvers)}; "
               f"pipeline: {approval.pipeline_account}; watcher: {approval.watcher_account}; "
-              f"release: {approval.release_account}; admin: {approval.admin_account}")
+              f"release: {approval.release_account}; admin: {approval.admin_account}; "
+              f"feedback: {', '.join(approval.feedback_accounts)}")
     err.print(f"passwords in {server.passwords_file}")
     from pipelines.processes import run_foreground
 

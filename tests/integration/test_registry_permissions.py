@@ -360,4 +360,5 @@ def test_feedback_belongs_to_the_feedback_accounts_through_rest_and_ajax(server:
     refused = {(e.user, e.route) for e in audited if e.outcome.startswith("refused")}
     for route in FEEDBACK_ROUTES:
         assert (name(server, "alice"), f"POST {route}") in refused and ("anonymous", f"POST {route}") in refused
-    assert [e.user for e in audited if e.outcome == "accepted"] == [name(server, reviewer)] * 2
+    assert [(e.user, e.note) for e in audited if e.outcome == "accepted"] == [(name(server, reviewer), "Hana's card.")] * 2
+    assert all(e.note == "" for e in audited if e.outcome.startswith("refused"))  # unchecked text is not kept

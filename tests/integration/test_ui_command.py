@@ -55,7 +55,7 @@ def serve_and_stop(isolated_env: Path, tmp_path: Path, signum: signal.Signals) -
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
         passwords = json.loads((isolated_env / "auth" / "passwords.json").read_text())
         assert set(passwords) == {"admin", "alice", "bob", "genaiops-pipeline", "genaiops-watcher", "genaiops-release",
-                                  "demo-approver"}  # the demo approver while approval.demo is on
+                                  "genaiops-feedback", "demo-approver"}  # the demo approver while approval.demo is on
         assert oct((isolated_env / "auth" / "passwords.json").stat().st_mode & 0o777) == "0o600"
         auth = "Basic " + base64.b64encode(f"bob:{passwords['bob']}".encode()).decode()
         page = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": auth})
@@ -75,4 +75,4 @@ def serve_and_stop(isolated_env: Path, tmp_path: Path, signum: signal.Signals) -
         stop(process)
     text = log.read_text()
     assert f"http://127.0.0.1:{port}" in text
-    assert "approvers: alice" in text and "release: genaiops-release" in text
+    assert "approvers: alice" in text and "release: genaiops-release" in text and "feedback: genaiops-feedback" in text
