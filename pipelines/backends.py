@@ -330,22 +330,12 @@ def audit_spec(settings: Settings) -> dict[str, object]:
     return {"kind": "local", "root": str(settings.root / "artifacts")}
 
 
-def feedback_spec(settings: Settings) -> dict[str, object]:
-    """Where the approval server records feedback: beside its audit log (the store only it writes)."""
-    return audit_spec(settings)
-
-
 def make_feedback(settings: Settings) -> FeedbackStore:
-    """The feedback store as a flow reads it (the approval server writes it)."""
+    """The feedback store as a flow reads it: the approval server writes it beside its audit log."""
     from steps.feedback import FeedbackStore
 
-    spec = feedback_spec(settings)
-    if spec["kind"] == "s3":
-        import boto3
-
-        return FeedbackStore(S3Store(str(spec["bucket"]), boto3.client("s3", region_name=settings.region),
-                                     prefix=str(spec.get("prefix") or "")))
-    return FeedbackStore(LocalStore(Path(str(spec["root"]))))
+    audit = make_audit(settings)
+    return FeedbackStore(audit.server or audit.store)
 
 
 def make_answers(settings: Settings) -> Callable[[str, set[str]], dict[str, Answer]]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from steps.artifacts import ArtifactStore
 from steps.pii import PII_KINDS, find_pii
@@ -51,6 +51,12 @@ class Feedback(BaseModel):
     correction: str | None = None
     by: str = Field(description="the signed-in account, stamped by the server")
     at: str = Field(description="when it was recorded (UTC, ISO 8601)")
+
+    @field_validator("at")
+    @classmethod
+    def _a_time(cls, at: str) -> str:
+        datetime.fromisoformat(at)  # a ValueError here is the record's validation error, never a reader's crash
+        return at
 
     @property
     def id(self) -> str:

@@ -82,14 +82,15 @@ class RetrainResult(BaseModel):
 # Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys (`run_key`,
 # `remembered`). Each flow applies the configured retries and timeouts (`reliable`) when it runs.
 prepare = task(name="prepare", cache_policy=NO_CACHE)(prepare_dataset)
+resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
+train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
 
 
 @task(name="corrections", cache_policy=NO_CACHE)
 def gather_corrections(of: Callable[[str], list[Correction]], model: str) -> list[Correction]:
     """The corrections people gave to the model's answers (`genaiops feedback`): records of the next dataset."""
     return of(model)
-resolve_model = task(name="resolve-base-model", cache_policy=NO_CACHE)(resolve_base_model)
-train = task(name="finetune", cache_policy=NO_CACHE)(run_training)
+
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(evaluation: CandidateEvaluation, trained: TrainedModel, samples: list[Example], dataset_hash: str,

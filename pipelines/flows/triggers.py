@@ -28,13 +28,13 @@ class DataWatch(BaseModel):
 
 
 look = task(name="data-hash", cache_policy=NO_CACHE)(source_seen)
+start_run = task(name="start-deployment", cache_policy=NO_CACHE)(start)
 
 
 @task(name="corrections", cache_policy=NO_CACHE)
 def gather(of: Callable[[str], list[Correction]], model: str) -> list[Correction]:
     """The corrections people gave to the model's answers: part of the data the hash covers."""
     return of(model)
-start_run = task(name="start-deployment", cache_policy=NO_CACHE)(start)
 
 
 @flow(name="data-watch", on_failure=[failed_run_hook])

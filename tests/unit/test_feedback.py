@@ -43,7 +43,9 @@ def test_a_person_judging_again_replaces_their_judgement_and_two_people_both_cou
     assert store.entries("ep", since=at + timedelta(seconds=30))[0].by == "carol"
     assert store.entries("other") == []
     (tmp_path / "feedback" / "ep" / "junk.json").write_text("{not json")
-    assert len(store.entries("ep")) == 2  # an unreadable object is skipped, not raised
+    (tmp_path / "feedback" / "ep" / "bad-time.json").write_text(
+        first.model_dump_json().replace(first.at, "last Tuesday"))
+    assert len(store.entries("ep", since=at)) == 2  # an unreadable object is skipped, not raised
 
 
 def _records(n: int) -> list[dict[str, str]]:
