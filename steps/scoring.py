@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -240,6 +241,8 @@ def _reversals(output: str, source_text: str) -> list[Finding]:
 # NEGATIONS ("sorry", "unfortunately") have no scope.
 _SCOPED_NEGATORS = frozenset({"not", "no", "never", "cannot", "without", "unable", "nobody", "nothing", "none"})
 _SCOPE = 4  # words after a negator that it covers, within a clause
+# NLTK's WordNet reader seeks and reads shared file objects: one lookup at a time (flows score from threads).
+_WORDNET_LOCK = threading.RLock()
 _CLAUSE = re.compile(r"[,;:()]|\s[-–—]\s|\bbut\b|\bso\b|\bbecause\b|\bwhile\b|\balthough\b")
 
 
@@ -290,26 +293,28 @@ def _content(token: str) -> bool:
 @functools.cache
 def _lemmas(word: str) -> frozenset[tuple[str, str]]:
     """(lemma, part of speech) of every reading WordNet has of a word: "lowers" is ("lower", "v") and ("lower", "a")."""
-    wn = _wordnet()
-    word = word.casefold().replace("’", "'")
-    found: set[tuple[str, str]] = set()
-    for pos in ("n", "v", "a", "r"):
-        lemma = wn.morphy(word, pos)
-        if lemma is not None:
-            found.add((lemma, pos))
-    return frozenset(found)
+    with _WORDNET_LOCK:
+        wn = _wordnet()
+        word = word.casefold().replace("’", "'")
+        found: set[tuple[str, str]] = set()
+        for pos in ("n", "v", "a", "r"):
+            lemma = wn.morphy(word, pos)
+            if lemma is not None:
+                found.add((lemma, pos))
+        return frozenset(found)
 
 
 @functools.cache
 def _antonyms(word: str) -> frozenset[str]:
     """WordNet's antonyms of any reading of a word, in its three most common senses per part of speech."""
-    wn, found = _wordnet(), set[str]()
-    for lemma, pos in _lemmas(word):
-        for synset in wn.synsets(lemma, pos)[:3]:
-            for entry in synset.lemmas():
-                if entry.name() == lemma:
-                    found.update(a.name() for a in entry.antonyms())
-    return frozenset(found)
+    with _WORDNET_LOCK:
+        wn, found = _wordnet(), set[str]()
+        for lemma, pos in _lemmas(word):
+            for synset in wn.synsets(lemma, pos)[:3]:
+                for entry in synset.lemmas():
+                    if entry.name() == lemma:
+                        found.update(a.name() for a in entry.antonyms())
+        return frozenset(found)
 
 
 # Pairs WordNet calls antonyms that describe one event from either side: "Ana lends Ben" is "Ben borrows from Ana".
@@ -326,22 +331,24 @@ def _converse(a: str, b: str) -> bool:
 @functools.cache
 def _mostly_noun(word: str) -> bool:
     """Whether a word is used as a noun more often than as a verb or adjective (WordNet's sense-tagged counts)."""
-    wn, uses = _wordnet(), {"n": 0, "other": 0}
-    for lemma, pos in _lemmas(word):
-        for synset in wn.synsets(lemma, pos):
-            count = sum(entry.count() for entry in synset.lemmas() if entry.name() == lemma)
-            uses["n" if pos == "n" else "other"] += count
-    return uses["n"] > uses["other"]
+    with _WORDNET_LOCK:
+        wn, uses = _wordnet(), {"n": 0, "other": 0}
+        for lemma, pos in _lemmas(word):
+            for synset in wn.synsets(lemma, pos):
+                count = sum(entry.count() for entry in synset.lemmas() if entry.name() == lemma)
+                uses["n" if pos == "n" else "other"] += count
+        return uses["n"] > uses["other"]
 
 
 @functools.cache
 def _kinds(word: str) -> frozenset[tuple[Any, Any]]:
     """(direct hypernym, synset) of a noun's two most common senses: "tea" is a beverage, as "coffee" is."""
-    if not _mostly_noun(word):
-        return frozenset()  # "repair" and "need" are verbs here as often as nouns: no kind to compare
-    wn = _wordnet()
-    return frozenset((hypernym, synset) for lemma, pos in _lemmas(word) if pos == "n"
-                     for synset in wn.synsets(lemma, "n")[:2] for hypernym in synset.hypernyms())
+    with _WORDNET_LOCK:
+        if not _mostly_noun(word):
+            return frozenset()  # "repair" and "need" are verbs here as often as nouns: no kind to compare
+        wn = _wordnet()
+        return frozenset((hypernym, synset) for lemma, pos in _lemmas(word) if pos == "n"
+                         for synset in wn.synsets(lemma, "n")[:2] for hypernym in synset.hypernyms())
 
 
 def _negated_scope(text: str) -> tuple[set[str], set[str]]:

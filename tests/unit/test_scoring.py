@@ -112,6 +112,21 @@ def test_wordnet_checks_leave_paraphrase_and_converses_alone(encoder: Any) -> No
     assert flagged("Mr. Okafor raises Julia's rent to 1,150 from July.", source, encoder) == []
 
 
+def test_wordnet_lookups_from_threads_agree_with_one_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from steps import scoring
+
+    words = [w for r in generate_records(30, seed=77) for w in scoring._TOKEN.findall(r["summary"])]
+    for cached in (scoring._lemmas, scoring._antonyms, scoring._kinds, scoring._mostly_noun):
+        cached.cache_clear()
+    with ThreadPoolExecutor(4) as pool:  # the reader shares file objects: interleaved reads would mix up lines
+        threaded = list(pool.map(lambda w: (scoring._antonyms(w), scoring._kinds(w)), words))
+    for cached in (scoring._lemmas, scoring._antonyms, scoring._kinds, scoring._mostly_noun):
+        cached.cache_clear()
+    assert threaded == [(scoring._antonyms(w), scoring._kinds(w)) for w in words]
+
+
 def test_perturbed_sample_summaries_are_caught_and_correct_ones_pass(encoder: Any) -> None:
     """On the generator's records (the development set the rules were shaped on)."""
     rng = random.Random(3)
