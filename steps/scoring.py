@@ -33,17 +33,19 @@ DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sun
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
 # Words that place an event in time as firmly as a date does: "tomorrow" for "today" is a wrong day.
-TIME_WORDS = ("today", "tomorrow", "tonight", "yesterday", "noon", "midnight", "weekend")
+TIME_WORDS = ("today", "tomorrow", "tonight", "yesterday", "noon", "midday", "midnight", "weekend")
 NUMBER_WORDS = {
     "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
     "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
     "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12,
     "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "twice": 2, "half": 0.5,
+    "ninth": 9, "tenth": 10, "twice": 2,
 }
 # Left out on purpose: "one", "once", "first", "second", "double" are pronouns, adverbs, units and verbs as often
-# as numbers.
+# as numbers; "half" is mostly worked out from them ("half an hour earlier" for 8:30 instead of 9:00).
+# Clock words and the times they name: "noon" is supported by "12pm", and "12:00" by "midday".
+CLOCK_WORDS = {"noon": 12.0, "midday": 12.0, "midnight": 12.0}
 # Honorifics and titles: "Dr. Patel" names Patel.
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "mx", "st"})
 NEGATIONS = frozenset({"not", "no", "never", "cannot", "nobody", "nothing", "none", "neither", "nor", "without",
@@ -160,10 +162,20 @@ class _Source:
         # A hyphenated or joined name in the source ("Mary-Jane") supports each part.
         self.words |= {part for t in tokens for part in re.split(r"[-']", _fold(t)) if part}
         self.lower = {t for t in tokens if t.islower()}
+        self.capitalised = {_fold(t) for t in tokens if t[:1].isupper()}
         self.numbers = {n for t in tokens for n in _numbers(t)}
+        # "12pm" supports "noon" and "midday", "12am" or "00:00" "midnight"; either supports the number 12.
+        if re.search(r"\b12(?:[:.]00)?\s*(?:pm|p\.m\.)", text, re.IGNORECASE) or {"noon", "midday"} & self.words:
+            self.words |= {"noon", "midday"}
+        if re.search(r"\b(?:12(?:[:.]00)?\s*(?:am|a\.m\.)|00[:.]00)", text, re.IGNORECASE) or "midnight" in self.words:
+            self.words.add("midnight")
+        self.numbers |= {CLOCK_WORDS[w] for w in self.words & CLOCK_WORDS.keys()}
 
     def supports_name(self, word: str) -> bool:
-        return _fold(word) in self.words
+        """A name the source has, or a family's plural of one: "the Yilmazes" for "Mr. and Mrs. Yilmaz"."""
+        folded = _fold(word)
+        return folded in self.words or any(folded.endswith(plural) and folded[: -len(plural)] in self.capitalised
+                                           for plural in ("es", "s"))
 
 
 def _entities(output: str, source: _Source) -> list[Finding]:
@@ -225,12 +237,14 @@ def _opposites() -> dict[str, set[str]]:
 
 def _reversals(output: str, source_text: str) -> list[Finding]:
     """Words of the output whose opposite, not themselves, is in the source ("declines" for "accepts")."""
-    stems = {_stem(t.casefold()) for t in _TOKEN.findall(source_text)}
+    source_tokens = _TOKEN.findall(source_text)
+    stems = {_stem(t.casefold()) for t in source_tokens}
     findings = []
     for match in _TOKEN.finditer(output):
         stem = _stem(match.group().casefold())
         opposite = _opposites().get(stem, set()) & stems
-        if opposite and stem not in stems:
+        if opposite and stem not in stems and not (
+                {_stem(w) for w in _synonyms(match.group())} & stems):  # "shut" where the source says "closed"
             findings.append(Finding(kind="negation", text=match.group(), start=match.start(), end=match.end(),
                                     reason=f"{match.group()!r} where the source says the opposite "
                                            f"({', '.join(sorted(opposite))}…)"))
@@ -314,6 +328,17 @@ def _antonyms(word: str) -> frozenset[str]:
                 for entry in synset.lemmas():
                     if entry.name() == lemma:
                         found.update(a.name() for a in entry.antonyms())
+        return frozenset(found)
+
+
+@functools.cache
+def _synonyms(word: str) -> frozenset[str]:
+    """The other words of a word's three most common senses per part of speech: "shut" has "close"."""
+    with _WORDNET_LOCK:
+        wn, found = _wordnet(), set[str]()
+        for lemma, pos in _lemmas(word):
+            for synset in wn.synsets(lemma, pos)[:3]:
+                found.update(name for name in synset.lemma_names() if "_" not in name and name != lemma)
         return frozenset(found)
 
 
@@ -406,6 +431,8 @@ def _lexical(output: str, source: str, closest: Sequence[str]) -> list[Finding]:
                     findings.append(Finding(kind="negation", text=token, start=start, end=start + len(token),
                                             reason=f"{token!r} happens here; the source says it does not"))
                 continue
+            if _synonyms(token) & source_lemmas:
+                continue  # a paraphrase: "shut" where the source says "closed"
             opposite = sorted(a for a in _antonyms(token) & near_lemmas if not _converse(token, a))
             if opposite:
                 findings.append(Finding(kind="swap", text=token, start=start, end=start + len(token),

@@ -71,6 +71,28 @@ def test_words_that_look_like_dates_or_numbers_are_not_taken_for_them() -> None:
     assert flagged("Patel removed the hold in May.") == [("date", "May")]
 
 
+def test_clock_words_and_the_times_they_name_agree() -> None:
+    source = "Mia: Lunch at 12pm on Friday?\nLeo: Yes, and the late train leaves at 00:00."
+    assert flagged("Mia and Leo meet at noon on Friday.", source) == []
+    assert flagged("They meet at midday; the train leaves at midnight.", source) == []
+    assert flagged("They meet at 12 on Friday.", source) == []  # "12pm" is the number 12
+    assert flagged("They meet at midnight on Friday.", "Mia: Lunch at 12pm on Friday?") == [("date", "midnight")]
+    assert flagged("They meet at noon.", "Mia: Lunch at 1pm?") == [("date", "noon")]
+
+
+def test_half_is_not_a_number_of_its_own() -> None:
+    # "Half an hour earlier" for 8:30 instead of 9:00: worked out from the source's numbers, not a new one.
+    assert flagged("The bus leaves half an hour earlier.", "Ana: The bus leaves at 8:30, not 9:00.") == []
+
+
+def test_a_family_is_named_by_the_plural_of_its_name() -> None:
+    source = "Mr. Yilmaz: We arrive on Friday.\nMrs. Yilmaz: With the kids. Greta: Welcome!"
+    assert flagged("The Yilmazes arrive on Friday.", source) == []
+    assert flagged("The Gretas arrive on Friday.", source) == []
+    # Only a capitalised stem counts: "in" in the source does not make "Ines" a plural of it.
+    assert flagged("Ines arrives on Friday.", "Tom: We check in on Friday.") == [("name", "Ines")]
+
+
 def test_a_sentence_start_is_not_a_name_but_an_unknown_one_is() -> None:
     assert flagged("Because the hold was removed, Hana accepts.") == []
     assert flagged("Viktor removed the hold.") == [("name", "Viktor")]
@@ -112,17 +134,26 @@ def test_wordnet_checks_leave_paraphrase_and_converses_alone(encoder: Any) -> No
     assert flagged("Mr. Okafor raises Julia's rent to 1,150 from July.", source, encoder) == []
 
 
+def test_a_synonym_of_a_source_word_is_not_its_opposite(encoder: Any) -> None:
+    # "shut" is the opposite of "opened", but one of its senses is "close", which the source says.
+    source = "Council: We have opened a shelter at the school, and the bridge will stay closed until Monday."
+    assert flagged("The council opened a shelter and keeps the bridge shut until Monday.", source, encoder) == []
+    # A synonym does not excuse the opposite itself.
+    assert "open" in [t for _, t in flagged("The bridge stays open until Monday.", "Council: The bridge will stay closed "
+                                            "until Monday.", encoder)]
+
+
 def test_wordnet_lookups_from_threads_agree_with_one_thread() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from steps import scoring
 
     words = [w for r in generate_records(30, seed=77) for w in scoring._TOKEN.findall(r["summary"])]
-    for cached in (scoring._lemmas, scoring._antonyms, scoring._kinds, scoring._mostly_noun):
+    for cached in (scoring._lemmas, scoring._antonyms, scoring._kinds, scoring._mostly_noun, scoring._synonyms):
         cached.cache_clear()
     with ThreadPoolExecutor(4) as pool:  # the reader shares file objects: interleaved reads would mix up lines
         threaded = list(pool.map(lambda w: (scoring._antonyms(w), scoring._kinds(w)), words))
-    for cached in (scoring._lemmas, scoring._antonyms, scoring._kinds, scoring._mostly_noun):
+    for cached in (scoring._lemmas, scoring._antonyms, scoring._kinds, scoring._mostly_noun, scoring._synonyms):
         cached.cache_clear()
     assert threaded == [(scoring._antonyms(w), scoring._kinds(w)) for w in words]
 
