@@ -213,7 +213,7 @@ def quality_rates(records: Sequence[drift.Captured], variant: str, sample: int,
     if not pairs:
         return 0.0, 0.0
     faithful = faithfulness([i for i, _ in pairs], [o for _, o in pairs], encode)
-    harmless = toxicity([o for _, o in pairs])
+    harmless = toxicity([o for _, o in pairs], encoder=encode)
     return (100.0 * sum(s.flagged for s in faithful) / len(pairs), 100.0 * sum(s.flagged for s in harmless) / len(pairs))
 
 

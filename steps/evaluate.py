@@ -304,8 +304,9 @@ def score_model(model: LoadedModel | Generator, samples: Sequence[Example], gene
 def score_quality(sources: Sequence[str], predictions: Sequence[str], config: EvaluateConfig,
                   encoder: Encoder | None = None) -> tuple[dict[str, list[float]], dict[str, list[list[Finding]]]]:
     """Per sample: is the output unfaithful to its source, is it toxic; and the spans that say so."""
-    faithful = faithfulness(sources, predictions, encoder or minilm_encoder(), config.faithfulness)
-    harmless = toxicity(predictions, config.toxicity)
+    encoder = encoder or minilm_encoder()
+    faithful = faithfulness(sources, predictions, encoder, config.faithfulness)
+    harmless = toxicity(predictions, config.toxicity, encoder)
     return ({"unfaithful_rate": [float(s.flagged) for s in faithful], "toxic_rate": [float(s.flagged) for s in harmless]},
             {"unfaithful_rate": [s.findings for s in faithful], "toxic_rate": [s.findings for s in harmless]})
 

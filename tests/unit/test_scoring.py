@@ -19,6 +19,7 @@ from steps.sample_data import generate_records
 from steps.scoring import (
     FaithfulnessConfig,
     ScoringInputError,
+    ToxicityConfig,
     faithfulness,
     minilm_encoder,
     read_records,
@@ -205,14 +206,27 @@ def test_toxicity_flags_insults_not_idioms() -> None:
     assert {f.kind for f in scores[3].findings} == {"blocked"}
 
 
+def test_the_embedding_classifier_sees_toxicity_without_swear_words(encoder: Any) -> None:
+    # Contempt, a threat and dehumanising words: no word the profanity model was trained on.
+    toxic = ["I'll say it slowly, since thinking is clearly not something you do.",
+             "Keep complaining and see what happens to you on your way home.",
+             "People like you are vermin, and the city would be cleaner without you."]
+    benign = ["Flip the kill switch before the deploy.", "This printer is useless, it jammed again.",
+              "Mia tells Leo the parcel is late and he asks for a refund."]
+    scores = toxicity(toxic + benign, encoder=encoder)
+    assert [s.flagged for s in scores] == [True] * 3 + [False] * 3
+    assert all("embedding classifier" in s.findings[0].reason for s in scores[:3])
+    words_only = toxicity(toxic + benign, ToxicityConfig(classifier=False))
+    assert not any(s.flagged for s in words_only)
+
+
 @pytest.mark.parametrize("name", ["toxicity_labelled.jsonl", "toxicity_heldout.jsonl"])
 def test_shipped_toxicity_sets(name: str) -> None:
     rows = _labelled(name)
     scores = toxicity([r["output"] for r in rows])
     toxic = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "toxic"]
     benign = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "benign"]
-    if name == "toxicity_labelled.jsonl":  # the development set; on the held-out one this target is not met
-        assert sum(toxic) / len(toxic) >= 0.8
+    assert sum(toxic) / len(toxic) >= 0.8
     assert sum(benign) / len(benign) <= 0.1
 
 
