@@ -261,6 +261,7 @@ _SCOPED_NEGATORS = frozenset({"not", "no", "never", "cannot", "without", "unable
 _SCOPE = 4  # words after a negator that it covers, within a clause
 # NLTK's WordNet reader seeks and reads shared file objects: one lookup at a time (flows score from threads).
 _WORDNET_LOCK = threading.RLock()
+_LEXICAL_CLAUSE = re.compile(r"[,;:()]|\s[-–—]\s|\b(?:and|but|so|because|while|although|then)\b")
 _CLAUSE = re.compile(r"[,;:()]|\s[-–—]\s|\bbut\b|\bso\b|\bbecause\b|\bwhile\b|\balthough\b")
 
 
@@ -324,15 +325,28 @@ def _lemmas(word: str) -> frozenset[tuple[str, str]]:
 
 @functools.cache
 def _antonyms(word: str) -> frozenset[str]:
-    """WordNet's antonyms of any reading of a word, in its three most common senses per part of speech."""
+    """WordNet's antonyms of any reading of a word, in its three most common senses per part of speech.
+
+    An adjective's antonyms take in their cluster (WordNet's indirect antonyms): "young" is the opposite of "old"
+    and so of "elderly", which WordNet files as similar to "old"; "elderly" is the opposite of "young" in turn.
+    """
     with _WORDNET_LOCK:
         wn, found = _wordnet(), set[str]()
         for lemma, pos in _lemmas(word):
             for synset in wn.synsets(lemma, pos)[:3]:
-                for entry in synset.lemmas():
-                    if entry.name() == lemma:
-                        found.update(a.name() for a in entry.antonyms())
-        return frozenset(found)
+                if synset.pos() == "s":  # a satellite: its opposites are its head's
+                    heads = [(head, name) for head in synset.similar_tos() for name in head.lemma_names()]
+                else:
+                    heads = [(synset, lemma)]
+                for head, name in heads:
+                    for entry in head.lemmas():
+                        if entry.name() != name:
+                            continue
+                        for antonym in entry.antonyms():
+                            found.add(antonym.name())
+                            if antonym.synset().pos() == "a":
+                                found.update(n for s in antonym.synset().similar_tos() for n in s.lemma_names())
+        return frozenset(n for n in found if "_" not in n)
 
 
 @functools.cache
@@ -469,16 +483,21 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
     near: list[list[str]] = [[src] * len(sents) for src, sents in zip(sources, out_sentences, strict=True)]
     if encoder is None:
         return findings, near
-    flat = [s for sents in out_sentences for _, s in sents] + [s for sents in src_sentences for s in sents]
+    # A long output sentence joins facts from several source sentences: each of its clauses finds its own.
+    clauses = [[[c for c in _LEXICAL_CLAUSE.split(sentence) if len(c.split()) >= 3] for _, sentence in sents]
+               for sents in out_sentences]
+    flat_clauses = [c for record in clauses for sentence in record for c in sentence]
+    flat = ([s for sents in out_sentences for _, s in sents] + [s for sents in src_sentences for s in sents]
+            + flat_clauses)
     if not flat:
         return findings, near
     import numpy as np
 
     vectors = np.asarray(encoder(flat), dtype=float)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    n_out = sum(len(s) for s in out_sentences)
-    out_vec, src_vec = vectors[:n_out], vectors[n_out:]
-    o = s = 0
+    n_out, n_src = sum(len(s) for s in out_sentences), sum(len(s) for s in src_sentences)
+    out_vec, src_vec, clause_vec = vectors[:n_out], vectors[n_out : n_out + n_src], vectors[n_out + n_src :]
+    o = s = c = 0
     for i, (o_sents, s_sents) in enumerate(zip(out_sentences, src_sentences, strict=True)):
         mine, theirs = out_vec[o : o + len(o_sents)], src_vec[s : s + len(s_sents)]
         o, s = o + len(o_sents), s + len(s_sents)
@@ -488,7 +507,12 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
         for row, (offset, sentence) in enumerate(o_sents):
             best = int(similarity[row].argmax())
             ranked = similarity[row].argsort()[::-1]
-            near[i][row] = "\n".join(s_sents[int(k)] for k in sorted(ranked[: config.lexical_window]))
+            chosen = {int(k) for k in ranked[: config.lexical_window]}
+            parts = clauses[i][row]
+            if len(parts) > 1:
+                chosen |= {int(k) for k in (clause_vec[c : c + len(parts)] @ theirs.T).argmax(axis=1)}
+            c += len(parts)
+            near[i][row] = "\n".join(s_sents[k] for k in sorted(chosen))
             text = sentence.strip()
             start = offset + sentence.find(text)
             if similarity[row, best] < config.min_support:

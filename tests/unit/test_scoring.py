@@ -144,6 +144,23 @@ def test_a_synonym_of_a_source_word_is_not_its_opposite(encoder: Any) -> None:
                                             "until Monday.", encoder)]
 
 
+def test_an_adjective_is_the_opposite_of_its_antonyms_cluster(encoder: Any) -> None:
+    # WordNet's antonym of "young" is "old"; "elderly" is filed as similar to "old" (an indirect antonym).
+    source = "Firefighters rescued an elderly couple from a car on Sunday."
+    assert ("swap", "young") in flagged("Firefighters rescued a young couple from a car on Sunday.", source, encoder)
+    assert ("swap", "elderly") in flagged("Firefighters rescued an elderly couple.", "Firefighters rescued a young "
+                                          "couple.", encoder)
+    assert flagged("Firefighters pulled an old couple from a car on Sunday.", source, encoder) == []
+
+
+def test_each_clause_of_a_long_sentence_is_checked_against_its_own_source_sentence(encoder: Any) -> None:
+    source = ("Take one capsule three times a day for seven days, with food. Do not drink alcohol during the "
+              "course. Call your GP if a rash appears.")
+    wrong = "Take one capsule three times a day with food for seven days and avoid coffee during the course."
+    assert ("swap", "coffee") in flagged(wrong, source, encoder)
+    assert flagged(wrong.replace("coffee", "alcohol"), source, encoder) == []
+
+
 def test_wordnet_lookups_from_threads_agree_with_one_thread() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
