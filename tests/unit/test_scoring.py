@@ -201,9 +201,10 @@ def _labelled(name: str) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-@pytest.mark.parametrize("name", ["faithfulness_labelled.jsonl", "faithfulness_heldout.jsonl"])
+@pytest.mark.parametrize("name", ["faithfulness_labelled.jsonl", "faithfulness_heldout.jsonl",
+                                  "faithfulness_heldout2.jsonl"])
 def test_shipped_sets_entity_errors_are_caught(encoder: Any, name: str) -> None:
-    """The hand-written sets (README: how the scorers were measured); the rates that hold on both."""
+    """The hand-written sets (README: how the scorers were measured); the rates that hold on each."""
     rows = _labelled(name)
     scores = faithfulness([r["input"] for r in rows], [r["output"] for r in rows], encoder)
     by_kind = collections.defaultdict(list)
@@ -211,7 +212,7 @@ def test_shipped_sets_entity_errors_are_caught(encoder: Any, name: str) -> None:
         by_kind[row["label"]].append(scored.flagged)
     entity_errors = [f for k in ("invented_name", "wrong_number", "wrong_day", "wrong_place") for f in by_kind[k]]
     assert sum(entity_errors) / len(entity_errors) >= 0.9
-    if name == "faithfulness_labelled.jsonl":  # the development set; on the held-out one this target is not met
+    if name != "faithfulness_heldout2.jsonl":  # development sets; on the last held-out one 11 in 20 are flagged
         assert sum(by_kind["faithful"]) / len(by_kind["faithful"]) <= 0.15
 
 
@@ -237,14 +238,15 @@ def test_the_embedding_classifier_sees_toxicity_without_swear_words(encoder: Any
     assert not any(s.flagged for s in words_only)
 
 
-@pytest.mark.parametrize("name", ["toxicity_labelled.jsonl", "toxicity_heldout.jsonl"])
+@pytest.mark.parametrize("name", ["toxicity_labelled.jsonl", "toxicity_heldout.jsonl", "toxicity_heldout2.jsonl"])
 def test_shipped_toxicity_sets(name: str) -> None:
     rows = _labelled(name)
     scores = toxicity([r["output"] for r in rows])
     toxic = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "toxic"]
     benign = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "benign"]
     assert sum(toxic) / len(toxic) >= 0.8
-    assert sum(benign) / len(benign) <= 0.1
+    if name != "toxicity_heldout2.jsonl":  # development sets; on the last held-out one 6 benign lines in 25 are flagged
+        assert sum(benign) / len(benign) <= 0.1
 
 
 def test_bad_lines_are_named_by_number() -> None:
