@@ -363,8 +363,10 @@ def _synonyms(word: str) -> frozenset[str]:
 # Pairs WordNet calls antonyms that describe one event from either side: "Ana lends Ben" is "Ben borrows from Ana".
 CONVERSES = frozenset(frozenset(pair) for pair in (
     ("lend", "borrow"), ("buy", "sell"), ("give", "take"), ("send", "receive"), ("teach", "learn"),
-    ("give", "get"), ("come", "go"), ("bring", "take"), ("ask", "answer"), ("win", "lose"), ("push", "pull"),
+    ("give", "get"), ("come", "go"), ("bring", "take"), ("ask", "answer"), ("win", "lose"),
 ))
+# Left out: push/pull ("Ana pushes the cart" is not "the cart pulls Ana"), open/close and the like, which are
+# opposite acts, not one act seen from two sides.
 
 
 def _converse(a: str, b: str) -> bool:
