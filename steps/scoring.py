@@ -241,8 +241,7 @@ def _opposites() -> dict[str, set[str]]:
 
 def _reversals(output: str, source_text: str) -> list[Finding]:
     """Words of the output whose opposite, not themselves, is in the source ("declines" for "accepts")."""
-    source_tokens = _TOKEN.findall(source_text)
-    stems = {_stem(t.casefold()) for t in source_tokens}
+    stems = {_stem(t.casefold()) for t in _TOKEN.findall(source_text)}
     findings = []
     for match in _TOKEN.finditer(output):
         stem = _stem(match.group().casefold())
@@ -334,18 +333,13 @@ def _antonyms(word: str) -> frozenset[str]:
         wn, found = _wordnet(), set[str]()
         for lemma, pos in _lemmas(word):
             for synset in wn.synsets(lemma, pos)[:3]:
-                if synset.pos() == "s":  # a satellite: its opposites are its head's
-                    heads = [(head, name) for head in synset.similar_tos() for name in head.lemma_names()]
-                else:
-                    heads = [(synset, lemma)]
-                for head, name in heads:
-                    for entry in head.lemmas():
-                        if entry.name() != name:
-                            continue
-                        for antonym in entry.antonyms():
-                            found.add(antonym.name())
-                            if antonym.synset().pos() == "a":
-                                found.update(n for s in antonym.synset().similar_tos() for n in s.lemma_names())
+                # A satellite's opposites are its head's: "elderly" is similar to "old", whose antonym is "young".
+                entries = ([e for head in synset.similar_tos() for e in head.lemmas()] if synset.pos() == "s"
+                           else [e for e in synset.lemmas() if e.name() == lemma])
+                for antonym in (a for entry in entries for a in entry.antonyms()):
+                    found.add(antonym.name())
+                    if antonym.synset().pos() == "a":
+                        found.update(n for s in antonym.synset().similar_tos() for n in s.lemma_names())
         return frozenset(n for n in found if "_" not in n)
 
 
@@ -475,6 +469,12 @@ def _negated(sentence: str) -> bool:
                for t in _TOKEN.findall(sentence))
 
 
+def _clauses(sentence: str) -> list[str]:
+    """The clauses of at least three words of a sentence that has two or more of them; none for a simple sentence."""
+    parts = [c for c in _LEXICAL_CLAUSE.split(sentence) if len(c.split()) >= 3]
+    return parts if len(parts) > 1 else []
+
+
 def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: Encoder | None,
                      config: FaithfulnessConfig) -> tuple[list[list[Finding]], list[list[str]]]:
     """Per record: output sentences no source sentence supports, or whose negation disagrees with it; and per output
@@ -486,8 +486,7 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
     if encoder is None:
         return findings, near
     # A long output sentence joins facts from several source sentences: each of its clauses finds its own.
-    clauses = [[[c for c in _LEXICAL_CLAUSE.split(sentence) if len(c.split()) >= 3] for _, sentence in sents]
-               for sents in out_sentences]
+    clauses = [[_clauses(sentence) for _, sentence in sents] for sents in out_sentences]
     flat_clauses = [c for record in clauses for sentence in record for c in sentence]
     flat = ([s for sents in out_sentences for _, s in sents] + [s for sents in src_sentences for s in sents]
             + flat_clauses)
@@ -511,9 +510,9 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
             ranked = similarity[row].argsort()[::-1]
             chosen = {int(k) for k in ranked[: config.lexical_window]}
             parts = clauses[i][row]
-            if len(parts) > 1:
+            if parts:
                 chosen |= {int(k) for k in (clause_vec[c : c + len(parts)] @ theirs.T).argmax(axis=1)}
-            c += len(parts)
+                c += len(parts)
             near[i][row] = "\n".join(s_sents[k] for k in sorted(chosen))
             text = sentence.strip()
             start = offset + sentence.find(text)
@@ -698,5 +697,6 @@ def score_records(records: Sequence[tuple[str, str]], metrics: Sequence[str], en
 
 def quality_flags(inputs: Sequence[str], outputs: Sequence[str]) -> tuple[list[bool], list[bool]]:
     """Per (input, output): unfaithful, toxic; the default scorers, as the rollout decision compares them."""
-    return ([s.flagged for s in faithfulness(inputs, outputs, minilm_encoder())],
-            [s.flagged for s in toxicity(outputs, encoder=minilm_encoder())])
+    encoder = minilm_encoder()
+    return ([s.flagged for s in faithfulness(inputs, outputs, encoder)],
+            [s.flagged for s in toxicity(outputs, encoder=encoder)])
