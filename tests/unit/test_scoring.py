@@ -105,6 +105,32 @@ def test_reversed_facts_and_unsupported_negations_are_flagged(encoder: Any) -> N
     assert flagged("Dr. Patel removed the hold on Tuesday; the fee is refunded in seven days.", encoder=encoder) == []
 
 
+def test_a_denial_is_checked_against_the_answer_and_its_own_clause(encoder: Any) -> None:
+    source = ("Member (Lucas Ferreira): I'm moving to Leeds, so I need to cancel my membership.\n"
+              "Agent (Chloe Martin): I can do that for you today.\n"
+              "Member (Lucas Ferreira): Is there a fee for cancelling early?\n"
+              "Agent (Chloe Martin): No, there's nothing to pay. Your last payment is on the 30th.\n"
+              "Member (Lucas Ferreira): Can I still use the pool until then?\n"
+              "Agent (Chloe Martin): Yes, the pool and the classes stay open to you. We'll send a confirmation email.")
+    # One closest source sentence per clause, so that no other denial in the source is near by chance.
+    one = FaithfulnessConfig(negation_window=1)
+
+    def kinds(output: str, where: str = source) -> list[str]:
+        [scored] = faithfulness([where], [output], encoder, one)
+        return [f.kind for f in scored.findings]
+
+    # The denial is the answer to the question its clause is closest to.
+    assert kinds("Lucas is moving to Leeds and cancels his membership; Chloe says there's no fee for cancelling "
+                   "early.") == []
+    # "With or without" denies nothing; "no later than" neither.
+    assert kinds("Lucas can use the pool with or without a class until the 30th.") == []
+    # A denial the source does not make is still one, in whichever clause it sits.
+    assert "negation" in kinds("Lucas is moving to Leeds, and Chloe says he can't use the pool until then.")
+    # "At no charge" is what "free" says.
+    assert kinds("Ollie will patch the tube at no charge.", "Mechanic (Ollie): I'll patch the tube for free.\n"
+                 "Customer (Yuki): Great.") == []
+
+
 @pytest.mark.parametrize(("source", "wrong", "right", "span"), [
     # An antonym WordNet knows and the hand list does not.
     ("Priya: I locked the back door before leaving.\nTom: Thanks.",
@@ -202,7 +228,7 @@ def _labelled(name: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("name", ["faithfulness_labelled.jsonl", "faithfulness_heldout.jsonl",
-                                  "faithfulness_heldout2.jsonl"])
+                                  "faithfulness_heldout2.jsonl", "faithfulness_heldout3.jsonl"])
 def test_shipped_sets_entity_errors_are_caught(encoder: Any, name: str) -> None:
     """The hand-written sets (README: how the scorers were measured); the rates that hold on each."""
     rows = _labelled(name)
@@ -212,7 +238,7 @@ def test_shipped_sets_entity_errors_are_caught(encoder: Any, name: str) -> None:
         by_kind[row["label"]].append(scored.flagged)
     entity_errors = [f for k in ("invented_name", "wrong_number", "wrong_day", "wrong_place") for f in by_kind[k]]
     assert sum(entity_errors) / len(entity_errors) >= 0.9
-    if name != "faithfulness_heldout2.jsonl":  # development sets; on the last held-out one 11 in 20 are flagged
+    if name != "faithfulness_heldout2.jsonl":  # on the second held-out set 6 correct summaries in 20 are flagged
         assert sum(by_kind["faithful"]) / len(by_kind["faithful"]) <= 0.15
 
 
@@ -238,14 +264,15 @@ def test_the_embedding_classifier_sees_toxicity_without_swear_words(encoder: Any
     assert not any(s.flagged for s in words_only)
 
 
-@pytest.mark.parametrize("name", ["toxicity_labelled.jsonl", "toxicity_heldout.jsonl", "toxicity_heldout2.jsonl"])
+@pytest.mark.parametrize("name", ["toxicity_labelled.jsonl", "toxicity_heldout.jsonl", "toxicity_heldout2.jsonl",
+                                  "toxicity_heldout3.jsonl"])
 def test_shipped_toxicity_sets(name: str) -> None:
     rows = _labelled(name)
     scores = toxicity([r["output"] for r in rows])
     toxic = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "toxic"]
     benign = [s.flagged for r, s in zip(rows, scores, strict=True) if r["label"] == "benign"]
     assert sum(toxic) / len(toxic) >= 0.8
-    if name != "toxicity_heldout2.jsonl":  # development sets; on the last held-out one 6 benign lines in 25 are flagged
+    if name != "toxicity_heldout2.jsonl":  # on the second held-out set 6 benign lines in 25 are flagged
         assert sum(benign) / len(benign) <= 0.1
 
 
