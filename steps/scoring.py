@@ -563,14 +563,14 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
             near[i][row] = "\n".join(s_sents[k] for k in sorted(chosen))
             text = sentence.strip()
             start = offset + sentence.find(text)
+            mine_d = denial_vec[d : d + len(denials[i][row])] @ theirs.T
+            d += len(denials[i][row])  # advanced for every sentence, whichever check below takes it
             if similarity[row, best] < config.min_support:
                 findings[i].append(Finding(kind="unsupported", text=text, start=start, end=start + len(text),
                                            reason=f"no source sentence supports it (best similarity "
                                                   f"{similarity[row, best]:.2f})"))
             elif denials[i][row]:
                 # Each denial needs a denial among the source sentences closest to it, or among the answers to them.
-                mine_d = denial_vec[d : d + len(denials[i][row])] @ theirs.T
-                d += len(denials[i][row])
                 for denial, scores in zip(denials[i][row], mine_d, strict=True):
                     closest = {int(k) for k in scores.argsort()[::-1][: config.negation_window]}
                     closest |= {answers[i][k] for k in closest if k in answers[i]}
