@@ -501,17 +501,14 @@ def _clauses(sentence: str) -> list[str]:
     return parts if len(parts) > 1 else []
 
 
-def _answers(source: str) -> dict[int, int]:
-    """Per question sentence of a source (by index), the index of the sentence that answers it: the next turn's first
-    one in a dialogue, whose turns are its lines; else the next sentence."""
-    sentences = _sentences(source)
+def _answers(source: str, sentences: Sequence[tuple[int, str]]) -> dict[int, int]:
+    """Per question among a source's `sentences` (by index), the index of the sentence that answers it: the next
+    turn's first one in a dialogue, whose turns are its lines; else the next sentence."""
     turns = [source.count("\n", 0, offset) for offset, _ in sentences]
     found: dict[int, int] = {}
-    for k, (_, sentence) in enumerate(sentences):
+    for k, (_, sentence) in enumerate(sentences[:-1]):
         if sentence.rstrip().endswith("?"):
-            later = [j for j in range(k + 1, len(sentences)) if turns[j] > turns[k]] or list(range(k + 1, len(sentences)))
-            if later:
-                found[k] = later[0]
+            found[k] = next((j for j in range(k + 1, len(sentences)) if turns[j] > turns[k]), k + 1)
     return found
 
 
@@ -520,9 +517,10 @@ def _sentence_checks(outputs: Sequence[str], sources: Sequence[str], encoder: En
     """Per record: output sentences no source sentence supports, or whose negation disagrees with it; and per output
     sentence, the text of its `lexical_window` closest source sentences (the whole source without an encoder)."""
     out_sentences = [_sentences(o) for o in outputs]
-    src_sentences = [[s for _, s in _sentences(src)] or [src] for src in sources]
+    split = [_sentences(src) for src in sources]
+    src_sentences = [[s for _, s in sents] or [src] for src, sents in zip(sources, split, strict=True)]
     # A question's answer is the first sentence of the next turn (a dialogue's turns are its lines).
-    answers = [_answers(src) for src in sources]
+    answers = [_answers(src, sents) for src, sents in zip(sources, split, strict=True)]
     findings: list[list[Finding]] = [[] for _ in outputs]
     near: list[list[str]] = [[src] * len(sents) for src, sents in zip(sources, out_sentences, strict=True)]
     if encoder is None:
