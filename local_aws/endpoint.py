@@ -36,7 +36,8 @@ class VariantConfig(BaseModel):
     share_while_busy: float = Field(0.1, ge=0, le=1, description="shadow only: the share of time it may compute while "
                                                                  "production has requests in flight (0: only when "
                                                                  "production is idle; 1: never stopped)")
-    max_batch_size: int = Field(8, ge=1, le=64)
+    max_batch_size: int | None = Field(None, ge=1, le=64, description="requests batched into one generate call "
+                                                                      "(unset: what the served build asks for, else 8)")
     threads: int = Field(0, ge=0, description="torch threads of the variant's process (0: torch's default)")
 
     @property

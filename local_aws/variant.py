@@ -60,8 +60,9 @@ class Variant:
         """Start the variant's model server, as a SageMaker container runs its server (a shadow at idle priority)."""
         variant, config = self, self.config
         command = [sys.executable, "-m", "serving.model_server", "--model", config.model, "--port", str(variant.port),
-                   "--channel", variant.address, "--max-batch-size", str(config.max_batch_size),
-                   "--timeout", str(timeout_s)]
+                   "--channel", variant.address, "--timeout", str(timeout_s)]
+        if config.max_batch_size:
+            command += ["--max-batch-size", str(config.max_batch_size)]
         if config.threads:
             command += ["--threads", str(config.threads)]
         if variant.throttle is not None:

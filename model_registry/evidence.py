@@ -20,6 +20,7 @@ REPORT_JSON = "gate_report.json"
 DATASET_HASH_PARAM = "dataset.hash"  # the flow logs {"dataset": {"hash": ...}, "pipeline": {...}} flattened
 BASE_MODEL_PARAM = "base_model"  # what was fine-tuned: the configured model, or the JumpStart model on aws
 PACKAGE_PARAMS = {"uri": "package.uri", "digest": "package.digest", "image": "package.image"}
+BUILD_PARAMS = {T.BUILD_SERVED: "package.build", T.BUILD_SPEEDUP: "package.build_speedup", T.BUILDS: "package.builds"}
 
 
 class RegistryUnavailableError(RuntimeError):
@@ -51,6 +52,7 @@ def run_evidence(run_id: str) -> RunEvidence | None:
         report_dataset_hash=None if report is None else str(report.get("dataset_hash", "")),
         package_uri=params.get(PACKAGE_PARAMS["uri"]), package_digest=params.get(PACKAGE_PARAMS["digest"]),
         package_image=params.get(PACKAGE_PARAMS["image"]),
+        builds={tag: params[param] for tag, param in BUILD_PARAMS.items() if param in params},
         trigger={k: tags[k] for k in (T.TRIGGER, T.TRIGGER_NAME, T.TRIGGER_DETAIL) if k in tags},
     )
 

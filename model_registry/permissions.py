@@ -36,6 +36,7 @@ REGISTRATION_TAGS = frozenset({
     T.APPROVAL_STATUS, T.GATE, T.GATE_SUMMARY, T.DATASET_HASH, T.DATASET_SOURCE, T.DATASET_ROWS,
     T.DATA_VALIDATION, T.BASE_MODEL, T.SOURCE_RUN, T.RUN_KEY, T.TRIGGERED_BY, T.COMPARED_CHAMPION,
     T.PACKAGE_URI, T.PACKAGE_DIGEST, T.PACKAGE_IMAGE, T.TRIGGER, T.TRIGGER_NAME, T.TRIGGER_DETAIL,
+    T.BUILD_SERVED, T.BUILD_SPEEDUP, T.BUILDS,
 })
 WATCHER_TAGS = frozenset({T.APPROVAL_INVALID, T.RELEASE_REQUEST, T.SM_MODEL_PACKAGE, T.SM_SYNCED_STATUS,
                           T.SM_STATUS_CHANGE})
@@ -147,6 +148,7 @@ class RunEvidence(BaseModel):
     package_uri: str | None = None  # the package the run logged (params package.uri, .digest, .image)
     package_digest: str | None = None
     package_image: str | None = None
+    builds: dict[str, str] = {}  # the serving builds the run logged (params package.build, .build_speedup, .builds)
     trigger: dict[str, str] = {}  # the run's trigger tags (kind, name, detail)
 
 
@@ -175,6 +177,7 @@ def refuse_registration(tags: Mapping[str, str], run_id: str, evidence: RunEvide
               T.DATASET_HASH: evidence.dataset_hash, T.BASE_MODEL: evidence.base_model,
               T.PACKAGE_URI: evidence.package_uri, T.PACKAGE_DIGEST: evidence.package_digest,
               T.PACKAGE_IMAGE: evidence.package_image,
+              **{key: evidence.builds.get(key) for key in (T.BUILD_SERVED, T.BUILD_SPEEDUP, T.BUILDS)},
               **{key: evidence.trigger.get(key) for key in (T.TRIGGER, T.TRIGGER_NAME, T.TRIGGER_DETAIL)}}
     for key, shown in claims.items():
         # A tag must agree with its run; one the run shows may not be left out (triggered_by decides who may approve).

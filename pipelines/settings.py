@@ -27,6 +27,7 @@ from serving.rollout import RolloutConfig
 from steps.data import DataConfig
 from steps.evaluate import EvaluateConfig
 from steps.finetune import FinetuneConfig
+from steps.optimize import OptimizeConfig
 
 _S = TypeVar("_S", bound=BaseSettings)
 ENV_PREFIX = "GENAIOPS_"
@@ -121,6 +122,7 @@ class PipelineConfig(BaseModel):
     data: DataConfig = DataConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
     approval: ApprovalConfig = ApprovalConfig()
     model_packages: ModelPackageConfig = ModelPackageConfig()
     monitoring: MonitoringConfig = MonitoringConfig()

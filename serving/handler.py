@@ -115,6 +115,9 @@ class ModelCard(BaseModel):
     adapter: str | None = None
     template: str = "{input}"
     generation: GenerationSettings = GenerationSettings()
+    build: str = Field("unoptimized", description="the serving build loaded (steps.optimize), or the unoptimized "
+                                                  "weights")
+    max_batch_size: int | None = Field(None, description="the batch the build was measured and re-gated at")
 
 
 class Predictor:

@@ -39,6 +39,7 @@ from steps.offline import go_offline
 log = logging.getLogger("serving.model_server")
 
 
+DEFAULT_BATCH = 8  # requests in one generate call, unless the server or the served build says otherwise
 Answered = tuple[list[str], float, int]  # completions, model time of their batch (s), batch size
 
 
@@ -367,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
     parser.add_argument("--channel", help="also answer a local endpoint router on this Unix socket (@name: abstract)")
-    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-batch-size", type=int, default=0,
+                        help="requests batched into one generate call (0: what the served build asks for, else 8)")
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--merge-window-ms", type=float, default=500.0,
                         help="a small batch whose first token is younger than this restarts with requests that "
@@ -389,11 +391,12 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     predictor = load_served(args.model)
-    log.info("loaded %s in %.1f s (template %s, batch up to %d)", args.model, time.perf_counter() - started,
-             "recorded" if predictor.card.template != "{input}" else "none", args.max_batch_size)
+    batch = args.max_batch_size or predictor.card.max_batch_size or DEFAULT_BATCH
+    log.info("loaded %s in %.1f s (build %s, template %s, batch up to %d)", args.model, time.perf_counter() - started,
+             predictor.card.build, "recorded" if predictor.card.template != "{input}" else "none", batch)
     gc.collect()
     gc.freeze()  # the model's objects live as long as the process: keep them out of every later collection
-    app = build_app(predictor, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+    app = build_app(predictor, max_batch_size=batch, max_wait_ms=args.max_wait_ms,
                     merge_window_ms=args.merge_window_ms, linger_ms=args.linger_ms, timeout_s=args.timeout,
                     channel=args.channel, board=Board(args.board) if args.board else None)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, handle_signals=True,

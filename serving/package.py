@@ -3,6 +3,7 @@ inference container serves, and that the local control plane serves the same way
 
     genaiops-model.json   what to load: kind (adapter | full | base), base-model reference, template, decoding
     weights/              the LoRA adapter, or the full weights (none for the base model served as it is)
+    builds/<name>/        the serving builds that passed their re-gate (steps.optimize): merged, cast weights
     base/                 the base model itself, when bundled (an endpoint without internet needs it)
     code/inference.py     SageMaker's hooks: model_fn loads the above; input_fn, predict_fn, output_fn
     code/requirements.txt what the container installs beside its own transformers and torch
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from steps.artifacts import ArtifactStore
+from steps.optimize import OptimizeReport
 
 MANIFEST = "genaiops-model.json"
 FORMAT = 1
@@ -43,13 +45,21 @@ import os
 from pathlib import Path
 
 from serving.handler import ModelCard, Predictor, input_fn, output_fn, predict_fn  # noqa: F401
-from steps.generation import GenerationSettings, load_model
+from steps.generation import GenerationSettings, load_build, load_model
 
 
 def model_fn(model_dir, context=None):
     root = Path(model_dir)
     manifest = json.loads((root / "genaiops-model.json").read_text())
     weights = root / "weights"
+    generation = GenerationSettings.model_validate(manifest["generation"])
+    build = _build(root, manifest)
+    if build is not None:  # the fastest build that passed its re-gate
+        loaded, spec = load_build(build, name="served")
+        card = ModelCard(source=str(root), base_model=manifest["base_model"], adapter="merged",
+                         template=manifest["template"], generation=generation, build=build.name,
+                         max_batch_size=int(spec["max_batch_size"]))
+        return Predictor(loaded, card)
     if manifest["kind"] == "adapter":
         base = _base(root, manifest)
         loaded, adapter = load_model(base, weights, name="served"), str(weights)
@@ -60,9 +70,22 @@ def model_fn(model_dir, context=None):
         base, adapter = str(weights), None
         loaded = load_model(weights, None, name="served")
     card = ModelCard(source=str(root), base_model=manifest["base_model"], adapter=adapter,
-                     template=manifest["template"],
-                     generation=GenerationSettings.model_validate(manifest["generation"]))
+                     template=manifest["template"], generation=generation)
     return Predictor(loaded, card)
+
+
+def _build(root, manifest):
+    """The build to serve: GENAIOPS_BUILD names one (or 'unoptimized'), else the one the package chose; None for
+    the unoptimized weights."""
+    name = os.environ.get("GENAIOPS_BUILD") or manifest.get("serve") or "unoptimized"
+    if name == "unoptimized":
+        return None
+    passed = {b["name"] for b in manifest.get("builds", []) if b.get("passed")}
+    folder = root / "builds" / name
+    if name not in passed or not (folder / "genaiops-build.json").is_file():
+        raise ValueError(f"build {name!r} is not a build of this package that passed its re-gate; "
+                         f"passed: {sorted(passed) or 'none'} (or 'unoptimized')")
+    return folder
 
 
 def _base(root, manifest):
@@ -122,6 +145,7 @@ class Package(BaseModel):
     digest: str
     image: str
     reused: bool = False
+    build: str = "unoptimized"  # the serving build the package loads
 
     @property
     def short(self) -> str:
@@ -137,8 +161,9 @@ def image_uri(region: str, instance_type: str) -> str:
                                    image_scope="inference"))
 
 
-def archive(model: ServedModel, config: PackageConfig) -> bytes:
-    """The package's bytes; equal inputs give equal bytes."""
+def archive(model: ServedModel, config: PackageConfig, optimized: OptimizeReport | None = None) -> bytes:
+    """The package's bytes; equal inputs give equal bytes. With `optimized`, the builds that passed their
+    re-gate go in `builds/`, every build's numbers in the manifest, and the fastest passed build serves."""
     weights = Path(model.weights)
     if model.kind != "base":
         if not weights.is_dir():
@@ -146,9 +171,13 @@ def archive(model: ServedModel, config: PackageConfig) -> bytes:
         marker = "adapter_config.json" if model.kind == "adapter" else "config.json"
         if not (weights / marker).is_file():
             raise ValueError(f"{weights}: {'an adapter' if model.kind == 'adapter' else 'a full model'} needs {marker}")
-    manifest = {"format": FORMAT, "kind": model.kind, "base_model": model.base_model,
+    manifest: dict[str, Any] = {"format": FORMAT, "kind": model.kind, "base_model": model.base_model,
                 "base_model_path": model.base_model_path, "base_model_hub_id": config.base_model_hub_id,
                 "template": model.template, "generation": model.generation}
+    if optimized is not None:
+        manifest["serve"] = optimized.served_name
+        manifest["builds"] = [{**b.spec.model_dump(), "digest": b.digest, "passed": b.passed,
+                               "tokens_per_s": round(b.tokens_per_s, 3)} for b in optimized.builds]
     files: dict[str, bytes | Path] = {MANIFEST: json.dumps(manifest, indent=2, sort_keys=True).encode(),
                                       "code/inference.py": INFERENCE.encode(),
                                       "code/requirements.txt": REQUIREMENTS.encode()}
@@ -157,6 +186,9 @@ def archive(model: ServedModel, config: PackageConfig) -> bytes:
         files[f"code/{relative}"] = project / relative
     if model.kind != "base":
         files.update(_tree(weights, "weights"))
+    for build in optimized.builds if optimized is not None else []:
+        if build.passed:
+            files.update(_tree(Path(build.path), f"builds/{build.name}"))
     if config.bundle_base_model and model.kind in ("adapter", "base"):
         if not (Path(model.base_model_path) / "config.json").is_file():
             raise ValueError(f"bundle_base_model: the base model {model.base_model_path!r} is not a local folder")
@@ -178,19 +210,21 @@ def _tree(folder: Path, prefix: str) -> dict[str, bytes | Path]:
             if p.is_file() and not p.name.startswith(".")}
 
 
-def build(model: ServedModel, store: ArtifactStore, *, region: str, config: PackageConfig | None = None) -> Package:
+def build(model: ServedModel, store: ArtifactStore, *, region: str, config: PackageConfig | None = None,
+          optimized: OptimizeReport | None = None) -> Package:
     """Build the version's package once and store it (content-addressed); the same inputs reuse it."""
     config = config or PackageConfig()
-    data = archive(model, config)
+    data = archive(model, config, optimized)
     digest = hashlib.sha256(data).hexdigest()
     key = f"packages/{digest[:32]}/model.tar.gz"
     created = store.put_new(key, data)
-    return Package(uri=store.uri(key), digest=digest, image=image_uri(region, config.instance_type), reused=not created)
+    return Package(uri=store.uri(key), digest=digest, image=image_uri(region, config.instance_type), reused=not created,
+                   build=optimized.served_name if optimized is not None else "unoptimized")
 
 
 
 def of_candidate(trained: Any, *, template: str, generation: dict[str, Any], store: ArtifactStore, region: str,
-                 config: PackageConfig | None = None) -> Package:
+                 config: PackageConfig | None = None, optimized: OptimizeReport | None = None) -> Package:
     """The package of a fine-tuned candidate (`steps.finetune.TrainedModel`).
 
     A local one is packaged here. A JumpStart one is already servable: its training job's own
@@ -203,7 +237,7 @@ def of_candidate(trained: Any, *, template: str, generation: dict[str, Any], sto
         return Package(uri=str(trained.path), digest=hashlib.sha256(identity.encode()).hexdigest(), image=image)
     served = ServedModel(weights=str(trained.path), kind=trained.kind, base_model=trained.base_model,
                          base_model_path=trained.base_model_path, template=template, generation=generation)
-    return build(served, store, region=region, config=config)
+    return build(served, store, region=region, config=config, optimized=optimized)
 
 
 def of_base(base_model: str, base_model_path: str, *, template: str, generation: dict[str, Any], store: ArtifactStore,

@@ -53,8 +53,15 @@ class LoadedModel:
         self.model, self.tokenizer, self.name = model, tokenizer, name
 
 
-def load_model(base_model_path: str | Path, adapter_path: str | Path | None = None, name: str = "model") -> LoadedModel:
-    """Load a base model, merge a LoRA adapter into it if one is given, and put it in eval mode."""
+DType = Literal["float32", "bfloat16"]
+
+
+def load_model(base_model_path: str | Path, adapter_path: str | Path | None = None, name: str = "model",
+               dtype: DType = "float32") -> LoadedModel:
+    """Load a base model, merge a LoRA adapter into it if one is given, and put it in eval mode.
+
+    The adapter is merged in float32 and the merged weights are then cast to `dtype`, so that a bfloat16 build
+    rounds each weight once."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,8 +74,37 @@ def load_model(base_model_path: str | Path, adapter_path: str | Path | None = No
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
     model.eval()
     return LoadedModel(model, tokenizer, name)
+
+
+BUILD_MANIFEST = "genaiops-build.json"  # in a serving build's folder: its dtype, batch size and compile flag
+
+
+def load_build(folder: str | Path, name: str = "served") -> tuple[LoadedModel, dict[str, Any]]:
+    """A serving build (`steps.optimize`) loaded as its manifest says: its dtype, compiled and warmed up when
+    asked; and the manifest."""
+    import json
+
+    folder = Path(folder)
+    spec = json.loads((folder / BUILD_MANIFEST).read_text())
+    loaded = load_model(folder, None, name=name, dtype=spec.get("dtype", "float32"))
+    if spec.get("compile"):
+        warm_up(loaded, compile_forward=True, batch_size=int(spec.get("max_batch_size", 1)))
+    return loaded, spec
+
+
+def warm_up(loaded: LoadedModel, *, compile_forward: bool = False, batch_size: int = 1) -> None:
+    """Compile the forward pass (when asked) and generate once alone and once at `batch_size`, so that no
+    request pays for compiling."""
+    import torch
+
+    if compile_forward:
+        loaded.model.forward = torch.compile(loaded.model.forward, dynamic=True)
+    for size in sorted({1, batch_size}):
+        generate(loaded, ["Warm up."] * size, GenerationSettings(max_new_tokens=2, batch_size=size))
 
 
 def generate(loaded: LoadedModel, prompts: Sequence[str], settings: GenerationSettings,

@@ -19,6 +19,7 @@ from model_registry.candidates import (
     model_config,
     publish_report,
 )
+from model_registry.evidence import BUILD_PARAMS
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
@@ -49,6 +50,7 @@ from steps.data import DataSourceError, DataValidationError, Example, PreparedDa
 from steps.evaluate import EvalResult, decide, with_cost
 from steps.feedback import Correction
 from steps.finetune import FinetuneError, TrainedModel, run_training
+from steps.optimize import OptimizeReport, not_optimizable, optimize_candidate, report_tags
 
 
 class GateFailedError(RuntimeError):
@@ -100,6 +102,20 @@ def evaluate(evaluation: CandidateEvaluation, trained: TrainedModel, samples: li
 
 
 write_report = task(name="gate-report", cache_policy=NO_CACHE)(publish_report)
+
+
+@task(name="optimize", cache_policy=NO_CACHE)
+def optimize(result: EvalResult, trained: TrainedModel, config: PipelineConfig, root: Path,
+             progress: Callable[[str], None]) -> OptimizeReport | None:
+    """Faster serving builds of a candidate that passed, each re-gated against it (None: none are made)."""
+    why_not = not_optimizable(trained)
+    if not config.optimize.enabled or not config.optimize.builds or why_not:
+        progress(f"optimize: no builds ({why_not or 'none configured'}); the unoptimized weights serve")
+        return None
+    adapter = trained.path if trained.kind == "adapter" else None
+    base = trained.base_model_path if trained.kind == "adapter" else trained.path
+    return optimize_candidate(result, base, adapter, config.evaluate, config.optimize, root,
+                              token_counter(Path(trained.base_model_path)), progress)
 build_package = task(name="package", cache_policy=NO_CACHE)(package.of_candidate)
 recover_crashed = task(name="recover", cache_policy=NO_CACHE)(recover)
 notify = task(name="notify", cache_policy=NO_CACHE)(waiting_for_approval)
@@ -136,7 +152,7 @@ quiet_expected_failures()
 def run_key(dataset: PreparedDataset, config: PipelineConfig) -> str:
     """One version per distinct input: dataset content, fine-tuning and evaluation settings."""
     material = "|".join([config.model_name, dataset.hash, config.finetune.model_dump_json(),
-                         config.evaluate.model_dump_json(), config.data.template])
+                         config.evaluate.model_dump_json(), config.data.template, config.optimize.model_dump_json()])
     return hashlib.sha256(material.encode()).hexdigest()[:24]
 
 
@@ -211,15 +227,25 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
                                       if model is not None for k, v in model.metrics.items()})
         reliable(write_report, policy)(registry, store, run_id, result, report, dataset_hash=dataset.hash,
                                        bootstrap=config.evaluate.bootstrap)
-        built = None
-        if report.passed:  # what a deployment of this version serves, logged with the run it came from
+        built, optimized, builds = None, None, {}
+        if report.passed:  # faster builds, each re-gated; then what a deployment of this version serves
+            optimized = reliable(optimize, policy)(result, trained, config, settings.root / "builds", logger.info)
+            if optimized is not None:
+                registry.runs.log_text(run_id, optimized.model_dump_json(indent=2), "optimize_report.json")
+                registry.runs.log_metrics(run_id, {f"build.{b.name}.{k}": v for b in optimized.builds
+                                                   for k, v in b.metrics.items()})
             built = reliable(build_package, policy)(trained, template=config.data.template,
                                                     generation=config.evaluate.generation.model_dump(), store=store,
-                                                    region=settings.region, config=config.package)
+                                                    region=settings.region, config=config.package, optimized=optimized)
+            builds = report_tags(optimized) if optimized is not None else {}
             registry.runs.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image,
                                                      # the base model as its container serves it (JumpStart's)
-                                                     "base_uri": trained.lineage.get("base_artifact", "")}})
-            logger.info("packaged the candidate: %s (%s)", built.uri, "reused" if built.reused else "new")
+                                                     "base_uri": trained.lineage.get("base_artifact", ""),
+                                                     **{BUILD_PARAMS[k].removeprefix("package."): v
+                                                        for k, v in builds.items()}}})
+            logger.info("packaged the candidate: %s (%s); it serves the %s build%s", built.uri,
+                        "reused" if built.reused else "new", built.build,
+                        f", {optimized.speedup:.2f}x the unoptimized tokens/s" if optimized and optimized.served else "")
         version = reliable(register, policy)(
             registry, run_id,
             weights_path=trained.path,
@@ -228,7 +254,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
                                    run_key=key, triggered_by=settings.triggered_by, result=result,
                                    package=None if built is None else {"uri": built.uri, "digest": built.digest,
                                                                        "image": built.image}),
-                  **trigger.mlflow_tags()},
+                  **builds, **trigger.mlflow_tags()},
             description=candidate_description(result, report, run_url=registry.runs.run_url(settings.mlflow_ui_url, run_id)),
         )
     reused = [stage for stage, was in (("prepare", dataset.reused), ("finetune", trained.reused)) if was]

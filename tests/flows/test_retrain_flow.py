@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,10 @@ def _deploy_and_invoke(version: Version) -> None:
 def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     sample_jsonl: Path, tiny_model_dir: Path
 ) -> None:
-    config = _config(sample_jsonl, tiny_model_dir, [{"metric": "empty_rate", "max": 1.0}])
+    # A float32 build of the merged weights answers as the candidate does: it passes its re-gate and serves.
+    config = PipelineConfig.model_validate(tiny_pipeline(sample_jsonl, tiny_model_dir, gates=[
+        {"metric": "empty_rate", "max": 1.0}], optimize={"builds": [{"name": "merged", "dtype": "float32",
+                                                                      "max_batch_size": 4}], "min_speedup": 0}))
     result = retrain(config)
     assert result.status == T.PENDING and result.gate == "passed" and not result.reused
     [version] = _versions("tiny-summarizer")
@@ -97,6 +101,14 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     assert package.name == "model.tar.gz" and version.tags[T.PACKAGE_DIGEST][:32] in str(package)
     assert run.data.params["package.digest"] == version.tags[T.PACKAGE_DIGEST]
     assert "huggingface-pytorch-inference" in version.tags[T.PACKAGE_IMAGE]
+    assert version.tags[T.BUILD_SERVED] == "merged"
+    assert version.tags[T.BUILDS].startswith("merged: passed; ") and "100% identical" in version.tags[T.BUILDS]
+    optimized = json.loads(Path(client.download_artifacts(result.run_id, "optimize_report.json")).read_text())
+    assert [b["spec"]["name"] for b in optimized["builds"]] == ["merged"]
+    with tarfile.open(package) as archive:
+        manifest = json.load(archive.extractfile("genaiops-model.json"))  # type: ignore[arg-type]
+        assert "builds/merged/model.safetensors" in archive.getnames()
+    assert manifest["serve"] == "merged"
     _deploy_and_invoke(Version.of_registered("tiny-summarizer", version.version, dict(version.tags)))
 
     again = retrain(config)
@@ -122,10 +134,20 @@ def test_passing_candidate_is_registered_pending_with_lineage_then_reused(
     assert missing.exit_code == 2 and "models:/tiny-summarizer/99 not found" in missing.output
 
     # With a champion in place, the next candidate is compared against it as well.
+    # Its build is forced to fail the re-gate (no loss allowed at all): the version is registered all the same
+    # and serves its unoptimized weights.
     client.set_registered_model_alias("tiny-summarizer", T.CHAMPION, result.version)
-    challenger = retrain(config.model_copy(update={"finetune": config.finetune.model_copy(update={"seed": 7})}))
-    assert challenger.version == "2"
-    assert client.get_model_version("tiny-summarizer", "2").tags[T.COMPARED_CHAMPION] == "1"
+    challenger = retrain(config.model_copy(update={"finetune": config.finetune.model_copy(update={"seed": 7}),
+                                                   "optimize": config.optimize.model_copy(
+                                                       update={"max_rouge_loss": 0.0})}))
+    assert challenger.version == "2" and challenger.status == T.PENDING
+    second = client.get_model_version("tiny-summarizer", "2").tags
+    assert second[T.COMPARED_CHAMPION] == "1"
+    assert second[T.BUILD_SERVED] == "unoptimized" and second[T.BUILDS].startswith(
+        "merged: failed: ROUGE-L interval low +0.000 is not above -0")
+    with tarfile.open(second[T.PACKAGE_URI].removeprefix("file://")) as archive:
+        assert json.load(archive.extractfile("genaiops-model.json"))["serve"] == "unoptimized"  # type: ignore[arg-type]
+        assert not [n for n in archive.getnames() if n.startswith("builds/")]
     assert "champion.rougeL" in client.get_run(challenger.run_id).data.metrics
 
 

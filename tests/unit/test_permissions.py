@@ -85,6 +85,12 @@ EVIDENCE = RunEvidence(run_id="run-1", run_key="key-1", triggered_by="ml-enginee
      EVIDENCE.model_copy(update={"package_uri": "s3://b/p/model.tar.gz", "package_digest": "f" * 64,
                                  "package_image": "img"}), None),
     ({}, EVIDENCE.model_copy(update={"package_digest": "f" * 64}), "genaiops.package_digest is None"),
+    ({T.BUILD_SERVED: "bf16"}, EVIDENCE, "genaiops.build.served is 'bf16' but the source run shows None"),
+    ({T.BUILD_SERVED: "bf16", T.BUILD_SPEEDUP: "3.00"}, EVIDENCE.model_copy(update={"builds": {
+        T.BUILD_SERVED: "bf16", T.BUILD_SPEEDUP: "2.10"}}), "genaiops.build.speedup is '3.00'"),
+    ({T.BUILD_SERVED: "bf16", T.BUILD_SPEEDUP: "2.10"}, EVIDENCE.model_copy(update={"builds": {
+        T.BUILD_SERVED: "bf16", T.BUILD_SPEEDUP: "2.10"}}), None),
+    ({}, EVIDENCE.model_copy(update={"builds": {T.BUILD_SERVED: "bf16"}}), "genaiops.build.served is None"),
 ])
 def test_a_new_version_claims_no_more_than_its_run_shows(claim: dict[str, str], evidence: RunEvidence | None,
                                                           reason: str | None) -> None:
