@@ -103,6 +103,7 @@ class Version(BaseModel):
     package_uri: str
     digest: str
     image: str
+    build: str = Field("unoptimized", description="the serving build its package loads")
 
     @classmethod
     def of_registered(cls, model: str, version: str | int, tags: dict[str, str]) -> Version:
@@ -112,7 +113,7 @@ class Version(BaseModel):
             raise DeploymentError(f"{model} version {version} has no servable package ({', '.join(missing)} unset): "
                                   "it was registered before packaging, or its gate failed")
         return cls(model=model, version=str(version), package_uri=tags[T.PACKAGE_URI], digest=tags[T.PACKAGE_DIGEST],
-                   image=tags[T.PACKAGE_IMAGE])
+                   image=tags[T.PACKAGE_IMAGE], build=tags.get(T.BUILD_SERVED) or "unoptimized")
 
     @property
     def variant(self) -> str:
@@ -209,7 +210,7 @@ class Planner:
                                 "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "HF_HUB_OFFLINE": "1"}},
             "ExecutionRoleArn": self.role_arn,
             "Tags": [{"Key": T.MODEL, "Value": version.model}, {"Key": T.VERSION, "Value": version.version},
-                     {"Key": T.PACKAGE, "Value": version.digest[:64]}],
+                     {"Key": T.PACKAGE, "Value": version.digest[:64]}, {"Key": T.BUILD, "Value": version.build}],
         }
         if self.config.subnets:
             request["VpcConfig"] = {"Subnets": self.config.subnets, "SecurityGroupIds": self.config.security_group_ids}

@@ -44,6 +44,11 @@ class ServedVariant(BaseModel):
         model, version = self.tags.get(T.MODEL), self.tags.get(T.VERSION, "")
         return f"models:/{model}/{version}" if model and version.isdigit() else ""
 
+    @property
+    def build(self) -> str:
+        """The serving build its package loads (empty for a model not deployed by a release)."""
+        return self.tags.get(T.BUILD, "")
+
 
 class Served(BaseModel):
     """One endpoint as DescribeEndpoint and DescribeEndpointConfig tell it."""
@@ -158,7 +163,7 @@ def check(name: str, variants: list[VariantSpec]) -> None:
 
 
 def create(client: Any, name: str, variants: list[VariantSpec], *, role_arn: str, instance_type: str,
-           capture_uri: str | None, capture_percent: float, timeout_s: float, max_batch_size: int,
+           capture_uri: str | None, capture_percent: float, timeout_s: float, max_batch_size: int | None,
            shadow_share: float) -> str:
     """CreateModel per variant, CreateEndpointConfig, then CreateEndpoint, which SageMaker refuses for an endpoint
     that exists; when a request is refused, what this call made goes again. Returns the endpoint config's name
@@ -171,7 +176,9 @@ def create(client: Any, name: str, variants: list[VariantSpec], *, role_arn: str
     try:
         entries: list[tuple[VariantSpec, dict[str, Any]]] = []
         for variant in variants:
-            environment = {container.TIMEOUT: f"{timeout_s:g}", container.MAX_BATCH_SIZE: str(max_batch_size)}
+            environment = {container.TIMEOUT: f"{timeout_s:g}"}
+            if max_batch_size is not None:  # else the served build's own batch size, or the server's default
+                environment[container.MAX_BATCH_SIZE] = str(max_batch_size)
             if variant.shadow:
                 environment[container.SHADOW_SHARE] = f"{shadow_share:g}"
             request: dict[str, Any] = {

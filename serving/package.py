@@ -34,7 +34,8 @@ HF_TRANSFORMERS = "4.51.3"  # the container's transformers and PyTorch, from the
 HF_PYTORCH = "2.6.0"
 HF_PY = "py312"
 # The project modules the inference script imports (standard library, pydantic, torch, transformers, peft).
-SHIPPED = ("serving/__init__.py", "serving/handler.py", "steps/__init__.py", "steps/generation.py", "steps/prompts.py")
+SHIPPED = ("serving/__init__.py", "serving/handler.py", "steps/__init__.py", "steps/engine.py", "steps/generation.py",
+           "steps/prompts.py")
 REQUIREMENTS = "peft>=0.13\npydantic>=2.7\n"
 
 INFERENCE = '''"""SageMaker inference script of a genaiops model package (SageMaker's Hugging Face inference toolkit calls

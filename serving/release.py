@@ -244,7 +244,8 @@ class Releaser:
             self.guard([candidate.variant])
         how = "serves all traffic" if step.replaces else \
             f"is in {step.strategy} test against {champion.variant if champion else '-'}"
-        return close("released", step.strategy, f"{self.endpoint} {how} ({outcome.endpoint_config}); alias {alias}")
+        return close("released", step.strategy, f"{self.endpoint} {how} ({outcome.endpoint_config}); alias {alias}; "
+                                                 f"the {candidate.build} build serves")
 
     def _close(self, request: ReleaseRequest, started: str, resumed: bool, state: State, strategy: str,
                detail: str) -> ReleaseOutcome:

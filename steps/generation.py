@@ -80,17 +80,29 @@ def load_model(base_model_path: str | Path, adapter_path: str | Path | None = No
     return LoadedModel(model, tokenizer, name)
 
 
-BUILD_MANIFEST = "genaiops-build.json"  # in a serving build's folder: its dtype, batch size and compile flag
+BUILD_MANIFEST = "genaiops-build.json"  # in a serving build's folder: its dtype, batch size and engine settings
+BUILD_HEAD = "head-float32.safetensors"  # the output layer's float32 weights, for a build that guards its choices
 
 
 def load_build(folder: str | Path, name: str = "served") -> tuple[LoadedModel, dict[str, Any]]:
-    """A serving build (`steps.optimize`) loaded as its manifest says: its dtype, compiled and warmed up when
-    asked; and the manifest."""
+    """A serving build (`steps.optimize`) loaded as its manifest says: its dtype, its output layer's settings,
+    compiled and warmed up when asked; and the manifest."""
     import json
 
     folder = Path(folder)
     spec = json.loads((folder / BUILD_MANIFEST).read_text())
     loaded = load_model(folder, None, name=name, dtype=spec.get("dtype", "float32"))
+    head = loaded.model.get_output_embeddings()
+    # Generation reads the last position of a padded batch (a strided view): handed over as it is, a bfloat16
+    # matmul copies the output layer's weights once per row of the batch; made contiguous it is one mm.
+    head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    if spec.get("guard_margin"):
+        from safetensors.torch import load_file
+
+        from steps.engine import GuardedHead
+
+        weights = load_file(str(folder / BUILD_HEAD))["weight"]
+        loaded.model.set_output_embeddings(GuardedHead(head, weights, float(spec["guard_margin"])))
     if spec.get("compile"):
         warm_up(loaded, compile_forward=True, batch_size=int(spec.get("max_batch_size", 1)))
     return loaded, spec

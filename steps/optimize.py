@@ -1,7 +1,8 @@
 """The `optimize` stage: faster serving builds of a candidate that passed its gate, each re-gated.
 
 A build merges the LoRA adapter into the base weights and serves them with other numerics or
-another engine setting (bfloat16 weights on a CPU with AMX, a larger batch, `torch.compile`).
+another engine setting: bfloat16 weights (AMX on CPUs that have it), a larger batch, an output
+layer that recomputes greedy near ties in float32 (`guard_margin`), `torch.compile`.
 Every faster build changes greedy outputs, so none is assumed equal to the candidate: each is
 scored on the same held-out samples, with the same decoding and the same harness as the
 unoptimized candidate was, and passes only when
@@ -9,7 +10,8 @@ unoptimized candidate was, and passes only when
 - the lower end of the paired bootstrap interval of its ROUGE-L minus the candidate's is above
   `-max_rouge_loss`, and
 - it holds every absolute bound (`min`, `max`) of the evaluation gates (empty, blocklist,
-  unfaithful and toxic rates) on its own outputs.
+  unfaithful and toxic rates) on its own outputs that the candidate held, and is no worse than
+  the candidate on a bound the candidate did not hold.
 
 A build that fails is recorded with its numbers and never served. Of those that pass, the one
 with the most output tokens/s serves, if it is faster than the candidate itself.
@@ -35,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contracts import tags as T
 from steps.data import Example
 from steps.evaluate import EvalResult, EvaluateConfig, ModelScores, bootstrap_delta, score_model
-from steps.generation import BUILD_MANIFEST, DType, load_build, load_model
+from steps.generation import BUILD_HEAD, BUILD_MANIFEST, DType, load_build, load_model
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ class BuildSpec(BaseModel):
     dtype: DType = "bfloat16"
     max_batch_size: int = Field(16, ge=1, le=64, description="requests the model server batches into one call")
     compile: bool = Field(False, description="torch.compile the forward pass (minutes of compiling at load on CPU)")
+    guard_margin: float | None = Field(None, gt=0, description="recompute in float32 the logits of a position whose "
+                                                               "two best tokens are closer than this (greedy near "
+                                                               "ties); unset: never")
 
     @model_validator(mode="after")
     def _not_reserved(self) -> BuildSpec:
@@ -63,7 +68,7 @@ class OptimizeConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     enabled: bool = True
-    builds: list[BuildSpec] = Field(default_factory=lambda: [BuildSpec(name="bf16")])
+    builds: list[BuildSpec] = Field(default_factory=lambda: [BuildSpec(name="bf16", guard_margin=0.5)])
     max_rouge_loss: float = Field(0.01, ge=0, description="a build passes when the lower end of the paired "
                                                           "bootstrap interval of (build - candidate) ROUGE-L is "
                                                           "above minus this")
@@ -149,11 +154,19 @@ class OptimizeReport(BaseModel):
 def make_build(base_model_path: str | Path, adapter_path: str | Path | None, spec: BuildSpec, root: Path) -> tuple[Path, str]:
     """The build's model folder under `root` (merged adapter, cast weights, tokenizer, build manifest) and its
     digest; a build with the same files is kept once."""
-    loaded = load_model(base_model_path, adapter_path, name=spec.name, dtype=spec.dtype)
+    import torch
+
+    loaded = load_model(base_model_path, adapter_path, name=spec.name)  # merged in float32, then cast once
+    head = loaded.model.get_output_embeddings().weight.detach().clone()
+    loaded.model = loaded.model.to(getattr(torch, spec.dtype))
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{spec.name}-{time.time_ns()}"
     try:
         loaded.model.save_pretrained(staging, safe_serialization=True)
+        if spec.guard_margin:
+            from safetensors.torch import save_file
+
+            save_file({"weight": head.contiguous()}, str(staging / BUILD_HEAD))
         loaded.tokenizer.save_pretrained(staging)
         (staging / BUILD_MANIFEST).write_text(json.dumps(spec.model_dump(), indent=2, sort_keys=True))
         digest = folder_digest(staging)
@@ -204,13 +217,16 @@ def judge(result: EvalResult, spec: BuildSpec, scores: ModelScores, folder: Path
     if low <= -optimize.max_rouge_loss:
         reasons.append(f"ROUGE-L interval low {low:+.3f} is not above -{optimize.max_rouge_loss:g}")
     for gate in config.gates:
-        value = scores.metrics.get(gate.metric)
-        if value is None or gate.metric.startswith("general."):
+        value, before = scores.metrics.get(gate.metric), unoptimized.metrics.get(gate.metric)
+        if value is None or before is None or gate.metric.startswith("general."):
             continue
-        if gate.max is not None and value > gate.max:
-            reasons.append(f"{gate.metric} {value:.3f} is above its gate's max {gate.max:g}")
-        if gate.min is not None and value < gate.min:
-            reasons.append(f"{gate.metric} {value:.3f} is below its gate's min {gate.min:g}")
+        # A bound the candidate held, the build holds; where the candidate did not, the build is no worse.
+        if gate.max is not None and value > max(gate.max, before):
+            reasons.append(f"{gate.metric} {value:.3f} is above its gate's max {gate.max:g}"
+                           + (f" and the unoptimized {before:.3f}" if before > gate.max else ""))
+        if gate.min is not None and value < min(gate.min, before):
+            reasons.append(f"{gate.metric} {value:.3f} is below its gate's min {gate.min:g}"
+                           + (f" and the unoptimized {before:.3f}" if before < gate.min else ""))
     identical = statistics.fmean(float(a == b) for a, b in zip(scores.predictions, unoptimized.predictions,
                                                                 strict=True))
     kept = {k: v for k, v in scores.metrics.items() if not k.startswith("general.")}

@@ -93,8 +93,8 @@ def _table(endpoints: list[Any]) -> Table:
                 continue
             share = f"{variant.sampling_percent:g}%" if variant.shadow else f"{variant.weight:g}"
             status = variant.status + (f": {variant.message}" if variant.message else "")
-            table.add_row(*head, variant.name, "shadow" if variant.shadow else "production", share,
-                          variant.registered or variant.model, status)
+            serves = (variant.registered or variant.model) + (f" ({variant.build} build)" if variant.build else "")
+            table.add_row(*head, variant.name, "shadow" if variant.shadow else "production", share, serves, status)
     return table
 
 
@@ -130,7 +130,8 @@ def endpoints_create(
     capture: Annotated[float, typer.Option(help="Percentage of requests captured (0 turns capture off).",
                                            min=0, max=100)] = 100.0,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds.", min=1)] = 60.0,
-    max_batch_size: Annotated[int, typer.Option(help="Requests batched into one generate call.", min=1, max=64)] = 8,
+    max_batch_size: Annotated[int | None, typer.Option(help="Requests batched into one generate call (default: what "
+                                                            "the served build asks for, else 8).", min=1, max=64)] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create an endpoint (CreateModel, CreateEndpointConfig, CreateEndpoint) and wait until it is InService."""

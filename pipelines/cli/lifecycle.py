@@ -243,6 +243,12 @@ def _print_result(result: Any, settings: Any, pipeline: Any, approval_hint: bool
     note = " (inputs unchanged: the existing version was reused)" if result.reused else ""
     out.print(f"registered: [bold]{result.model_name}[/] version [bold]{result.version}[/], "
               f"status [bold]{result.status}[/], gate {result.gate}{note}")
+    if result.build:
+        speed = f" ({result.build_speedup}x the unoptimized output tokens/s at its re-gate)" \
+            if result.build != "unoptimized" and result.build_speedup else ""
+        out.print(f"serving build:  [bold]{result.build}[/]{speed}")
+        for line in result.builds.splitlines():
+            out.print(f"  {line}", markup=False, soft_wrap=True)
     out.print(f"gate report:    {result.report_uri}")
     out.print(f"MLflow run:     {result.run_url}")
     out.print(f"model version:  {result.version_url}")

@@ -79,6 +79,9 @@ class RetrainResult(BaseModel):
     report_uri: str = ""
     reused: bool = False
     reused_stages: list[str] = []  # stages whose earlier result this run read back instead of redoing
+    build: str = ""  # the serving build its package loads (`optimize`), or unoptimized; empty without a package
+    build_speedup: str = ""  # that build's output tokens/s over the unoptimized weights' at its re-gate
+    builds: str = ""  # every build's re-gate, one line each
 
 
 # Ports and clients cannot be hashed: no input caching; idempotency comes from explicit keys (`run_key`,
@@ -280,6 +283,8 @@ def _result(settings: Settings, registry: MlflowRegistry, store: ArtifactStore, 
         version_url=registry.version_url(settings.mlflow_ui_url, version.version),
         dataset_hash=dataset_hash, candidate=candidate, base=base, reused=version.reused, reused_stages=reused,
         report_uri=store.uri(f"reports/{version.run_id}/gate_report.html"),
+        build=version.tags.get(T.BUILD_SERVED, "unoptimized" if T.PACKAGE_URI in version.tags else ""),
+        build_speedup=version.tags.get(T.BUILD_SPEEDUP, ""), builds=version.tags.get(T.BUILDS, ""),
     )
 
 

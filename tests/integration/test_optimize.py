@@ -16,7 +16,7 @@ from serving import package
 from steps.artifacts import LocalStore
 from steps.base_model import token_counter
 from steps.data import Example
-from steps.evaluate import EvaluateConfig, Gate, evaluate
+from steps.evaluate import EvaluateConfig, Gate, ModelScores, evaluate
 from steps.generation import GenerationSettings, generate, load_model
 from steps.optimize import BuildSpec, OptimizeConfig, OptimizeReport, make_build, optimize_candidate, report_tags
 
@@ -57,8 +57,8 @@ def test_a_build_merges_the_adapter_casts_the_weights_and_is_kept_once(tiny_mode
     assert generate(load_model(merged), prompts, settings) == with_adapter
     assert generate(load_model(tiny_model_dir), prompts, settings) != with_adapter  # the adapter is really merged
 
-    half, other = make_build(tiny_model_dir, adapter, BuildSpec(name="bf16"), tmp_path)
-    assert other != digest
+    half, other = make_build(tiny_model_dir, adapter, BuildSpec(name="bf16", guard_margin=0.5), tmp_path)
+    assert other != digest and (half / "head-float32.safetensors").is_file()
     assert json.loads((half / "config.json").read_text()).get("dtype", json.loads(
         (half / "config.json").read_text()).get("torch_dtype")) == "bfloat16"
     assert json.loads((half / "genaiops-build.json").read_text())["max_batch_size"] == 16
@@ -87,10 +87,36 @@ def test_each_build_is_regated_and_only_a_passing_one_serves(tiny_model_dir: Pat
     tags = report_tags(failed)
     assert tags["genaiops.build.served"] == "unoptimized" and tags["genaiops.builds"].startswith("copy: failed: ROUGE-L")
 
-    # An absolute bound of the evaluation gates holds for each build too.
-    empty = CONFIG.model_copy(update={"gates": [Gate(metric="empty_rate", max=-1.0)]})
-    bounded = optimize_candidate(result, str(tiny_model_dir), str(adapter), empty, builds, tmp_path / "builds", count)
-    assert all("empty_rate" in b.reasons[-1] and not b.passed for b in bounded.builds)
+
+
+def scores(name: str, rouge: list[float], empty: float) -> ModelScores:
+    return ModelScores(name=name, metrics={"rougeL": sum(rouge) / len(rouge), "empty_rate": empty},
+                       per_sample={"rougeL": rouge}, predictions=[f"{name}{i}" for i in range(len(rouge))])
+
+
+@pytest.mark.parametrize(("before", "after", "reason"), [
+    (0.0, 0.05, None),  # within the bound the candidate held
+    (0.0, 0.2, "empty_rate 0.200 is above its gate's max 0.1"),
+    (0.3, 0.2, None),  # the candidate was over the bound itself: no worse is enough
+    (0.3, 0.4, "empty_rate 0.400 is above its gate's max 0.1 and the unoptimized 0.300"),
+])
+def test_a_build_holds_the_bounds_of_the_gates_the_candidate_held(before: float, after: float,
+                                                                   reason: str | None) -> None:
+    from steps.evaluate import EvalResult
+    from steps.optimize import judge
+
+    rouge = [0.2, 0.4, 0.3, 0.5]
+    candidate = scores("candidate", rouge, before)
+    result = EvalResult(n_samples=4, references=["r"] * 4, prompts=["p"] * 4, candidate=candidate, base=candidate)
+    config = CONFIG.model_copy(update={"gates": [Gate(metric="empty_rate", max=0.1)]})
+    built = judge(result, BuildSpec(name="bf16"), scores("bf16", rouge, after), Path("b"), "d", config,
+                  OptimizeConfig())
+    assert built.rouge_delta == (0.0, 0.0, 0.0) and built.identical == 0.0
+    assert built.reasons == ([] if reason is None else [reason]) and built.passed == (reason is None)
+
+    lower = judge(result, BuildSpec(name="bf16"), scores("bf16", [r - 0.05 for r in rouge], before), Path("b"), "d",
+                  config, OptimizeConfig())
+    assert not lower.passed and lower.rouge_delta[1] == pytest.approx(-0.05)
 
 
 def test_a_build_too_slow_for_min_speedup_does_not_serve() -> None:

@@ -42,7 +42,8 @@ def model_request(version: Version) -> dict[str, Any]:
             "ExecutionRoleArn": ROLE, "VpcConfig": {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]},
             "Tags": [{"Key": "genaiops:model", "Value": "summarizer"},
                      {"Key": "genaiops:version", "Value": version.version},
-                     {"Key": "genaiops:package-digest", "Value": version.digest}]}
+                     {"Key": "genaiops:package-digest", "Value": version.digest},
+                     {"Key": "genaiops:build", "Value": "unoptimized"}]}
 
 
 def variant(version: Version, weight: float) -> dict[str, Any]:
