@@ -14,7 +14,7 @@ unoptimized candidate was, and passes only when
   the candidate on a bound the candidate did not hold.
 
 A build that fails is recorded with its numbers and never served. Of those that pass, the one
-with the most output tokens/s serves, if it is faster than the candidate itself.
+with the most output tokens/s serves, if that is at least `min_speedup` times the candidate's.
 
 Each build is a Hugging Face model folder, content-addressed: `<root>/<digest>/`, where the
 digest is the SHA-256 of its files, so building the same candidate twice keeps one copy.
