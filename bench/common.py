@@ -45,3 +45,11 @@ def held_out(workspace: Path, count: int) -> HeldOut:
     base, config, frame = sample(workspace)
     inputs = [str(text) for text in frame[frame[SPLIT] == "test"][config.columns.input].tolist()][:count]
     return HeldOut(base=base, template=config.template, inputs=inputs)
+
+
+def publish(text: str, write: Path | None) -> None:
+    """Print a benchmark's results section and, with `write` (bench/RESULTS.md), append it there."""
+    print(text)
+    if write:
+        with write.open("a", encoding="utf-8") as out:
+            out.write("\n" + text)

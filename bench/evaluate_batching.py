@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
 
-    from bench.common import held_out
+    from bench.common import held_out, publish
     from steps.generation import GenerationSettings, generate, load_model
 
     samples = held_out(args.workspace, args.samples)
@@ -49,10 +49,7 @@ def main() -> None:
         f"Greedy outputs at batch 8 equal those at batch 1 for {same} of {len(prompts)} prompts "
         "(left padding changes float rounding, which can flip a near-tie).", "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        with args.write.open("a", encoding="utf-8") as out:
-            out.write("\n" + "\n".join(lines))
+    publish("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

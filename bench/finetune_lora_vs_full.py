@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,10 +80,7 @@ def main() -> None:
         f"{full['estimated_memory_mb'] / lora['estimated_memory_mb']:.2f}x |",
         "",
     ])
-    print(table)
-    if args.write:
-        with args.write.open("a", encoding="utf-8") as out_file:
-            out_file.write("\n" + table)
+    publish(table, args.write)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
 
-    from bench.common import sample
+    from bench.common import publish, sample
     from local_aws.endpoints import LocalEndpoints
     from steps.base_model import token_counter
     from steps.data import SPLIT
@@ -195,10 +195,7 @@ def main() -> None:
         f"{before['overhead_p99_ms']:.2f} | {after['overhead_median_ms']:.2f} / {after['overhead_p99_ms']:.2f} |", "",
         "Overhead target ≤ 2 ms median: " + ("met" if after["overhead_median_ms"] <= 2 else "not met") + ".", "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        with args.write.open("a", encoding="utf-8") as out:
-            out.write("\n" + "\n".join(lines))
+    publish("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

@@ -277,7 +277,7 @@ def main() -> None:
     if not parts or parts - {"overhead", "throughput", "shadow"}:
         parser.error(f"--parts: choose from overhead, throughput, shadow (got {args.parts!r})")
 
-    from bench.common import held_out
+    from bench.common import held_out, publish
     from local_aws.endpoints import LocalEndpoints
     from serving.handler import Invocation, Predictor
 
@@ -378,10 +378,7 @@ def main() -> None:
             "production was idle.", "",
         ]
 
-    print("\n".join(lines))
-    if args.write:
-        with args.write.open("a", encoding="utf-8") as out:
-            out.write("\n" + "\n".join(lines))
+    publish("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ PACKAGE_PARAMS = {"uri": "package.uri", "digest": "package.digest", "image": "pa
 BUILD_PARAMS = {T.BUILD_SERVED: "package.build", T.BUILD_SPEEDUP: "package.build_speedup", T.BUILDS: "package.builds"}
 
 
+def build_params(tags: dict[str, str]) -> dict[str, str]:
+    """The build tags of a version as the run's `package` parameters (the evidence the server checks them with)."""
+    return {BUILD_PARAMS[key].removeprefix("package."): value for key, value in tags.items() if key in BUILD_PARAMS}
+
+
 class RegistryUnavailableError(RuntimeError):
     """The registry or the run's artifacts could not be read; a write that depends on them is refused."""
 

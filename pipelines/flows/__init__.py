@@ -19,7 +19,7 @@ from model_registry.candidates import (
     model_config,
     publish_report,
 )
-from model_registry.evidence import BUILD_PARAMS
+from model_registry.evidence import build_params
 from model_registry.mlflow_registry import MlflowRegistry, RegisteredVersion
 from model_registry.sagemaker_mirror import MirrorDecision, ModelPackageMirror
 from model_registry.watcher import watch_approvals
@@ -244,8 +244,7 @@ def retrain(config: PipelineConfig | str | None = None, trigger: Trigger | None 
             registry.runs.log_params(run_id, {"package": {"uri": built.uri, "digest": built.digest, "image": built.image,
                                                      # the base model as its container serves it (JumpStart's)
                                                      "base_uri": trained.lineage.get("base_artifact", ""),
-                                                     **{BUILD_PARAMS[k].removeprefix("package."): v
-                                                        for k, v in builds.items()}}})
+                                                     **build_params(builds)}})
             logger.info("packaged the candidate: %s (%s); it serves the %s build%s", built.uri,
                         "reused" if built.reused else "new", built.build,
                         f", {optimized.speedup:.2f}x the unoptimized tokens/s" if optimized and optimized.served else "")
